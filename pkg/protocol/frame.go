@@ -1,0 +1,99 @@
+package protocol
+
+import "time"
+
+// Subprotocol is the WebSocket subprotocol that selects protocol v1. A
+// WebSocket upgrade without it is served in plain-text mode.
+const Subprotocol = "parley.v1"
+
+// Frame types, client to server.
+const (
+	TypeHello   = "hello"
+	TypeJoin    = "join"
+	TypeSend    = "send"
+	TypeLeave   = "leave"
+	TypeHistory = "history" // also a server reply
+	TypePing    = "ping"
+)
+
+// Frame types, server to client.
+const (
+	TypeWelcome = "welcome"
+	TypeJoined  = "joined"
+	TypeMessage = "message"
+	TypeAck     = "ack"
+	TypeLeft    = "left"
+	TypePong    = "pong"
+	TypeError   = "error"
+)
+
+// Since is a resume position: the epoch and the last seq a client has seen
+// in a room.
+type Since struct {
+	Epoch string `json:"epoch"`
+	Seq   int64  `json:"seq"`
+}
+
+// Frame is the union of every v1 frame. Fields that a frame type does not use
+// are left at their zero value and omitted from the encoding.
+type Frame struct {
+	Type string `json:"type"`
+	Ref  string `json:"ref,omitempty"`
+
+	// hello
+	Token  string `json:"token,omitempty"`
+	User   string `json:"user,omitempty"`
+	Device string `json:"device,omitempty"`
+	Node   string `json:"node,omitempty"`
+
+	// join, send, leave, history, joined, message, ack
+	Room  string `json:"room,omitempty"`
+	Since *Since `json:"since,omitempty"`
+	Epoch string `json:"epoch,omitempty"`
+	Seq   int64  `json:"seq,omitempty"`
+	First int64  `json:"first,omitempty"`
+	// Recovered is set on joined when the join carried since.
+	Recovered *bool `json:"recovered,omitempty"`
+
+	ID   string `json:"id,omitempty"`
+	From string `json:"from,omitempty"`
+	TS   string `json:"ts,omitempty"`
+	Body string `json:"body,omitempty"`
+
+	// history request and reply
+	Before   int64      `json:"before,omitempty"`
+	Limit    int        `json:"limit,omitempty"`
+	Messages []*Message `json:"messages,omitempty"`
+
+	// error
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Message is a chat message as it is stored in a room's history and
+// delivered in a "message" frame. Its JSON form carries "type":"message", so
+// the stored envelope is the frame itself and a gateway forwards it as is.
+type Message struct {
+	Type   string `json:"type"`
+	Room   string `json:"room"`
+	Seq    int64  `json:"seq"`
+	Epoch  string `json:"epoch"`
+	ID     string `json:"id"`
+	From   string `json:"from"`
+	Device string `json:"device,omitempty"`
+	TS     string `json:"ts"`
+	Body   string `json:"body"`
+}
+
+// TimeLayout is the one form every time in the protocol takes: UTC with
+// milliseconds, for example 2026-11-22T10:00:00.000Z.
+const TimeLayout = "2006-01-02T15:04:05.000Z"
+
+// FormatTime formats t as TimeLayout in UTC.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+// ParseTime parses a time in TimeLayout.
+func ParseTime(s string) (time.Time, error) { return time.Parse(TimeLayout, s) }
+
+// Bool returns a pointer to b, for Frame.Recovered.
+func Bool(b bool) *bool { return &b }
