@@ -1,0 +1,184 @@
+// Package redistest starts real redis-server processes for tests, each on a
+// free loopback port in its own temporary directory. A missing redis-server
+// binary fails the test: Parley's tests never skip for want of Redis.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Options select how the server persists.
+type Options struct {
+	// AOF turns on the append-only file (appendfsync always), so a restart
+	// keeps every write. Default off: a restart loses everything.
+	AOF bool
+}
+
+// Server is a redis-server child process.
+type Server struct {
+	t    testing.TB
+	opts Options
+	Dir  string
+	Port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start starts a redis-server and waits until it answers PING. The server is
+// stopped when the test ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
+	}
+	_ = bin
+	s := &Server{t: t, opts: opts, Dir: t.TempDir()}
+	var lastErr error
+	for range 5 {
+		s.Port = freePort(t)
+		if lastErr = s.start(); lastErr == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+	}
+	t.Fatalf("redistest: could not start redis-server: %v", lastErr)
+	return nil
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("redistest: free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func (s *Server) start() error {
+	args := []string{
+		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--dir", s.Dir, "--save", "", "--daemonize", "no",
+		"--protected-mode", "no", "--logfile", filepath.Join(s.Dir, "redis.log"),
+	}
+	if s.opts.AOF {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	cmd := exec.Command("redis-server", args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	s.cmd, s.done = cmd, done
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("redis-server on port %d exited at start; log: %s", s.Port, s.logTail())
+		default:
+		}
+		c := goredis.NewClient(&goredis.Options{Addr: s.Addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+		err := c.Ping(context.Background()).Err()
+		c.Close()
+		if err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.kill()
+	return fmt.Errorf("redis-server on port %d did not answer PING within 10s; log: %s", s.Port, s.logTail())
+}
+
+func (s *Server) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// Addr is host:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+
+// URL is a redis:// URL for the server.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Client returns a go-redis client for the server, closed when the test ends.
+func (s *Server) Client() *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func (s *Server) kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}
+
+// Stop kills the server (SIGKILL, like a crash) and waits for it to exit.
+func (s *Server) Stop() { s.kill() }
+
+// Restart kills the server and starts it again on the same port. Without
+// AOF the new server is empty, as after a crash with persistence off.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.kill()
+	var err error
+	for range 50 { // the port may linger briefly
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("redistest: restart: %v", err)
+}
+
+// KillPubSub closes every pub/sub client connection on the server
+// (CLIENT KILL TYPE pubsub) and returns how many were killed.
+func (s *Server) KillPubSub(ctx context.Context) int64 {
+	s.t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
+	defer c.Close()
+	n, err := c.ClientKillByFilter(ctx, "TYPE", "pubsub").Result()
+	if err != nil {
+		s.t.Fatalf("redistest: CLIENT KILL TYPE pubsub: %v", err)
+	}
+	return n
+}
+
+// Info returns one INFO field, for assertions on server state.
+func (s *Server) Info(ctx context.Context, section, field string) string {
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
+	defer c.Close()
+	txt, err := c.Info(ctx, section).Result()
+	if err != nil {
+		s.t.Fatalf("redistest: INFO: %v", err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(txt))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

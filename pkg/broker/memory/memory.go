@@ -1,0 +1,285 @@
+// Package memory implements broker.Broker inside one process. It keeps the
+// same semantics as the Redis broker (seq, epoch, retention, idempotency,
+// subscribe-then-deliver) and passes the same conformance suite, but nothing
+// outlives the process and nothing crosses to another node: it is the
+// single-node default when no Redis URL is configured.
+package memory
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/broker"
+)
+
+// Config configures a Broker. Zero fields take the stated defaults.
+type Config struct {
+	// Retention is how many messages each room's history keeps.
+	// Default broker.DefaultRetention (1000).
+	Retention int
+	// IdempotencyWindow is how long a send's ack is remembered.
+	// Default broker.DefaultIdempotencyWindow (5m).
+	IdempotencyWindow time.Duration
+	// Handler receives subscribed messages.
+	Handler broker.Handler
+}
+
+type room struct {
+	seq   int64
+	epoch string
+	log   []broker.Envelope // consecutive seqs ending at seq
+}
+
+type idemEntry struct {
+	ack     broker.Ack
+	expires time.Time
+}
+
+// Broker is an in-process broker.Broker.
+type Broker struct {
+	cfg Config
+
+	mu     sync.Mutex
+	rooms  map[string]*room
+	idem   map[string]idemEntry
+	subs   map[string]bool
+	closed bool
+
+	// deliveries run on one goroutine, in publish order, like a pub/sub
+	// connection; queue is unbounded so Publish never waits for a reader.
+	qmu   sync.Mutex
+	queue []func()
+	wake  chan struct{}
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// New returns an empty in-memory Broker.
+func New(cfg Config) *Broker {
+	if cfg.Retention <= 0 {
+		cfg.Retention = broker.DefaultRetention
+	}
+	if cfg.IdempotencyWindow <= 0 {
+		cfg.IdempotencyWindow = broker.DefaultIdempotencyWindow
+	}
+	b := &Broker{
+		cfg:   cfg,
+		rooms: make(map[string]*room),
+		idem:  make(map[string]idemEntry),
+		subs:  make(map[string]bool),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	b.wg.Add(1)
+	go b.run()
+	return b
+}
+
+func (b *Broker) run() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.wake:
+		case <-b.done:
+			return
+		}
+		for {
+			b.qmu.Lock()
+			q := b.queue
+			b.queue = nil
+			b.qmu.Unlock()
+			if len(q) == 0 {
+				break
+			}
+			for _, f := range q {
+				f()
+			}
+		}
+	}
+}
+
+// post queues f for the delivery goroutine. Called with b.mu held, so the
+// queue order is the publish order.
+func (b *Broker) post(f func()) {
+	b.qmu.Lock()
+	b.queue = append(b.queue, f)
+	b.qmu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Publish implements broker.Broker.
+func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack, error) {
+	if err := ctx.Err(); err != nil {
+		return broker.Ack{}, err
+	}
+	if p.TS == "" {
+		p.TS = broker.Now()
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return broker.Ack{}, broker.ErrClosed
+	}
+	now := time.Now()
+	ikey := p.Room + "\x00" + p.From + "\x00" + p.ID
+	if e, ok := b.idem[ikey]; ok && now.Before(e.expires) {
+		ack := e.ack
+		ack.Duplicate = true
+		return ack, nil
+	}
+	r := b.rooms[p.Room]
+	if r == nil {
+		r = &room{}
+		b.rooms[p.Room] = r
+	}
+	if r.epoch == "" {
+		r.epoch = broker.NewEpoch()
+	}
+	r.seq++
+	head, tail := broker.EnvelopeParts(p)
+	raw := broker.Assemble(head, r.seq, r.epoch, tail)
+	env, err := broker.ParseEnvelope(raw)
+	if err != nil {
+		return broker.Ack{}, err
+	}
+	r.log = append(r.log, env)
+	if over := len(r.log) - b.cfg.Retention; over > 0 {
+		r.log = append(r.log[:0:0], r.log[over:]...)
+	}
+	ack := broker.Ack{Room: p.Room, ID: p.ID, Seq: r.seq, Epoch: r.epoch, TS: p.TS}
+	b.idem[ikey] = idemEntry{ack: ack, expires: now.Add(b.cfg.IdempotencyWindow)}
+	if len(b.idem)%1024 == 0 {
+		b.expireIdem(now)
+	}
+	if b.subs[p.Room] && b.cfg.Handler != nil {
+		h := b.cfg.Handler
+		b.post(func() { h.Deliver(env) })
+	}
+	return ack, nil
+}
+
+func (b *Broker) expireIdem(now time.Time) {
+	for k, e := range b.idem {
+		if !now.Before(e.expires) {
+			delete(b.idem, k)
+		}
+	}
+}
+
+func (b *Broker) rangeOf(name string, from, to int64) broker.Range {
+	r := b.rooms[name]
+	if r == nil || len(r.log) == 0 {
+		var out broker.Range
+		if r != nil {
+			out.Epoch, out.Seq = r.epoch, r.seq
+		}
+		return out
+	}
+	first := r.seq - int64(len(r.log)) + 1
+	out := broker.Range{Position: broker.Position{Epoch: r.epoch, Seq: r.seq, First: first}}
+	from = max(from, first)
+	to = min(to, r.seq)
+	if from <= to {
+		out.Messages = append([]broker.Envelope(nil), r.log[from-first:to-first+1]...)
+	}
+	return out
+}
+
+// After implements broker.Broker.
+func (b *Broker) After(ctx context.Context, room string, after int64, limit int) (broker.Range, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	to := int64(1<<62 - 1)
+	if limit > 0 {
+		// from is at least first, computed in rangeOf; clamp after the fact.
+		r := b.rangeOf(room, after+1, to)
+		if len(r.Messages) > limit {
+			r.Messages = r.Messages[:limit]
+		}
+		return r, nil
+	}
+	return b.rangeOf(room, after+1, to), nil
+}
+
+// Before implements broker.Broker.
+func (b *Broker) Before(ctx context.Context, room string, before int64, limit int) (broker.Range, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	to := int64(1<<62 - 1)
+	if before > 0 {
+		to = before - 1
+	}
+	r := b.rangeOf(room, 0, to)
+	if limit > 0 && len(r.Messages) > limit {
+		r.Messages = r.Messages[len(r.Messages)-limit:]
+	}
+	return r, nil
+}
+
+// Head implements broker.Broker.
+func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rangeOf(room, 1, 0).Position, nil
+}
+
+// Subscribe implements broker.Broker.
+func (b *Broker) Subscribe(ctx context.Context, room string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return broker.ErrClosed
+	}
+	b.subs[room] = true
+	if h := b.cfg.Handler; h != nil {
+		b.post(func() { h.Subscribed(room) })
+	}
+	return nil
+}
+
+// Unsubscribe implements broker.Broker.
+func (b *Broker) Unsubscribe(ctx context.Context, room string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.subs, room)
+	return nil
+}
+
+// Ready implements broker.Broker; an open memory broker is always ready.
+func (b *Broker) Ready(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return broker.ErrClosed
+	}
+	return nil
+}
+
+// Reset forgets every room, as a Redis that lost its data would. New
+// messages start a new epoch. It exists for tests of epoch changes.
+func (b *Broker) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rooms = make(map[string]*room)
+	b.idem = make(map[string]idemEntry)
+}
+
+// Close implements broker.Broker.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	close(b.done)
+	b.wg.Wait()
+	return nil
+}

@@ -1,0 +1,19 @@
+package memory_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/broker/brokertest"
+	"github.com/parley-chat/parley/pkg/broker/memory"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T, h broker.Handler, retention int) broker.Broker {
+		return memory.New(memory.Config{Handler: h, Retention: retention})
+	})
+}

@@ -1,0 +1,370 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/pkg/broker"
+)
+
+// Config configures a Broker. Zero fields take the stated defaults.
+type Config struct {
+	// URL is a redis:// or rediss:// URL. Required.
+	URL string
+	// Prefix starts every key and channel. Default "parley".
+	Prefix string
+	// Retention is how many messages each room's history keeps.
+	// Default broker.DefaultRetention (1000).
+	Retention int
+	// IdempotencyWindow is how long a send's ack is remembered.
+	// Default broker.DefaultIdempotencyWindow (5m); at least 2m.
+	IdempotencyWindow time.Duration
+	// Handler receives subscribed messages. Required for Subscribe.
+	Handler broker.Handler
+	// Logger for connection events. Default slog.Default().
+	Logger *slog.Logger
+	// PingInterval is how often an idle pub/sub connection is checked.
+	// Default 15s.
+	PingInterval time.Duration
+}
+
+// Broker is a broker.Broker backed by Redis.
+type Broker struct {
+	cfg    Config
+	client *goredis.Client
+	ps     *goredis.PubSub
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	healthy atomic.Bool // pub/sub connection is up
+
+	mu      sync.Mutex
+	waiters map[string][]chan struct{} // channel -> Subscribe calls waiting for confirmation
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// New returns a Broker connected to cfg.URL. It does not wait for Redis:
+// a Broker whose Redis is down starts, reports not ready, and recovers when
+// Redis comes. A malformed URL is an error.
+func New(cfg Config) (*Broker, error) {
+	opt, err := goredis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis: invalid URL %q: %w", cfg.URL, err)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "parley"
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = broker.DefaultRetention
+	}
+	if cfg.IdempotencyWindow == 0 {
+		cfg.IdempotencyWindow = broker.DefaultIdempotencyWindow
+	}
+	if cfg.IdempotencyWindow < broker.MinIdempotencyWindow {
+		return nil, fmt.Errorf("redis: idempotency window %v is shorter than %v", cfg.IdempotencyWindow, broker.MinIdempotencyWindow)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 15 * time.Second
+	}
+	// Fail fast while Redis is down: sends get "unavailable" in about the
+	// dial timeout instead of hanging.
+	opt.DialTimeout = 2 * time.Second
+	opt.ReadTimeout = 3 * time.Second
+	opt.WriteTimeout = 3 * time.Second
+	opt.MaxRetries = 1
+	opt.Protocol = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{
+		cfg:     cfg,
+		client:  goredis.NewClient(opt),
+		ctx:     ctx,
+		cancel:  cancel,
+		waiters: make(map[string][]chan struct{}),
+	}
+	b.ps = b.client.Subscribe(ctx)
+	b.wg.Add(1)
+	go b.receive()
+	return b, nil
+}
+
+func (b *Broker) key(room, kind string) string {
+	return b.cfg.Prefix + ":{" + room + "}:" + kind
+}
+
+func (b *Broker) channel(room string) string { return b.cfg.Prefix + ":{" + room + "}" }
+
+func (b *Broker) roomOf(channel string) (string, bool) {
+	s, ok := strings.CutPrefix(channel, b.cfg.Prefix+":{")
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(s, "}")
+}
+
+// Client returns the underlying go-redis client (for diagnostics and tests).
+func (b *Broker) Client() *goredis.Client { return b.client }
+
+func unavailable(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("redis %s: %w: %w", op, broker.ErrUnavailable, err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, goredis.ErrClosed) || strings.Contains(err.Error(), "connection refused") ||
+		strings.HasPrefix(err.Error(), "LOADING") {
+		return fmt.Errorf("redis %s: %w: %w", op, broker.ErrUnavailable, err)
+	}
+	return fmt.Errorf("redis %s: %w", op, err)
+}
+
+// Publish implements broker.Broker with one EVALSHA of the publish script.
+func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack, error) {
+	if b.ctx.Err() != nil {
+		return broker.Ack{}, broker.ErrClosed
+	}
+	if p.TS == "" {
+		p.TS = broker.Now()
+	}
+	head, tail := broker.EnvelopeParts(p)
+	keys := []string{b.key(p.Room, "meta"), b.key(p.Room, "log"), b.key(p.Room, "idem:"+p.From+":"+p.ID)}
+	res, err := publishScript.Run(ctx, b.client, keys,
+		head, tail, b.cfg.Retention, b.cfg.IdempotencyWindow.Milliseconds(), broker.NewEpoch(), b.channel(p.Room), p.TS,
+	).Slice()
+	if err != nil {
+		return broker.Ack{}, unavailable("publish", err)
+	}
+	if len(res) != 2 {
+		return broker.Ack{}, fmt.Errorf("redis publish: unexpected reply %v", res)
+	}
+	fresh, _ := res[0].(int64)
+	ackStr, _ := res[1].(string)
+	parts := strings.SplitN(ackStr, "|", 3)
+	if len(parts) != 3 {
+		return broker.Ack{}, fmt.Errorf("redis publish: malformed ack %q", ackStr)
+	}
+	seq, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil {
+		return broker.Ack{}, fmt.Errorf("redis publish: malformed seq in ack %q: %w", ackStr, err)
+	}
+	return broker.Ack{Room: p.Room, ID: p.ID, Seq: seq, Epoch: parts[1], TS: parts[2], Duplicate: fresh == 0}, nil
+}
+
+func (b *Broker) read(ctx context.Context, room, mode string, bound int64, limit int) (broker.Range, error) {
+	res, err := readScript.Run(ctx, b.client, []string{b.key(room, "meta"), b.key(room, "log")}, mode, bound, limit).Slice()
+	if err != nil {
+		return broker.Range{}, unavailable("read", err)
+	}
+	if len(res) < 3 {
+		return broker.Range{}, fmt.Errorf("redis read: unexpected reply %v", res)
+	}
+	var r broker.Range
+	r.Epoch, _ = res[0].(string)
+	r.Seq, _ = res[1].(int64)
+	r.First, _ = res[2].(int64)
+	if n := len(res) - 3; n > 0 {
+		r.Messages = make([]broker.Envelope, 0, n)
+	}
+	for _, item := range res[3:] {
+		s, _ := item.(string)
+		env, err := broker.ParseEnvelope([]byte(s))
+		if err != nil {
+			return broker.Range{}, fmt.Errorf("redis read %s: %w", room, err)
+		}
+		r.Messages = append(r.Messages, env)
+	}
+	return r, nil
+}
+
+// After implements broker.Broker.
+func (b *Broker) After(ctx context.Context, room string, after int64, limit int) (broker.Range, error) {
+	return b.read(ctx, room, "after", after, limit)
+}
+
+// Before implements broker.Broker.
+func (b *Broker) Before(ctx context.Context, room string, before int64, limit int) (broker.Range, error) {
+	return b.read(ctx, room, "before", before, limit)
+}
+
+// Head implements broker.Broker.
+func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error) {
+	r, err := b.read(ctx, room, "before", 1, 0) // bound 1: no messages, just the head
+	return r.Position, err
+}
+
+// Subscribe implements broker.Broker: it sends SUBSCRIBE on the shared
+// pub/sub connection and waits for Redis to confirm it.
+func (b *Broker) Subscribe(ctx context.Context, room string) error {
+	ch := b.channel(room)
+	done := make(chan struct{})
+	b.mu.Lock()
+	b.waiters[ch] = append(b.waiters[ch], done)
+	b.mu.Unlock()
+	// An error here still leaves the channel in go-redis's set, so it is
+	// subscribed when the connection comes back; we wait either way.
+	_ = b.ps.Subscribe(ctx, ch)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		b.dropWaiter(ch, done)
+		return fmt.Errorf("redis subscribe %s: %w: %w", room, broker.ErrUnavailable, ctx.Err())
+	case <-b.ctx.Done():
+		return broker.ErrClosed
+	}
+}
+
+func (b *Broker) dropWaiter(ch string, done chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ws := b.waiters[ch]
+	for i, w := range ws {
+		if w == done {
+			b.waiters[ch] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(b.waiters[ch]) == 0 {
+		delete(b.waiters, ch)
+	}
+}
+
+// Unsubscribe implements broker.Broker.
+func (b *Broker) Unsubscribe(ctx context.Context, room string) error {
+	if err := b.ps.Unsubscribe(ctx, b.channel(room)); err != nil {
+		return unavailable("unsubscribe", err)
+	}
+	return nil
+}
+
+// Ready implements broker.Broker: Redis answers PING and the pub/sub
+// connection is up.
+func (b *Broker) Ready(ctx context.Context) error {
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	if !b.healthy.Load() {
+		return fmt.Errorf("redis: %w: pub/sub connection down", broker.ErrUnavailable)
+	}
+	return nil
+}
+
+// Close implements broker.Broker.
+func (b *Broker) Close() error {
+	b.cancel()
+	err := b.ps.Close()
+	b.wg.Wait()
+	if err2 := b.client.Close(); err == nil {
+		err = err2
+	}
+	if errors.Is(err, goredis.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+// receive owns the pub/sub connection: it reads every reply, dispatches
+// messages and subscription confirmations, pings an idle connection and
+// reports its loss.
+func (b *Broker) receive() {
+	defer b.wg.Done()
+	backoff := 50 * time.Millisecond
+	needPing := true
+	for b.ctx.Err() == nil {
+		if needPing {
+			// A PING makes go-redis dial (and resubscribe) now, and its
+			// reply tells us the connection is up.
+			if err := b.ps.Ping(b.ctx); err != nil {
+				b.lost(err)
+				b.sleep(&backoff)
+				continue
+			}
+			needPing = false
+		}
+		msg, err := b.ps.ReceiveTimeout(b.ctx, b.cfg.PingInterval)
+		if err != nil {
+			if b.ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				needPing = true // idle: check the connection
+				continue
+			}
+			b.lost(err)
+			needPing = true
+			b.sleep(&backoff)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		b.healthy.Store(true)
+		switch m := msg.(type) {
+		case *goredis.Subscription:
+			if m.Kind == "subscribe" {
+				b.confirmed(m.Channel)
+			}
+		case *goredis.Message:
+			room, ok := b.roomOf(m.Channel)
+			if !ok || b.cfg.Handler == nil {
+				continue
+			}
+			env, err := broker.ParseEnvelope([]byte(m.Payload))
+			if err != nil {
+				b.cfg.Logger.Error("redis: dropping malformed envelope", "room", room, "err", err)
+				continue
+			}
+			b.cfg.Handler.Deliver(env)
+		case *goredis.Pong:
+		}
+	}
+}
+
+func (b *Broker) confirmed(ch string) {
+	b.mu.Lock()
+	ws := b.waiters[ch]
+	delete(b.waiters, ch)
+	b.mu.Unlock()
+	if room, ok := b.roomOf(ch); ok && b.cfg.Handler != nil {
+		b.cfg.Handler.Subscribed(room)
+	}
+	for _, w := range ws {
+		close(w)
+	}
+}
+
+func (b *Broker) lost(err error) {
+	if b.healthy.Swap(false) {
+		b.cfg.Logger.Warn("redis: pub/sub connection lost", "err", err)
+		if b.cfg.Handler != nil {
+			b.cfg.Handler.Disconnected(err)
+		}
+	}
+}
+
+func (b *Broker) sleep(backoff *time.Duration) {
+	t := time.NewTimer(*backoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-b.ctx.Done():
+	}
+	if *backoff < time.Second {
+		*backoff *= 2
+	}
+}

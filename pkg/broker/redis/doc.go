@@ -1,0 +1,21 @@
+// Package redis implements broker.Broker on Redis with
+// github.com/redis/go-redis/v9.
+//
+// Per room R (with {R} a hash tag, so a room lives on one Cluster slot):
+//
+//	<prefix>:{R}:meta              hash: seq (last assigned), epoch
+//	<prefix>:{R}:log               list: the last Retention envelopes, oldest first
+//	<prefix>:{R}:idem:<user>:<id>  string: the ack of an idempotent send, with a TTL
+//	channel <prefix>:{R}           pub/sub: each envelope as it is published
+//
+// Publish is one Lua script run with EVALSHA: idempotency check, seq and
+// epoch, RPUSH and LTRIM, the ack stored under the idempotency key, PUBLISH.
+// Reads run a script that reads the head and the list in one step, so the
+// list always holds the seqs head-len+1..head.
+//
+// One pub/sub connection per Broker carries every subscription. A broken
+// connection is re-established by go-redis, which resubscribes every channel;
+// each resubscription is reported to the Handler through Subscribed, and
+// the loss of the connection through Disconnected, so the gateway can re-read
+// what pub/sub lost.
+package redis

@@ -1,0 +1,166 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/parley-chat/parley/internal/redistest"
+	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/broker/brokertest"
+	"github.com/parley-chat/parley/pkg/broker/redis"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newBroker(t testing.TB, srv *redistest.Server, h broker.Handler, retention int) *redis.Broker {
+	t.Helper()
+	b, err := redis.New(redis.Config{URL: srv.URL(), Prefix: fmt.Sprintf("t%d", time.Now().UnixNano()), Handler: h, Retention: retention})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	brokertest.Run(t, func(t *testing.T, h broker.Handler, retention int) broker.Broker {
+		return newBroker(t, srv, h, retention)
+	})
+}
+
+func TestInvalidURL(t *testing.T) {
+	_, err := redis.New(redis.Config{URL: "http://nope"})
+	if err == nil {
+		t.Fatal("New accepted an http:// URL")
+	}
+}
+
+// The idempotency key expires after the window: asserted on the TTL Redis
+// holds, not by waiting two minutes.
+func TestIdempotencyKeyTTL(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b, err := redis.New(redis.Config{URL: srv.URL(), Prefix: "ttl", IdempotencyWindow: 3 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "x1", From: "alice", Body: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := srv.Client().PTTL(ctx, "ttl:{r}:idem:alice:x1").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl < 2*time.Minute || ttl > 3*time.Minute {
+		t.Fatalf("idempotency key TTL = %v, want about 3m (at least 2m)", ttl)
+	}
+	for _, k := range []string{"ttl:{r}:meta", "ttl:{r}:log"} {
+		if n, _ := srv.Client().Exists(ctx, k).Result(); n != 1 {
+			t.Fatalf("key %s missing: the layout must follow the contract", k)
+		}
+	}
+	if _, err := redis.New(redis.Config{URL: srv.URL(), IdempotencyWindow: time.Minute}); err == nil {
+		t.Fatal("a 1 minute idempotency window was accepted; the contract needs at least 2")
+	}
+}
+
+// Publish is one EVALSHA: one command, one round trip per message, counted
+// on the client side with a go-redis hook and on the server by commandstats.
+func TestPublishIsOneScriptCall(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := newBroker(t, srv, nil, 100)
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "warm", From: "u", Body: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	hook := &countingHook{}
+	b.Client().AddHook(hook)
+	c := srv.Client()
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := b.Publish(ctx, broker.Publication{Room: "r", ID: fmt.Sprint(i), From: "u", Body: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := hook.cmds.Load(); got != 10 {
+		t.Fatalf("10 publishes sent %d commands (%v), want 10", got, hook.names())
+	}
+	stats, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !contains(stats, "cmdstat_evalsha:calls=10,") || !contains(stats, "cmdstat_publish:calls=10,") {
+		t.Fatalf("want 10 EVALSHA each doing one PUBLISH; commandstats:\n%s", stats)
+	}
+}
+
+// A Redis that restarts empty: the next publish starts a new epoch at seq 1,
+// and a subscribed broker is told its subscription came back.
+func TestRestartNewEpochAndResubscribe(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := brokertest.NewRecorder()
+	b := newBroker(t, srv, rec, 100)
+	defer b.Close()
+	ctx := context.Background()
+	if err := b.Subscribe(ctx, "r"); err != nil {
+		t.Fatal(err)
+	}
+	var before int
+	rec.WaitFor(t, 5*time.Second, "first subscription", func(_ []broker.Envelope, s []string) bool { before = len(s); return before > 0 })
+	a1, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "1", From: "u", Body: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitFor(t, 5*time.Second, "delivery before the restart", func(e []broker.Envelope, _ []string) bool { return len(e) == 1 })
+	srv.Restart()
+	rec.WaitFor(t, 15*time.Second, "resubscription after restart", func(_ []broker.Envelope, s []string) bool { return len(s) > before })
+	var a2 broker.Ack
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a2, err = b.Publish(ctx, broker.Publication{Room: "r", ID: "2", From: "u", Body: "y"})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("publish after restart: %v", err)
+	}
+	if a2.Seq != 1 || a2.Epoch == a1.Epoch || a2.Epoch == "" {
+		t.Fatalf("after an empty restart: ack %+v, want seq 1 with an epoch other than %s", a2, a1.Epoch)
+	}
+	rec.WaitFor(t, 5*time.Second, "delivery of the new-epoch message", func(e []broker.Envelope, _ []string) bool {
+		return len(e) == 2 && e[1].Epoch == a2.Epoch
+	})
+}
+
+// Redis down: Publish fails with ErrUnavailable quickly, never hangs.
+func TestPublishUnavailable(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := newBroker(t, srv, nil, 100)
+	defer b.Close()
+	srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "1", From: "u", Body: "x"})
+	if err == nil {
+		t.Fatal("publish with Redis down succeeded")
+	}
+	if !errorsIs(err, broker.ErrUnavailable) {
+		t.Fatalf("publish with Redis down: %v, want ErrUnavailable", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("publish with Redis down took the whole 20s")
+	}
+	if err := b.Ready(ctx); err == nil {
+		t.Fatal("Ready with Redis down")
+	}
+}

@@ -1,0 +1,46 @@
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+type countingHook struct {
+	cmds atomic.Int64
+	mu   sync.Mutex
+	seen []string
+}
+
+func (h *countingHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *countingHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.cmds.Add(1)
+		h.mu.Lock()
+		h.seen = append(h.seen, cmd.Name())
+		h.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (h *countingHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.cmds.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+func (h *countingHook) names() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.seen...)
+}

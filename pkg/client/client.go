@@ -1,0 +1,226 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// Config configures a Client. Only URL and one of User or Token are
+// required; every other field has a default.
+type Config struct {
+	// URL is the gateway's WebSocket endpoint, for example ws://host:8080/ws.
+	// Required.
+	URL string
+	// User is the user name sent in hello under dev auth; used when Token
+	// is empty.
+	User string
+	// Token is the JWT sent in hello.
+	Token string
+	// Device is hello.device. Default "go".
+	Device string
+	// Header holds extra HTTP headers for the WebSocket handshake. Optional.
+	Header http.Header
+	// MinBackoff is the shortest wait before a reconnect attempt.
+	// Default 100ms.
+	MinBackoff time.Duration
+	// MaxBackoff caps the wait between reconnect attempts. Default 5s.
+	MaxBackoff time.Duration
+	// AckTimeout is how long a call waits for its reply (a Send for its ack)
+	// before the Client drops the connection and resends the request on a
+	// new one. It also bounds dial plus hello, and the re-joins after a
+	// reconnect. Default 10s.
+	AckTimeout time.Duration
+	// Logger receives the Client's diagnostics. Default: discard.
+	Logger *slog.Logger
+	// Buffer is the capacity of the Events channel. Default 1024.
+	Buffer int
+}
+
+const (
+	defaultDevice     = "go"
+	defaultMinBackoff = 100 * time.Millisecond
+	defaultMaxBackoff = 5 * time.Second
+	defaultAckTimeout = 10 * time.Second
+	defaultBuffer     = 1024
+
+	// readLimit is the largest frame the Client accepts; history replies
+	// can be large.
+	readLimit = 1 << 20
+)
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.URL == "" {
+		return cfg, errors.New("parley client: Config.URL is required")
+	}
+	if cfg.User == "" && cfg.Token == "" {
+		return cfg, errors.New("parley client: Config.User or Config.Token is required")
+	}
+	if cfg.Device == "" {
+		cfg.Device = defaultDevice
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = defaultMinBackoff
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = defaultMaxBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = cfg.MinBackoff
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = defaultAckTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = defaultBuffer
+	}
+	return cfg, nil
+}
+
+// State is the state of a Client's connection, reported in Event.State.
+// The zero value is not a state: it is what Event.State holds on events that
+// carry a message, a joined frame or an error frame.
+type State int
+
+const (
+	// StateConnected: connected, every room re-joined and every unanswered
+	// request resent. Not emitted for the connection Dial opens.
+	StateConnected State = iota + 1
+	// StateReconnecting: the connection dropped (Event.Err says why); the
+	// Client is reconnecting.
+	StateReconnecting
+	// StateClosed: the Client has stopped, after Close (Err nil) or after a
+	// fatal error such as a rejected token (Err says which). It is the last
+	// event before Events is closed.
+	StateClosed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnected:
+		return "connected"
+	case StateReconnecting:
+		return "reconnecting"
+	case StateClosed:
+		return "closed"
+	default:
+		return fmt.Sprintf("State(%d)", int(s))
+	}
+}
+
+// Event is one item on the Events channel. Exactly one of Message, Joined
+// and Error is set, or none of them and State is.
+type Event struct {
+	// Message is a "message" frame, delivered once, in seq order per room.
+	Message *protocol.Message
+	// Joined is a "joined" frame: the answer to a Join, the answer to a
+	// re-join after a reconnect, or an epoch change pushed by the server
+	// (recovered false: some messages are lost).
+	Joined *protocol.Frame
+	// Error is an error frame that answers no pending call: unsolicited, or
+	// the answer to an automatic re-join (the room is then no longer
+	// joined, unless the code says to retry later).
+	Error *protocol.Frame
+	// State is a connection state change, set when Message, Joined and
+	// Error are nil.
+	State State
+	// Err says why: with StateReconnecting, why the connection dropped
+	// (close code and reason, or the network error); with StateClosed, the
+	// fatal error, or nil after Close.
+	Err error
+}
+
+// Client is a connection to a Parley gateway that reconnects and resumes by
+// itself. Its methods are safe for concurrent use.
+type Client struct {
+	cfg    Config
+	log    *slog.Logger
+	events chan Event
+
+	ctx    context.Context // ends when Close is called
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	nextRef atomic.Uint64
+
+	mu      sync.Mutex
+	welcome protocol.Frame
+	rooms   map[string]*roomPos
+	pending map[string]*call
+	// cur is the connection being resumed or in use; nil while
+	// reconnecting.
+	cur *conn
+	// ready is true once cur is resumed: new requests are written at once.
+	// While false they wait in pending and are sent by resume.
+	ready bool
+	// resumeRooms are the rooms re-joined (or being re-joined) on cur.
+	resumeRooms map[string]bool
+	// err is set when the Client has stopped; every call returns it.
+	err error
+}
+
+// roomPos is the position of a joined room: the epoch and the last seq
+// delivered on Events.
+type roomPos struct {
+	epoch string
+	last  int64
+}
+
+// Dial connects to cfg.URL, sends hello and waits for welcome. It fails if
+// that first attempt fails; the error then names the close code and reason,
+// or the error frame, the server answered with. Once Dial has returned a
+// Client, the Client reconnects by itself until Close.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		events:  make(chan Event, cfg.Buffer),
+		rooms:   make(map[string]*roomPos),
+		pending: make(map[string]*call),
+	}
+	cn, welcome, err := c.connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("parley client: dial %s: %w", cfg.URL, unwrapFatal(err))
+	}
+	c.welcome = *welcome
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.wg.Add(1)
+	go c.run(cn)
+	return c, nil
+}
+
+// Welcome returns the welcome frame of the current (or last) connection:
+// the user, device and the gateway node that serves it.
+func (c *Client) Welcome() protocol.Frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.welcome
+}
+
+// Events returns the channel of messages, joined frames, unsolicited errors
+// and state changes. See the package documentation on backpressure. The
+// channel is closed when the Client stops.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// Close closes the connection with code 1000, stops reconnecting, fails
+// pending calls with ErrClosed and waits for the Client's goroutines. It is
+// safe to call more than once.
+func (c *Client) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}

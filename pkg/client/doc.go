@@ -1,0 +1,44 @@
+// Package client is the Go SDK for Parley's wire protocol v1.
+//
+// Dial opens a WebSocket to a gateway (subprotocol "parley.v1"), sends hello
+// and waits for welcome. After that the Client keeps itself connected:
+//
+//   - Requests (Join, Leave, Send, SendID, History) carry a ref unique to the
+//     Client; the reply (joined, left, ack, history) or the error frame with
+//     the same ref completes the call. An error frame makes the call return a
+//     *protocol.Error with the server's code and message.
+//   - For every joined room the Client remembers the epoch and the last seq it
+//     delivered on Events, and drops any message it has already delivered, so
+//     each message reaches Events exactly once and in seq order.
+//   - When the connection drops (close 1012 on a draining gateway, 1013 for a
+//     slow consumer, a network error, a killed server) the Client emits
+//     StateReconnecting, reconnects with exponential backoff and full jitter
+//     between Config.MinBackoff and Config.MaxBackoff, sends hello, re-joins
+//     every room with since = {epoch, last seq}, then resends every request
+//     that has not been answered, sends with the same id so that the server
+//     deduplicates them and returns the original ack, and emits
+//     StateConnected. Calls in progress keep waiting across the reconnect;
+//     calls made while reconnecting are queued and sent after the re-joins.
+//   - A connection that leaves a request unanswered for Config.AckTimeout is
+//     considered dead: it is dropped and the request is resent on a new one.
+//   - A close with code 1008 (policy: bad or expired token) or an
+//     unauthorized/forbidden error during hello on a reconnect is fatal: the
+//     Client emits StateClosed with the reason, fails every pending call and
+//     stops. On Dial the same failure is returned as Dial's error.
+//
+// # Events and backpressure
+//
+// Messages, joined frames, unsolicited error frames and connection state
+// changes are delivered in order on the channel returned by Events, which
+// has capacity Config.Buffer. When it is full, the goroutine that reads the
+// socket waits for the application: nothing is dropped, but the Client stops
+// reading from the server, whose bounded queue may then overflow so that it
+// closes the connection with 1013 (the Client resumes where it left off), and
+// replies queue behind the unread events, so that calls may time out and the
+// connection be recycled. Read Events promptly, from a goroutine other than
+// the one that waits for calls if the application makes many calls without
+// reading. Events is closed after the Client has stopped.
+//
+// Close closes the connection with code 1000, stops reconnecting, fails the
+// pending calls with ErrClosed and waits for every goroutine of the Client.
+package client
