@@ -197,6 +197,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("parley client: dial %s: %w", cfg.URL, unwrapFatal(err))
 	}
 	c.welcome = *welcome
+	c.cur, c.ready = cn, true // no goroutine yet: no lock needed
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go c.run(cn)

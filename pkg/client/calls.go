@@ -1,0 +1,234 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// call is a request waiting for its reply.
+type call struct {
+	num      uint64 // order of issue; requests are resent in this order
+	ref      string
+	frame    *protocol.Frame
+	internal bool // an automatic re-join, not a caller's request
+	done     chan result
+
+	// conn is the connection the request was last written on (nil: not
+	// yet), at sentAt. Both guarded by Client.mu.
+	conn   *conn
+	sentAt time.Time
+}
+
+type result struct {
+	f   *protocol.Frame
+	err error
+}
+
+// Join joins room and returns the "joined" frame. With since, the server
+// delivers every message after that position (recovered says whether it
+// could); without, the room's recent backlog. The messages follow on Events,
+// after an Event carrying the same joined frame. The Client re-joins the
+// room after every reconnect until Leave.
+func (c *Client) Join(ctx context.Context, room string, since *protocol.Since) (protocol.Frame, error) {
+	if !protocol.ValidRoom(room) {
+		return protocol.Frame{}, badRequest("invalid room name %q", room)
+	}
+	f := &protocol.Frame{Type: protocol.TypeJoin, Room: room}
+	if since != nil {
+		s := *since
+		f.Since = &s
+	}
+	return c.do(ctx, f)
+}
+
+// Leave leaves room. The Client stops delivering its messages and stops
+// re-joining it at once, even if ctx ends before the server answers.
+func (c *Client) Leave(ctx context.Context, room string) error {
+	if !protocol.ValidRoom(room) {
+		return badRequest("invalid room name %q", room)
+	}
+	_, err := c.do(ctx, &protocol.Frame{Type: protocol.TypeLeave, Room: room})
+	return err
+}
+
+// Send posts body to room under a new unique id and returns the ack, which
+// carries the message's seq. The send survives reconnects: it is resent
+// with the same id until acked, and the server stores it once. If ctx ends
+// first the message may or may not have been stored; SendID with the same
+// id settles it without a duplicate.
+func (c *Client) Send(ctx context.Context, room, body string) (protocol.Frame, error) {
+	return c.SendID(ctx, room, newID(), body)
+}
+
+// SendID is Send with an id chosen by the caller: 1-64 printable ASCII
+// characters without spaces, unique per user within the server's
+// idempotency window. Sending again with the same id returns the original
+// ack and stores nothing.
+func (c *Client) SendID(ctx context.Context, room, id, body string) (protocol.Frame, error) {
+	if !protocol.ValidRoom(room) {
+		return protocol.Frame{}, badRequest("invalid room name %q", room)
+	}
+	if !protocol.ValidID(id) {
+		return protocol.Frame{}, badRequest("invalid id %q: 1-64 printable ASCII characters without spaces", id)
+	}
+	return c.do(ctx, &protocol.Frame{Type: protocol.TypeSend, Room: room, ID: id, Body: body})
+}
+
+// History returns up to limit messages of room with seq < before, the
+// newest such ones, in ascending seq order. before <= 0 means from the
+// newest message; limit <= 0 means the server's default. The messages are
+// returned, not delivered on Events.
+func (c *Client) History(ctx context.Context, room string, before int64, limit int) ([]*protocol.Message, error) {
+	if !protocol.ValidRoom(room) {
+		return nil, badRequest("invalid room name %q", room)
+	}
+	f := &protocol.Frame{Type: protocol.TypeHistory, Room: room, Before: max(before, 0), Limit: max(limit, 0)}
+	r, err := c.do(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return r.Messages, nil
+}
+
+// newID returns a random idempotency key: 32 hex digits.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails
+	return hex.EncodeToString(b[:])
+}
+
+// newCall makes a call for f with a fresh ref. Caller holds c.mu.
+func (c *Client) newCall(f *protocol.Frame) *call {
+	n := c.nextRef.Add(1)
+	f.Ref = "r" + strconv.FormatUint(n, 36)
+	return &call{num: n, ref: f.Ref, frame: f, done: make(chan result, 1)}
+}
+
+// do sends the request f, or queues it while reconnecting, and waits for
+// its reply.
+func (c *Client) do(ctx context.Context, f *protocol.Frame) (protocol.Frame, error) {
+	if err := ctx.Err(); err != nil {
+		return protocol.Frame{}, fmt.Errorf("parley client: %s: %w", f.Type, err)
+	}
+	c.mu.Lock()
+	if c.err != nil || c.ctx.Err() != nil {
+		err := c.err
+		c.mu.Unlock()
+		if err == nil {
+			err = ErrClosed
+		}
+		return protocol.Frame{}, err
+	}
+	cl := c.newCall(f)
+	if f.Type == protocol.TypeLeave {
+		delete(c.rooms, f.Room)
+		if !c.ready && !c.resumeRooms[f.Room] {
+			// The next connection will not join the room: nothing to
+			// leave.
+			c.mu.Unlock()
+			return protocol.Frame{Type: protocol.TypeLeft, Room: f.Room}, nil
+		}
+	}
+	c.pending[cl.ref] = cl
+	if c.ready {
+		c.write(c.cur, cl)
+	}
+	c.mu.Unlock()
+
+	r, err := c.wait(ctx, cl)
+	if err != nil {
+		return protocol.Frame{}, err
+	}
+	return *r, nil
+}
+
+// wait waits for cl's reply. When the reply is overdue it drops the
+// connection, so that the request is resent on a new one.
+func (c *Client) wait(ctx context.Context, cl *call) (*protocol.Frame, error) {
+	timer := time.NewTimer(c.cfg.AckTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case r := <-cl.done:
+			return r.f, r.err
+		case <-ctx.Done():
+			c.mu.Lock()
+			_, ok := c.pending[cl.ref]
+			delete(c.pending, cl.ref)
+			c.mu.Unlock()
+			if !ok {
+				// The reply is on its way.
+				r := <-cl.done
+				return r.f, r.err
+			}
+			return nil, fmt.Errorf("parley client: %s %s: %w", cl.frame.Type, cl.frame.Room, ctx.Err())
+		case <-timer.C:
+			timer.Reset(c.checkOverdue(cl))
+		}
+	}
+}
+
+// checkOverdue drops the connection if cl has waited on it for AckTimeout,
+// and returns when to look again.
+func (c *Client) checkOverdue(cl *call) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl.conn == nil || cl.conn != c.cur || !c.ready {
+		return c.cfg.AckTimeout
+	}
+	if waited := time.Since(cl.sentAt); waited < c.cfg.AckTimeout {
+		return c.cfg.AckTimeout - waited
+	}
+	c.log.Warn("parley client: request unanswered, dropping the connection",
+		"type", cl.frame.Type, "room", cl.frame.Room, "ref", cl.ref, "timeout", c.cfg.AckTimeout)
+	cl.conn.cancel(fmt.Errorf("%s %s (ref %s): %w", cl.frame.Type, cl.frame.Room, cl.ref, errReplyTimeout))
+	return c.cfg.AckTimeout
+}
+
+// write queues cl's frame on cn. Caller holds c.mu.
+func (c *Client) write(cn *conn, cl *call) {
+	b, err := protocol.Encode(cl.frame)
+	if err != nil { // cannot happen: frames are plain structs
+		c.log.Error("parley client: encode", "err", err)
+		return
+	}
+	cn.q = append(cn.q, b)
+	cl.conn, cl.sentAt = cn, time.Now()
+	select {
+	case cn.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns the pending call with ref, or nil.
+func (c *Client) take(ref string) *call {
+	if ref == "" {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.pending[ref]
+	delete(c.pending, ref)
+	return cl
+}
+
+// pendingInOrder returns the callers' pending requests in the order they
+// were issued. Caller holds c.mu.
+func (c *Client) pendingInOrder() []*call {
+	var calls []*call
+	for _, cl := range c.pending {
+		if !cl.internal {
+			calls = append(calls, cl)
+		}
+	}
+	slices.SortFunc(calls, func(a, b *call) int { return cmp.Compare(a.num, b.num) })
+	return calls
+}

@@ -1,0 +1,290 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// conn is one WebSocket connection with its reader and writer goroutines.
+type conn struct {
+	ws *websocket.Conn
+	// ctx ends, with the reason as its cause, when the connection is done
+	// for: a read or write failed, a reply timed out, or the Client closed.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// q holds encoded frames for the writer, guarded by Client.mu; wake
+	// tells the writer there is something in q.
+	q    [][]byte
+	wake chan struct{}
+	wg   sync.WaitGroup
+}
+
+// connect dials, sends hello and waits for welcome, all within
+// Config.AckTimeout. An error that must stop reconnecting is a *fatalError.
+func (c *Client) connect(ctx context.Context) (*conn, *protocol.Frame, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.AckTimeout)
+	defer cancel()
+
+	ws, resp, err := websocket.Dial(ctx, c.cfg.URL, &websocket.DialOptions{
+		HTTPHeader:   c.cfg.Header,
+		Subprotocols: []string{protocol.Subprotocol},
+	})
+	if err != nil {
+		err = fmt.Errorf("websocket handshake: %w", err)
+		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
+			return nil, nil, &fatalError{fmt.Errorf("HTTP %s: %w", resp.Status, err)}
+		}
+		return nil, nil, err
+	}
+	if ws.Subprotocol() != protocol.Subprotocol {
+		_ = ws.CloseNow()
+		return nil, nil, fmt.Errorf("websocket handshake: server did not accept subprotocol %q", protocol.Subprotocol)
+	}
+	ws.SetReadLimit(readLimit)
+
+	hello := protocol.Frame{Type: protocol.TypeHello, Device: c.cfg.Device}
+	if c.cfg.Token != "" {
+		hello.Token = c.cfg.Token
+	} else {
+		hello.User = c.cfg.User
+	}
+	b, err := protocol.Encode(&hello)
+	if err != nil {
+		_ = ws.CloseNow()
+		return nil, nil, err
+	}
+	if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
+		_ = ws.CloseNow()
+		return nil, nil, connError("hello", err)
+	}
+
+	// Read until welcome. An error frame is usually followed by a close
+	// frame that says more, so wait a moment for it.
+	var refused *protocol.Error
+	rctx := ctx
+	for {
+		typ, data, err := ws.Read(rctx)
+		if err != nil {
+			_ = ws.CloseNow()
+			err = connError("hello", err)
+			if refused != nil {
+				err = fmt.Errorf("%w (after error frame %w)", err, refused)
+			}
+			if websocket.CloseStatus(err) == websocket.StatusPolicyViolation ||
+				(refused != nil && !retryable(refused.Code)) {
+				err = &fatalError{err}
+			}
+			return nil, nil, err
+		}
+		if typ != websocket.MessageText {
+			continue
+		}
+		var f protocol.Frame
+		if err := json.Unmarshal(data, &f); err != nil {
+			c.log.Warn("parley client: undecodable frame during hello", "err", err)
+			continue
+		}
+		switch f.Type {
+		case protocol.TypeWelcome:
+			cctx, ccancel := context.WithCancelCause(context.Background())
+			return &conn{ws: ws, ctx: cctx, cancel: ccancel, wake: make(chan struct{}, 1)}, &f, nil
+		case protocol.TypeError:
+			if refused == nil {
+				refused = frameError(&f)
+				var stop context.CancelFunc
+				rctx, stop = context.WithTimeout(ctx, time.Second)
+				defer stop()
+			}
+		}
+	}
+}
+
+// writeLoop writes the frames queued in cn.q, in order.
+func (c *Client) writeLoop(cn *conn) {
+	defer cn.wg.Done()
+	for {
+		select {
+		case <-cn.ctx.Done():
+			return
+		case <-cn.wake:
+		}
+		c.mu.Lock()
+		q := cn.q
+		cn.q = nil
+		c.mu.Unlock()
+		for _, b := range q {
+			ctx, cancel := context.WithTimeout(cn.ctx, c.cfg.AckTimeout)
+			err := cn.ws.Write(ctx, websocket.MessageText, b)
+			cancel()
+			if err != nil {
+				cn.cancel(connError("write", err))
+				return
+			}
+		}
+	}
+}
+
+// readLoop reads and handles frames until the connection fails.
+func (c *Client) readLoop(cn *conn) {
+	defer cn.wg.Done()
+	for {
+		typ, data, err := cn.ws.Read(cn.ctx)
+		if err != nil {
+			cn.cancel(connError("read", err))
+			return
+		}
+		if typ != websocket.MessageText {
+			c.log.Warn("parley client: ignoring binary frame")
+			continue
+		}
+		var f protocol.Frame
+		if err := json.Unmarshal(data, &f); err != nil {
+			c.log.Warn("parley client: ignoring undecodable frame", "err", err)
+			continue
+		}
+		if !c.handle(cn, &f) {
+			return
+		}
+	}
+}
+
+// handle acts on one frame from the server. It returns false when the
+// connection ended while an event waited for room in Events.
+func (c *Client) handle(cn *conn, f *protocol.Frame) bool {
+	switch f.Type {
+	case protocol.TypeMessage:
+		return c.handleMessage(cn, f)
+	case protocol.TypeJoined:
+		return c.handleJoined(cn, f)
+	case protocol.TypeAck, protocol.TypeLeft, protocol.TypeHistory:
+		if cl := c.take(f.Ref); cl != nil {
+			cl.done <- result{f: f}
+		} else {
+			c.log.Debug("parley client: reply to no pending call", "type", f.Type, "ref", f.Ref)
+		}
+	case protocol.TypeError:
+		cl := c.take(f.Ref)
+		if cl == nil || cl.internal {
+			if !c.emit(cn, Event{Error: f}) {
+				return false
+			}
+		}
+		if cl != nil {
+			cl.done <- result{err: frameError(f)}
+		}
+	case protocol.TypeWelcome:
+		c.mu.Lock()
+		c.welcome = *f
+		c.mu.Unlock()
+	case protocol.TypePong:
+	default:
+		c.log.Debug("parley client: ignoring frame", "type", f.Type)
+	}
+	return true
+}
+
+func (c *Client) handleMessage(cn *conn, f *protocol.Frame) bool {
+	m := &protocol.Message{
+		Type: f.Type, Room: f.Room, Seq: f.Seq, Epoch: f.Epoch, ID: f.ID,
+		From: f.From, Device: f.Device, TS: f.TS, Body: f.Body,
+	}
+	c.mu.Lock()
+	pos := c.rooms[m.Room]
+	dup := pos != nil && pos.epoch == m.Epoch && m.Seq <= pos.last
+	c.mu.Unlock()
+	if pos == nil {
+		c.log.Debug("parley client: message for a room not joined", "room", m.Room, "seq", m.Seq)
+		return true
+	}
+	if dup {
+		c.log.Debug("parley client: dropping duplicate message", "room", m.Room, "epoch", m.Epoch, "seq", m.Seq)
+		return true
+	}
+	// Deliver first, then advance: a message that never reached Events is
+	// asked for again on the next re-join.
+	if !c.emit(cn, Event{Message: m}) {
+		return false
+	}
+	c.mu.Lock()
+	pos.epoch, pos.last = m.Epoch, m.Seq
+	c.mu.Unlock()
+	return true
+}
+
+func (c *Client) handleJoined(cn *conn, f *protocol.Frame) bool {
+	var cl *call
+	if f.Ref != "" {
+		cl = c.take(f.Ref)
+	}
+	c.mu.Lock()
+	pos := c.rooms[f.Room]
+	if pos == nil && cl != nil && !cl.internal {
+		pos = &roomPos{}
+		if s := cl.frame.Since; s != nil {
+			pos.epoch, pos.last = s.Epoch, s.Seq
+		}
+		c.rooms[f.Room] = pos
+	}
+	if pos != nil && pos.epoch != f.Epoch {
+		pos.epoch, pos.last = f.Epoch, 0
+	}
+	c.mu.Unlock()
+	if pos == nil {
+		// Unsolicited, or the answer to a re-join of a room left since.
+		c.log.Debug("parley client: joined for a room not joined", "room", f.Room)
+		if cl != nil {
+			cl.done <- result{f: f}
+		}
+		return true
+	}
+	if cl != nil && !cl.internal {
+		// Answer the caller before queueing the event, so that a caller
+		// that reads Events only after Join returns cannot deadlock.
+		cl.done <- result{f: f}
+		cl = nil
+	}
+	if !c.emit(cn, Event{Joined: f}) {
+		if cl != nil {
+			cl.done <- result{err: context.Cause(cn.ctx)}
+		}
+		return false
+	}
+	if cl != nil {
+		cl.done <- result{f: f}
+	}
+	return true
+}
+
+// emit puts ev on Events, waiting for room while the connection lives.
+func (c *Client) emit(cn *conn, ev Event) bool {
+	select {
+	case c.events <- ev:
+		return true
+	case <-cn.ctx.Done():
+		return false
+	}
+}
+
+// emitState puts a state change on Events, waiting for room until done
+// ends. A nil done means: do not wait.
+func (c *Client) emitState(done <-chan struct{}, ev Event) {
+	if done == nil {
+		select {
+		case c.events <- ev:
+		default:
+			c.log.Debug("parley client: Events full, state change not delivered", "state", ev.State)
+		}
+		return
+	}
+	select {
+	case c.events <- ev:
+	case <-done:
+	}
+}

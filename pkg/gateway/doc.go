@@ -1,0 +1,20 @@
+// Package gateway is a Parley gateway node as an embeddable http.Handler.
+//
+// A Gateway accepts WebSocket connections, speaks wire protocol v1 (see
+// package protocol and docs/protocol.md) with clients that negotiate the
+// "parley.v1" subprotocol, and serves plain-text mode to clients that do
+// not: each text frame is posted to the room named by the path, and the
+// bodies of other connections' messages come back as bare text.
+//
+// The gateway keeps no state that outlives a connection. Every message goes
+// through a broker.Broker, which stores it and publishes it to every node;
+// the gateway's hub subscribes each room once per node, counted by local
+// membership, fans each published envelope out to the room's local
+// connections, and repairs gaps (a lost pub/sub message, a reconnect of the
+// subscriber connection) from the room's history.
+//
+// Each connection has one reader (the ServeHTTP goroutine) and one writer,
+// started only while there is something to write, draining a bounded queue:
+// a connection whose queue overflows is closed with 1013 and resumes, so
+// fan-out never waits for the slowest reader.
+package gateway

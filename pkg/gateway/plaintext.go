@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// plainRoom maps a plain-text URL path to its room: "/" and "/ws" are the
+// lobby, "/chat" is "chat".
+func plainRoom(path string) (string, bool) {
+	p := strings.Trim(path, "/")
+	if p == "" || p == "ws" {
+		return "lobby", true
+	}
+	return p, protocol.ValidRoom(p) && !protocol.DirectRoom(p)
+}
+
+// servePlain runs plain-text mode for clients that speak no subprotocol:
+// the classic tutorial pages and mini-programs. Each text frame is posted to
+// the path's room; other connections' messages come back as bare text.
+func (c *conn) servePlain(r *http.Request) {
+	room, ok := plainRoom(r.URL.Path)
+	if !ok {
+		c.closeWith(protocol.ClosePolicy, "invalid room in path", true)
+		return
+	}
+	q := r.URL.Query()
+	user := q.Get("user")
+	if user == "" && q.Get("token") == "" && c.g.cfg.DevAuth {
+		user = fmt.Sprintf("guest-%d", c.id)
+	}
+	u, err := c.g.authenticate(q.Get("token"), user)
+	if err != nil {
+		c.closeWith(protocol.ClosePolicy, err.Error(), true)
+		return
+	}
+	c.user, c.device = u, fmt.Sprintf("text-%s-%d", c.g.cfg.NodeID, c.id)
+
+	ctx, cancel := c.requestCtx()
+	m, err := c.g.hub.join(ctx, c, room, nil, "")
+	cancel()
+	if err != nil {
+		c.closeWith(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
+		return
+	}
+	c.members[room] = m
+
+	lim := newBucket(c.g.cfg.RateLimit, c.g.cfg.RateBurst)
+	var n int
+	for {
+		data, typ, err := c.read(c.ctx)
+		if err != nil {
+			c.logEnd(err)
+			return
+		}
+		switch {
+		case !lim.allow(nowFunc()):
+			if lim.denied > c.g.cfg.RateBurst {
+				c.closeWith(protocol.ClosePolicy, "flood: too many messages", true)
+				return
+			}
+			continue
+		case typ != websocket.MessageText || !utf8.Valid(data):
+			c.closeWith(protocol.CloseUnsupportedData, "plain-text mode takes UTF-8 text frames only", true)
+			return
+		case len(data) > c.g.cfg.MaxBodyBytes:
+			c.closeWith(protocol.CloseTooBig, fmt.Sprintf("message over %d bytes", c.g.cfg.MaxBodyBytes), true)
+			return
+		case len(strings.TrimSpace(string(data))) == 0:
+			continue
+		}
+		n++
+		if _, err := c.publish(room, fmt.Sprintf("%s-%d", c.device, n), string(data)); err != nil {
+			c.g.log.Warn("plain-text publish failed", "conn", c.id, "err", err)
+			c.closeWith(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
+			return
+		}
+	}
+}

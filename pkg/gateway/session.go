@@ -1,0 +1,300 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		http.Error(w, "gateway draining: connect to another node", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:   []string{protocol.Subprotocol},
+		OriginPatterns: g.cfg.AllowedOrigins,
+	})
+	if err != nil {
+		g.log.Info("websocket upgrade refused", "err", err, "remote", r.RemoteAddr)
+		return // Accept wrote the HTTP error
+	}
+	ctx, cancel := context.WithCancel(g.ctx)
+	c := &conn{
+		g:       g,
+		ws:      ws,
+		ctx:     ctx,
+		cancel:  cancel,
+		id:      g.nextID.Add(1),
+		plain:   ws.Subprotocol() != protocol.Subprotocol,
+		members: make(map[string]*member),
+	}
+	if !g.track(c) {
+		cancel()
+		_ = ws.Close(protocol.CloseServiceRestart, "gateway shutting down")
+		return
+	}
+	defer g.untrack(c)
+	ws.SetReadLimit(g.cfg.MaxFrameBytes)
+	c.startPinger()
+
+	if c.plain {
+		c.servePlain(r)
+	} else {
+		c.serveV1()
+	}
+
+	// Cleanup: leave every room, stop the pinger, let the writer finish
+	// its close, then free the socket.
+	for _, m := range c.members {
+		g.hub.remove(m)
+	}
+	c.stopPinger()
+	c.closeWith(protocol.CloseNormal, "", false)
+	c.wg.Wait()
+	cancel()
+	_ = ws.CloseNow()
+}
+
+// readFrame reads one text frame. Binary frames are answered with an error
+// and skipped.
+func (c *conn) read(ctx context.Context) ([]byte, websocket.MessageType, error) {
+	typ, data, err := c.ws.Read(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.g.metrics.framesIn.Inc()
+	return data, typ, nil
+}
+
+// logEnd logs why a connection's read loop ended, at a level that fits.
+func (c *conn) logEnd(err error) {
+	status := websocket.CloseStatus(err)
+	switch {
+	case status == websocket.StatusMessageTooBig:
+		c.g.log.Info("closed: frame over the limit", "conn", c.id, "user", c.user, "limit", c.g.cfg.MaxFrameBytes)
+	case status != -1 || errors.Is(err, context.Canceled):
+		c.g.log.Debug("connection closed", "conn", c.id, "user", c.user, "status", int(status))
+	default:
+		c.g.log.Debug("connection ended", "conn", c.id, "user", c.user, "err", err)
+	}
+}
+
+// serveV1 runs protocol v1: hello, then requests until the connection ends.
+func (c *conn) serveV1() {
+	if !c.hello() {
+		return
+	}
+	lim := newBucket(c.g.cfg.RateLimit, c.g.cfg.RateBurst)
+	for {
+		data, typ, err := c.read(c.ctx)
+		if err != nil {
+			c.logEnd(err)
+			return
+		}
+		if !lim.allow(time.Now()) {
+			if lim.denied > c.g.cfg.RateBurst {
+				c.sendError("", protocol.CodeRateLimited, "flood: connection closed")
+				c.closeWith(protocol.ClosePolicy, "flood: too many frames", true)
+				return
+			}
+			c.sendError("", protocol.CodeRateLimited, fmt.Sprintf("more than %g frames per second; frame dropped", c.g.cfg.RateLimit))
+			continue
+		}
+		if typ != websocket.MessageText {
+			c.sendError("", protocol.CodeBadRequest, "binary frames are not part of protocol v1; send JSON text frames")
+			continue
+		}
+		f, err := protocol.Decode(data)
+		if err != nil {
+			ref := ""
+			if f != nil {
+				ref = f.Ref
+			}
+			c.sendError(ref, protocol.CodeBadRequest, err.Error())
+			continue
+		}
+		c.handle(f)
+	}
+}
+
+// hello waits for a valid hello within HelloTimeout. Other frames before it
+// are answered with unauthorized; a bad token closes with 1008.
+func (c *conn) hello() bool {
+	ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.HelloTimeout)
+	defer cancel()
+	for {
+		data, typ, err := c.read(ctx)
+		if err != nil {
+			if ctx.Err() != nil && c.ctx.Err() == nil {
+				c.closeWith(protocol.ClosePolicy, "no hello within "+c.g.cfg.HelloTimeout.String(), true)
+				return false
+			}
+			c.logEnd(err)
+			return false
+		}
+		if typ != websocket.MessageText {
+			c.sendError("", protocol.CodeBadRequest, "binary frames are not part of protocol v1")
+			continue
+		}
+		f, err := protocol.Decode(data)
+		if err != nil {
+			ref := ""
+			if f != nil {
+				ref = f.Ref
+			}
+			c.sendError(ref, protocol.CodeBadRequest, err.Error())
+			continue
+		}
+		if f.Type != protocol.TypeHello {
+			c.sendError(f.Ref, protocol.CodeUnauthorized, "send hello first")
+			continue
+		}
+		user, err := c.g.authenticate(f.Token, f.User)
+		if err != nil {
+			c.sendError(f.Ref, protocol.CodeUnauthorized, err.Error())
+			c.closeWith(protocol.ClosePolicy, err.Error(), true)
+			return false
+		}
+		c.user, c.device = user, f.Device
+		c.sendFrame(&protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID})
+		c.g.log.Debug("hello", "conn", c.id, "user", user, "device", f.Device)
+		return true
+	}
+}
+
+func (c *conn) handle(f *protocol.Frame) {
+	switch f.Type {
+	case protocol.TypeHello:
+		c.sendError(f.Ref, protocol.CodeBadRequest, "already said hello")
+	case protocol.TypePing:
+		c.sendFrame(&protocol.Frame{Type: protocol.TypePong, Ref: f.Ref})
+	case protocol.TypeJoin:
+		c.join(f)
+	case protocol.TypeLeave:
+		if m := c.members[f.Room]; m != nil {
+			delete(c.members, f.Room)
+			c.g.hub.remove(m)
+		}
+		c.sendFrame(&protocol.Frame{Type: protocol.TypeLeft, Ref: f.Ref, Room: f.Room})
+	case protocol.TypeSend:
+		c.send(f)
+	case protocol.TypeHistory:
+		c.history(f)
+	}
+}
+
+func (c *conn) requestCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+}
+
+// brokerError answers a failed broker call.
+func (c *conn) brokerError(ref string, err error) {
+	if errors.Is(err, broker.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, broker.ErrClosed) {
+		c.sendError(ref, protocol.CodeUnavailable, "message store unreachable; retry later")
+		return
+	}
+	if c.ctx.Err() != nil {
+		return
+	}
+	c.g.log.Error("broker call failed", "conn", c.id, "err", err)
+	c.sendError(ref, protocol.CodeInternal, "internal error")
+}
+
+func (c *conn) checkRoomAccess(ref, room string) bool {
+	if protocol.DirectRoom(room) {
+		c.sendError(ref, protocol.CodeForbidden, `rooms starting "dm:" are reserved for direct rooms`)
+		return false
+	}
+	return true
+}
+
+func (c *conn) join(f *protocol.Frame) {
+	if !c.checkRoomAccess(f.Ref, f.Room) {
+		return
+	}
+	if old := c.members[f.Room]; old != nil {
+		// A re-join (for example with a new since) replaces the membership.
+		delete(c.members, f.Room)
+		c.g.hub.remove(old)
+	}
+	ctx, cancel := c.requestCtx()
+	defer cancel()
+	m, err := c.g.hub.join(ctx, c, f.Room, f.Since, f.Ref)
+	if err != nil {
+		c.brokerError(f.Ref, err)
+		return
+	}
+	c.members[f.Room] = m
+}
+
+func (c *conn) send(f *protocol.Frame) {
+	if !c.checkRoomAccess(f.Ref, f.Room) {
+		return
+	}
+	if len(f.Body) > c.g.cfg.MaxBodyBytes {
+		c.sendError(f.Ref, protocol.CodeTooLarge, fmt.Sprintf("body is %d bytes; the limit is %d", len(f.Body), c.g.cfg.MaxBodyBytes))
+		return
+	}
+	ack, err := c.publish(f.Room, f.ID, f.Body)
+	if err != nil {
+		c.brokerError(f.Ref, err)
+		return
+	}
+	c.sendFrame(&protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: ack.ID, Room: ack.Room, Seq: ack.Seq, TS: ack.TS})
+}
+
+func (c *conn) publish(room, id, body string) (broker.Ack, error) {
+	ctx, cancel := c.requestCtx()
+	defer cancel()
+	start := time.Now()
+	ack, err := c.g.broker.Publish(ctx, broker.Publication{Room: room, ID: id, From: c.user, Device: c.device, Body: body})
+	if err == nil {
+		c.g.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	}
+	return ack, err
+}
+
+// maxHistoryPage caps one history reply.
+const maxHistoryPage = 200
+
+func (c *conn) history(f *protocol.Frame) {
+	if !c.checkRoomAccess(f.Ref, f.Room) {
+		return
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	limit = min(limit, maxHistoryPage)
+	ctx, cancel := c.requestCtx()
+	defer cancel()
+	rng, err := c.g.broker.Before(ctx, f.Room, f.Before, limit)
+	if err != nil {
+		c.brokerError(f.Ref, err)
+		return
+	}
+	msgs := make([]*protocol.Message, len(rng.Messages))
+	for i, env := range rng.Messages {
+		msgs[i] = env.Message
+	}
+	out := &protocol.Frame{Type: protocol.TypeHistory, Ref: f.Ref, Room: f.Room, Messages: msgs}
+	b, err := protocol.Encode(out)
+	if err != nil {
+		c.brokerError(f.Ref, err)
+		return
+	}
+	if len(msgs) == 0 {
+		// omitempty would drop the list: say it is empty.
+		b = []byte(strings.Replace(string(b), `}`, `,"messages":[]}`, 1))
+	}
+	c.enqueue(b)
+}
