@@ -230,7 +230,7 @@ func TestReconnectResumes(t *testing.T) {
 		two <- sendResult{ack, err}
 	}()
 	s.await(t, "send two", func() bool { return s.countLocked(protocol.TypeSend) == 2 })
-	firstTwo := s.frames(1)[2]
+	firstTwo := s.frames(1)[3] // hello, join, send one, send two
 
 	// The gateway restarts, and stays unreachable for a while.
 	s.set(func(s *fakeServer) { s.holdAcks = false; s.down = true })
@@ -517,6 +517,128 @@ func TestCloseFailsPendingCalls(t *testing.T) {
 	if _, err := c.Join(ctx, "general", nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Join after Close returned %v, want ErrClosed", err)
 	}
-	// The server saw a normal closure.
-	_ = c.Close()
+	s.await(t, "the connection to close", func() bool { return len(s.closes) == 1 })
+	s.mu.Lock()
+	code := s.closes[0]
+	s.mu.Unlock()
+	if code != websocket.StatusNormalClosure {
+		t.Fatalf("server saw close code %v, want 1000", code)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestResumeRejoinsJoinedRoomsOnly: after a drop (1013 here), only the rooms
+// still joined are re-joined, each from its own position.
+func TestResumeRejoinsJoinedRoomsOnly(t *testing.T) {
+	s := newFakeServer(t)
+	c := dial(t, testConfig(s.url(), "alice"))
+	ctx := testCtx(t)
+
+	for _, room := range []string{"a", "b", "c"} {
+		if _, err := c.Join(ctx, room, nil); err != nil {
+			t.Fatalf("Join %s: %v", room, err)
+		}
+		nextEvent(t, c, "the joined event")
+	}
+	for i, room := range []string{"a", "a", "b"} {
+		if _, err := c.Send(ctx, room, "x"); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+		nextMessage(t, c)
+	}
+	if err := c.Leave(ctx, "c"); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+
+	s.closeAll(websocket.StatusTryAgainLater, "slow consumer")
+	if ev := nextEvent(t, c, "StateReconnecting"); ev.State != StateReconnecting ||
+		websocket.CloseStatus(ev.Err) != websocket.StatusTryAgainLater {
+		t.Fatalf("want StateReconnecting for 1013, got %s", describe(ev))
+	}
+	for i := 0; i < 2; i++ {
+		if ev := nextEvent(t, c, "a re-join"); ev.Joined == nil || !*ev.Joined.Recovered {
+			t.Fatalf("want a recovered joined event, got %s", describe(ev))
+		}
+	}
+	if ev := nextEvent(t, c, "StateConnected"); ev.State != StateConnected {
+		t.Fatalf("want StateConnected, got %s", describe(ev))
+	}
+	got := s.frames(2)
+	want := []protocol.Frame{
+		{Type: protocol.TypeHello},
+		{Type: protocol.TypeJoin, Room: "a", Since: &protocol.Since{Epoch: "e1", Seq: 2}},
+		{Type: protocol.TypeJoin, Room: "b", Since: &protocol.Since{Epoch: "e1", Seq: 1}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("second connection received %d frames, want %d:\n%s", len(got), len(want), s.dump())
+	}
+	for i := range want {
+		if got[i].Type != want[i].Type || got[i].Room != want[i].Room ||
+			(want[i].Since != nil && (got[i].Since == nil || *got[i].Since != *want[i].Since)) {
+			t.Fatalf("frame %d = %+v (since %+v), want %+v (since %+v)", i, got[i], got[i].Since, want[i], want[i].Since)
+		}
+	}
+	// Live traffic continues in the re-joined rooms.
+	if _, err := c.Send(ctx, "b", "y"); err != nil {
+		t.Fatalf("Send after resume: %v", err)
+	}
+	checkMessage(t, nextMessage(t, c), "e1", 2, "y")
+}
+
+func TestCallContextEnds(t *testing.T) {
+	s := newFakeServer(t)
+	c := dial(t, testConfig(s.url(), "alice"))
+
+	s.set(func(s *fakeServer) { s.holdAcks = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := c.SendID(ctx, "general", "id-1", "x")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send returned %v, want context.DeadlineExceeded", err)
+	}
+	c.mu.Lock()
+	n := len(c.pending)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d calls still pending after their ctx ended", n)
+	}
+	// Retrying with the same id returns the original ack.
+	s.set(func(s *fakeServer) { s.holdAcks = false })
+	ack, err := c.SendID(testCtx(t), "general", "id-1", "x")
+	if err != nil || ack.Seq != 1 {
+		t.Fatalf("retry: ack %+v, error %v; want seq 1", ack, err)
+	}
+}
+
+func TestUnsolicitedError(t *testing.T) {
+	s := newFakeServer(t)
+	c := dial(t, testConfig(s.url(), "alice"))
+	s.push(protocol.ErrorFrame("", protocol.CodeRateLimited, "slow down"))
+	ev := nextEvent(t, c, "the error event")
+	if ev.Error == nil || ev.Error.Code != protocol.CodeRateLimited || ev.Error.Message != "slow down" {
+		t.Fatalf("want the error event, got %s", describe(ev))
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := &backoff{min: 100 * time.Millisecond, max: time.Second}
+	for i := 0; i < 50; i++ {
+		ceil := b.max
+		if i < 10 {
+			ceil = min(b.max, b.min<<(i+1))
+		}
+		if d := b.next(); d < b.min || d > ceil {
+			t.Fatalf("attempt %d: delay %v outside [%v, %v]", i, d, b.min, ceil)
+		}
+	}
+	b.reset()
+	if d := b.next(); d > 200*time.Millisecond {
+		t.Fatalf("after reset: delay %v, want at most 200ms", d)
+	}
+	fixed := &backoff{min: time.Second, max: time.Second}
+	if d := fixed.next(); d != time.Second {
+		t.Fatalf("min == max: delay %v, want 1s", d)
+	}
 }

@@ -33,7 +33,10 @@ type fakeServer struct {
 	rooms   map[string]*fakeRoom
 	acks    map[string]protocol.Frame // by user/id
 	recv    []recvFrame
-	nconns  int
+	// closes holds the close code each connection ended with, as the
+	// server read it (-1: no close frame).
+	closes []websocket.StatusCode
+	nconns int
 
 	// Knobs, guarded by mu.
 	down        bool   // answer upgrades with 503
@@ -205,6 +208,10 @@ func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 	for {
 		_, data, err := ws.Read(context.Background())
 		if err != nil {
+			s.mu.Lock()
+			s.closes = append(s.closes, websocket.CloseStatus(err))
+			s.notifyLocked()
+			s.mu.Unlock()
 			return
 		}
 		f, err := protocol.Decode(data)

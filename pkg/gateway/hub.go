@@ -235,6 +235,7 @@ func (h *hub) Subscribed(name string) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	h.g.log.Debug("subscribed", "room", name, "known", r.known, "last", r.last)
 	if !r.known {
 		return // first subscription: the joiner reads history itself
 	}

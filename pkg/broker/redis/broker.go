@@ -291,6 +291,7 @@ func (b *Broker) receive() {
 			// A PING makes go-redis dial (and resubscribe) now, and its
 			// reply tells us the connection is up.
 			if err := b.ps.Ping(b.ctx); err != nil {
+				b.cfg.Logger.Debug("redis: pub/sub ping failed", "err", err)
 				b.lost(err)
 				b.sleep(&backoff)
 				continue
@@ -307,6 +308,7 @@ func (b *Broker) receive() {
 				needPing = true // idle: check the connection
 				continue
 			}
+			b.cfg.Logger.Debug("redis: pub/sub receive failed", "err", err)
 			b.lost(err)
 			needPing = true
 			b.sleep(&backoff)

@@ -1,0 +1,363 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parley-chat/parley/internal/redistest"
+	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/broker/redis"
+	"github.com/parley-chat/parley/pkg/gateway"
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+var prefixSeq atomic.Int64
+
+// cluster is several in-process gateways on one real Redis.
+type cluster struct {
+	t      *testing.T
+	redis  *redistest.Server
+	prefix string
+	gws    []*node
+}
+
+type node struct {
+	g   *gateway.Gateway
+	srv *httptest.Server
+}
+
+func (n *node) wsURL(path string) string { return "ws" + strings.TrimPrefix(n.srv.URL, "http") + path }
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("PARLEY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newCluster(t *testing.T, n int, tweak func(*gateway.Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, redis: redistest.Start(t, redistest.Options{}), prefix: fmt.Sprintf("p%d", prefixSeq.Add(1))}
+	for i := range n {
+		c.addNode(fmt.Sprintf("gw-%d", i+1), tweak)
+	}
+	return c
+}
+
+func (c *cluster) addNode(id string, tweak func(*gateway.Config)) *node {
+	c.t.Helper()
+	cfg := gateway.Config{
+		NodeID:  id,
+		DevAuth: true,
+		Logger:  quietLogger(),
+		NewBroker: func(h broker.Handler) (broker.Broker, error) {
+			return redis.New(redis.Config{URL: c.redis.URL(), Prefix: c.prefix, Handler: h, Logger: quietLogger()})
+		},
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	g, err := gateway.New(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	n := &node{g: g, srv: httptest.NewServer(g)}
+	c.t.Cleanup(func() {
+		n.srv.CloseClientConnections()
+		_ = g.Close()
+		n.srv.Close()
+	})
+	waitReady(c.t, g)
+	c.gws = append(c.gws, n)
+	return n
+}
+
+func waitReady(t *testing.T, g *gateway.Gateway) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := g.Ready(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway %s not ready after 10s: %v", g.NodeID(), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tclient is a raw protocol-v1 test client. A reader goroutine moves frames
+// into a channel; a client whose channel is full stops reading the socket,
+// which is how a test makes a slow consumer.
+type tclient struct {
+	t      *testing.T
+	ws     *websocket.Conn
+	name   string
+	n      int
+	frames chan []byte
+	done   chan struct{}
+	err    error // why the reader stopped; read after done
+}
+
+func dialRaw(t *testing.T, url string, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: subprotocols})
+}
+
+// connect dials n as a v1 client without saying hello.
+func connect(t *testing.T, n *node) *tclient { return connectBuf(t, n, 100000) }
+
+func connectBuf(t *testing.T, n *node, buf int) *tclient {
+	t.Helper()
+	ws, _, err := dialRaw(t, n.wsURL("/ws"), protocol.Subprotocol)
+	if err != nil {
+		t.Fatalf("dial %s: %v", n.wsURL("/ws"), err)
+	}
+	return wrap(t, ws, buf)
+}
+
+func wrap(t *testing.T, ws *websocket.Conn, buf int) *tclient {
+	ws.SetReadLimit(4 << 20)
+	c := &tclient{t: t, ws: ws, frames: make(chan []byte, buf), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			_, b, err := ws.Read(context.Background())
+			if err != nil {
+				c.err = err
+				return
+			}
+			c.frames <- b
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ws.CloseNow()
+		for {
+			select {
+			case <-c.frames:
+			case <-c.done:
+				return
+			}
+		}
+	})
+	return c
+}
+
+// login connects and says hello as user, checking the welcome.
+func login(t *testing.T, n *node, user, device string) *tclient {
+	t.Helper()
+	c := connect(t, n)
+	c.name = user + "/" + device
+	c.send(protocol.Frame{Type: "hello", User: user, Device: device})
+	w := c.expect("welcome")
+	if w.User != user || w.Node != n.g.NodeID() {
+		t.Fatalf("welcome = %+v, want user %s node %s", w, user, n.g.NodeID())
+	}
+	return c
+}
+
+func (c *tclient) send(f protocol.Frame) {
+	c.t.Helper()
+	b, _ := json.Marshal(f)
+	c.sendRaw(b)
+}
+
+func (c *tclient) sendRaw(b []byte) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		c.t.Fatalf("%s: write: %v", c.name, err)
+	}
+}
+
+// next reads the next frame within 10s.
+func (c *tclient) next() protocol.Frame {
+	c.t.Helper()
+	f, err := c.tryNext(10 * time.Second)
+	if err != nil {
+		c.t.Fatalf("%s: reading a frame: %v", c.name, err)
+	}
+	return f
+}
+
+func (c *tclient) tryNext(d time.Duration) (protocol.Frame, error) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var b []byte
+	select {
+	case b = <-c.frames:
+	case <-t.C:
+		return protocol.Frame{}, fmt.Errorf("no frame within %v", d)
+	case <-c.done:
+		select {
+		case b = <-c.frames:
+		default:
+			return protocol.Frame{}, fmt.Errorf("connection ended: %w", c.err)
+		}
+	}
+	var f protocol.Frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("bad frame %s: %w", b, err)
+	}
+	return f, nil
+}
+
+// expect reads the next frame and fails unless it has the given type.
+func (c *tclient) expect(typ string) protocol.Frame {
+	c.t.Helper()
+	f := c.next()
+	if f.Type != typ {
+		c.t.Fatalf("%s: got %+v, want a %q frame", c.name, f, typ)
+	}
+	return f
+}
+
+func (c *tclient) join(room string, since *protocol.Since) protocol.Frame {
+	c.t.Helper()
+	c.n++
+	ref := fmt.Sprintf("j%d", c.n)
+	c.send(protocol.Frame{Type: "join", Ref: ref, Room: room, Since: since})
+	f := c.expect("joined")
+	if f.Ref != ref || f.Room != room {
+		c.t.Fatalf("%s: joined %+v does not answer %s", c.name, f, ref)
+	}
+	return f
+}
+
+// post sends a message and returns its ack, skipping message frames that
+// arrive first (they are returned too, in order).
+func (c *tclient) post(room, id, body string) (ack protocol.Frame, before []protocol.Frame) {
+	c.t.Helper()
+	c.n++
+	ref := fmt.Sprintf("s%d", c.n)
+	c.send(protocol.Frame{Type: "send", Ref: ref, Room: room, ID: id, Body: body})
+	for {
+		f := c.next()
+		switch {
+		case f.Type == "ack" && f.Ref == ref:
+			return f, before
+		case f.Type == "message":
+			before = append(before, f)
+		default:
+			c.t.Fatalf("%s: waiting for ack %s got %+v", c.name, ref, f)
+		}
+	}
+}
+
+// messages reads n message frames, failing on anything else.
+func (c *tclient) messages(n int) []protocol.Frame {
+	c.t.Helper()
+	out := make([]protocol.Frame, 0, n)
+	for len(out) < n {
+		f := c.next()
+		if f.Type != "message" {
+			c.t.Fatalf("%s: want message %d of %d, got %+v", c.name, len(out)+1, n, f)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// quiet asserts that nothing arrives for d.
+func (c *tclient) quiet(d time.Duration) {
+	c.t.Helper()
+	if f, err := c.tryNext(d); err == nil {
+		c.t.Fatalf("%s: unexpected frame %+v", c.name, f)
+	}
+}
+
+// closeStatus discards frames until the connection ends and returns its
+// close status.
+func (c *tclient) closeStatus() (websocket.StatusCode, string) {
+	c.t.Helper()
+	t := time.NewTimer(15 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.frames:
+		case <-c.done:
+			var ce websocket.CloseError
+			if asCloseError(c.err, &ce) {
+				return ce.Code, ce.Reason
+			}
+			return -1, fmt.Sprint(c.err)
+		case <-t.C:
+			c.t.Fatalf("%s: connection still open after 15s", c.name)
+		}
+	}
+}
+
+func seqsOf(fs []protocol.Frame) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = fmt.Sprint(f.Seq)
+	}
+	return strings.Join(s, ",")
+}
+
+func bodiesOf(fs []protocol.Frame) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = f.Body
+	}
+	return strings.Join(s, ",")
+}
+
+func scrape(t *testing.T, n *node) string {
+	t.Helper()
+	resp, err := http.Get(n.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// scrapeValue returns the value of a metric without labels other than node.
+func scrapeValue(t *testing.T, n *node, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, n), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			var v float64
+			fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v)
+			return v
+		}
+	}
+	return 0
+}
+
+func (c *cluster) addNodeWithRetention(t *testing.T, retention int) *node {
+	return c.addNodeBroker(fmt.Sprintf("gw-r%d", retention), func(h broker.Handler) (broker.Broker, error) {
+		return redis.New(redis.Config{URL: c.redis.URL(), Prefix: c.prefix + "-r", Handler: h, Retention: retention, Logger: quietLogger()})
+	})
+}
+
+func (c *cluster) addNodeBroker(id string, nb func(broker.Handler) (broker.Broker, error)) *node {
+	return c.addNode(id, func(cfg *gateway.Config) { cfg.NewBroker = nb })
+}
+
+func (c *cluster) epochOf(t *testing.T, room string) string {
+	e, err := c.redis.Client().HGet(context.Background(), c.prefix+":{"+room+"}:meta", "epoch").Result()
+	if err != nil {
+		t.Fatalf("epoch of %s: %v", room, err)
+	}
+	return e
+}

@@ -1,0 +1,18 @@
+package gateway_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// httptest keeps an idle-connection reaper per client transport.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+func asCloseError(err error, ce *websocket.CloseError) bool { return errors.As(err, ce) }
