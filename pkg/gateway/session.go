@@ -129,15 +129,15 @@ func (c *conn) serveV1() {
 // hello waits for a valid hello within HelloTimeout. Other frames before it
 // are answered with unauthorized; a bad token closes with 1008.
 func (c *conn) hello() bool {
-	ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.HelloTimeout)
-	defer cancel()
+	// Not a read deadline: a cancelled Read tears the socket down without a
+	// close frame, and the client deserves to read the reason.
+	deadline := time.AfterFunc(c.g.cfg.HelloTimeout, func() {
+		c.closeWith(protocol.ClosePolicy, "no hello within "+c.g.cfg.HelloTimeout.String(), true)
+	})
+	defer deadline.Stop()
 	for {
-		data, typ, err := c.read(ctx)
+		data, typ, err := c.read(c.ctx)
 		if err != nil {
-			if ctx.Err() != nil && c.ctx.Err() == nil {
-				c.closeWith(protocol.ClosePolicy, "no hello within "+c.g.cfg.HelloTimeout.String(), true)
-				return false
-			}
 			c.logEnd(err)
 			return false
 		}
