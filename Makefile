@@ -1,0 +1,27 @@
+# Parley's one test command: `make test`. It installs what the tests need
+# when it is missing, then checks formatting, vets and runs every test with
+# the race detector against a real redis-server.
+
+GO ?= go
+
+.PHONY: test deps check build bench fuzz
+
+test: deps check
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+deps:
+	@./scripts/ensure-deps.sh
+
+check:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o parley ./cmd/parley
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./pkg/protocol

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what Parley's tests need on a Debian machine when it is missing.
+# Without root it says exactly what to install and fails.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO=sudo
+  else
+    echo "Parley's tests need: ${missing[*]}" >&2
+    echo "Install with: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=
+fi
+echo "installing ${missing[*]} ..." >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+for m in "${missing[@]}"; do
+  command -v "$m" >/dev/null 2>&1 || { echo "install of $m failed" >&2; exit 1; }
+done
