@@ -27,7 +27,7 @@ var prefixSeq atomic.Int64
 
 // cluster is several in-process gateways on one real Redis.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	redis  *redistest.Server
 	prefix string
 	gws    []*node
@@ -47,7 +47,7 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func newCluster(t *testing.T, n int, tweak func(*gateway.Config)) *cluster {
+func newCluster(t testing.TB, n int, tweak func(*gateway.Config)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, redis: redistest.Start(t, redistest.Options{}), prefix: fmt.Sprintf("p%d", prefixSeq.Add(1))}
 	for i := range n {
@@ -84,7 +84,7 @@ func (c *cluster) addNode(id string, tweak func(*gateway.Config)) *node {
 	return n
 }
 
-func waitReady(t *testing.T, g *gateway.Gateway) {
+func waitReady(t testing.TB, g *gateway.Gateway) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

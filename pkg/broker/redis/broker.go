@@ -51,6 +51,7 @@ type Broker struct {
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // channel -> Subscribe calls waiting for confirmation
+	subs    map[string]bool            // channels subscribed and not unsubscribed
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -88,6 +89,7 @@ func New(cfg Config) (*Broker, error) {
 	opt.WriteTimeout = 3 * time.Second
 	opt.MaxRetries = 1
 	opt.Protocol = 2
+	quietGoRedis()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
 		cfg:     cfg,
@@ -95,6 +97,7 @@ func New(cfg Config) (*Broker, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		waiters: make(map[string][]chan struct{}),
+		subs:    make(map[string]bool),
 	}
 	b.ps = b.client.Subscribe(ctx)
 	b.wg.Add(1)
@@ -215,6 +218,7 @@ func (b *Broker) Subscribe(ctx context.Context, room string) error {
 	done := make(chan struct{})
 	b.mu.Lock()
 	b.waiters[ch] = append(b.waiters[ch], done)
+	b.subs[ch] = true
 	b.mu.Unlock()
 	// An error here still leaves the channel in go-redis's set, so it is
 	// subscribed when the connection comes back; we wait either way.
@@ -245,8 +249,12 @@ func (b *Broker) dropWaiter(ch string, done chan struct{}) {
 	}
 }
 
-// Unsubscribe implements broker.Broker.
+// Unsubscribe implements broker.Broker. Messages of the room still in
+// flight on the pub/sub connection are dropped from the moment it is called.
 func (b *Broker) Unsubscribe(ctx context.Context, room string) error {
+	b.mu.Lock()
+	delete(b.subs, b.channel(room))
+	b.mu.Unlock()
 	if err := b.ps.Unsubscribe(ctx, b.channel(room)); err != nil {
 		return unavailable("unsubscribe", err)
 	}
@@ -323,7 +331,10 @@ func (b *Broker) receive() {
 			}
 		case *goredis.Message:
 			room, ok := b.roomOf(m.Channel)
-			if !ok || b.cfg.Handler == nil {
+			b.mu.Lock()
+			live := b.subs[m.Channel]
+			b.mu.Unlock()
+			if !ok || !live || b.cfg.Handler == nil {
 				continue
 			}
 			env, err := broker.ParseEnvelope([]byte(m.Payload))

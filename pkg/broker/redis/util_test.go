@@ -44,3 +44,5 @@ func (h *countingHook) names() []string {
 	defer h.mu.Unlock()
 	return append([]string(nil), h.seen...)
 }
+
+func atomicAdd(p *int64) int64 { return atomic.AddInt64(p, 1) }
