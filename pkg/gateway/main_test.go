@@ -9,10 +9,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// httptest keeps an idle-connection reaper per client transport.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 func asCloseError(err error, ce *websocket.CloseError) bool { return errors.As(err, ce) }
