@@ -91,7 +91,7 @@ func BenchmarkFanOut1000(b *testing.B) {
 }
 
 func newClusterB(b *testing.B, n int) *cluster {
-	return newCluster(b, n, func(cfg *gateway.Config) { cfg.RateLimit, cfg.RateBurst = 1e9, 1 << 30 })
+	return newCluster(b, n, func(cfg *gateway.Config) { cfg.RateLimit, cfg.RateBurst = 1e9, 1<<30 })
 }
 
 func loginB(b *testing.B, n *node, user string) *websocket.Conn {

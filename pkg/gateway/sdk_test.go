@@ -17,7 +17,9 @@ import (
 
 // switchLB is an in-process stand-in for the load balancer: it hands each
 // new request to the gateway it currently points at.
-type switchLB struct{ to atomic.Pointer[gateway.Gateway] }
+type switchLB struct {
+	to atomic.Pointer[gateway.Gateway]
+}
 
 func (s *switchLB) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.to.Load().ServeHTTP(w, r) }
 
