@@ -29,6 +29,7 @@ type conn struct {
 
 	qmu        sync.Mutex
 	queue      []outFrame
+	capped     int  // frames in queue that count against OutboundQueue
 	writing    bool // a writer goroutine is running
 	closing    bool // no more frames are accepted
 	closeCode  websocket.StatusCode
@@ -44,6 +45,21 @@ type outFrame struct {
 	data []byte
 }
 
+// enqueueCatchUp queues a join's catch-up (bounded by the history size)
+// without counting it against OutboundQueue: a resume owed 1000 messages
+// must not be mistaken for a slow consumer.
+func (c *conn) enqueueCatchUp(frames [][]byte) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closing {
+		return
+	}
+	for _, f := range frames {
+		c.queue = append(c.queue, outFrame{data: f})
+	}
+	c.startWriterLocked()
+}
+
 // enqueue queues one text frame for the writer. It never blocks: when the
 // queue is full the connection is closed with 1013 instead (invariant 7).
 func (c *conn) enqueue(data []byte) {
@@ -52,10 +68,11 @@ func (c *conn) enqueue(data []byte) {
 	if c.closing {
 		return
 	}
-	if len(c.queue) >= c.g.cfg.OutboundQueue {
+	if c.capped >= c.g.cfg.OutboundQueue {
 		c.slowConsumerLocked()
 		return
 	}
+	c.capped++
 	c.queue = append(c.queue, outFrame{data: data})
 	c.startWriterLocked()
 }
@@ -111,7 +128,7 @@ func (c *conn) requestCloseLocked(code int, reason string, flush bool) {
 	c.closing = true
 	c.closeCode, c.closeWhy, c.flushFirst = websocket.StatusCode(code), reason, flush
 	if !flush {
-		c.queue = nil
+		c.queue, c.capped = nil, 0
 	}
 	c.startWriterLocked()
 }
@@ -148,6 +165,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		batch, c.queue = c.queue, batch[:0]
+		c.capped = 0
 		c.qmu.Unlock()
 
 		for i, f := range batch {

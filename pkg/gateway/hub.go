@@ -147,10 +147,13 @@ func (h *hub) join(ctx context.Context, c *conn, name string, since *protocol.Si
 		if since != nil {
 			jf.Recovered = protocol.Bool(recovered)
 		}
-		c.sendFrame(jf)
+		b, _ := protocol.Encode(jf) // a Frame always encodes
+		frames := make([][]byte, 0, 1+len(rng.Messages))
+		frames = append(frames, b)
 		for _, env := range rng.Messages {
-			c.enqueue(env.Raw)
+			frames = append(frames, env.Raw)
 		}
+		c.enqueueCatchUp(frames)
 	}
 	m.epoch, m.last = rng.Epoch, rng.Seq
 	m.pending = false

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/gateway"
 	"github.com/parley-chat/parley/pkg/protocol"
 )
@@ -449,3 +450,46 @@ func get(t *testing.T, n *node, path string) int {
 }
 
 var _ = websocket.StatusNormalClosure
+
+// Invariants 4 and 7 together: a resume owed a full history (1000
+// messages, twice the outbound queue) is delivered whole; the catch-up is
+// not mistaken for a slow consumer.
+func TestInvariant4_ResumeOwedFullHistoryIsNotSlowConsumer(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	n := c.gws[0]
+	ctx := context.Background()
+	var epoch string
+	for i := 1; i <= 1000; i++ {
+		ack, err := n.g.Broker().Publish(ctx, broker.Publication{Room: "big", ID: fmt.Sprint(i), From: "bot", Body: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		epoch = ack.Epoch
+	}
+	cl := login(t, n, "alice", "phone")
+	j := cl.join("big", &protocol.Since{Epoch: epoch, Seq: 0})
+	if j.Recovered == nil || !*j.Recovered || j.Seq != 1000 {
+		t.Fatalf("joined = %+v", j)
+	}
+	ms := cl.messages(1000)
+	if ms[0].Seq != 1 || ms[999].Seq != 1000 {
+		t.Fatalf("catch-up from %d to %d", ms[0].Seq, ms[999].Seq)
+	}
+	// Live delivery still works after the big catch-up.
+	cl.post("big", "live", "live")
+}
+
+func TestHistoryEmptyPageIsAnEmptyList(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	cl := login(t, c.gws[0], "alice", "phone")
+	cl.sendRaw([]byte(`{"type":"history","ref":"a}b","room":"empty"}`))
+	var raw []byte
+	select {
+	case raw = <-cl.frames:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no history reply")
+	}
+	if string(raw) != `{"type":"history","ref":"a}b","room":"empty","messages":[]}` {
+		t.Fatalf("empty history reply = %s", raw)
+	}
+}

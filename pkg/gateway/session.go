@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -286,15 +285,17 @@ func (c *conn) history(f *protocol.Frame) {
 	for i, env := range rng.Messages {
 		msgs[i] = env.Message
 	}
-	out := &protocol.Frame{Type: protocol.TypeHistory, Ref: f.Ref, Room: f.Room, Messages: msgs}
+	// Its own shape so that an empty page is "messages":[], not absent.
+	out := struct {
+		Type     string              `json:"type"`
+		Ref      string              `json:"ref,omitempty"`
+		Room     string              `json:"room"`
+		Messages []*protocol.Message `json:"messages"`
+	}{protocol.TypeHistory, f.Ref, f.Room, msgs}
 	b, err := protocol.Encode(out)
 	if err != nil {
 		c.brokerError(f.Ref, err)
 		return
-	}
-	if len(msgs) == 0 {
-		// omitempty would drop the list: say it is empty.
-		b = []byte(strings.Replace(string(b), `}`, `,"messages":[]}`, 1))
 	}
 	c.enqueue(b)
 }
