@@ -25,6 +25,9 @@ func (g *Gateway) authenticate(token, user string) (string, error) {
 		}
 		return user, nil
 	}
+	if token != "" {
+		return "", fmt.Errorf("%w: this gateway has no JWT secret; under dev auth send user", errAuth)
+	}
 	if g.cfg.DevAuth {
 		return "", fmt.Errorf("%w: hello needs a user (dev auth) or a token", errAuth)
 	}
