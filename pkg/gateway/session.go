@@ -108,21 +108,29 @@ func (c *conn) serveV1() {
 			c.sendError("", protocol.CodeRateLimited, fmt.Sprintf("more than %g frames per second; frame dropped", c.g.cfg.RateLimit))
 			continue
 		}
-		if typ != websocket.MessageText {
-			c.sendError("", protocol.CodeBadRequest, "binary frames are not part of protocol v1; send JSON text frames")
-			continue
+		if f := c.decode(data, typ); f != nil {
+			c.handle(f)
 		}
-		f, err := protocol.Decode(data)
-		if err != nil {
-			ref := ""
-			if f != nil {
-				ref = f.Ref
-			}
-			c.sendError(ref, protocol.CodeBadRequest, err.Error())
-			continue
-		}
-		c.handle(f)
 	}
+}
+
+// decode parses one client frame, answering a binary or invalid one with a
+// bad_request error (echoing its ref when it had one) and returning nil.
+func (c *conn) decode(data []byte, typ websocket.MessageType) *protocol.Frame {
+	if typ != websocket.MessageText {
+		c.sendError("", protocol.CodeBadRequest, "binary frames are not part of protocol v1; send JSON text frames")
+		return nil
+	}
+	f, err := protocol.Decode(data)
+	if err != nil {
+		ref := ""
+		if f != nil {
+			ref = f.Ref
+		}
+		c.sendError(ref, protocol.CodeBadRequest, err.Error())
+		return nil
+	}
+	return f
 }
 
 // hello waits for a valid hello within HelloTimeout. Other frames before it
@@ -140,17 +148,8 @@ func (c *conn) hello() bool {
 			c.logEnd(err)
 			return false
 		}
-		if typ != websocket.MessageText {
-			c.sendError("", protocol.CodeBadRequest, "binary frames are not part of protocol v1")
-			continue
-		}
-		f, err := protocol.Decode(data)
-		if err != nil {
-			ref := ""
-			if f != nil {
-				ref = f.Ref
-			}
-			c.sendError(ref, protocol.CodeBadRequest, err.Error())
+		f := c.decode(data, typ)
+		if f == nil {
 			continue
 		}
 		if f.Type != protocol.TypeHello {
