@@ -28,7 +28,7 @@ type conn struct {
 	wg sync.WaitGroup // the writer and the pinger
 
 	qmu        sync.Mutex
-	queue      []outFrame
+	queue      [][]byte
 	capped     int  // frames in queue that count against OutboundQueue
 	writing    bool // a writer goroutine is running
 	closing    bool // no more frames are accepted
@@ -41,10 +41,6 @@ type conn struct {
 	pingStopped bool
 }
 
-type outFrame struct {
-	data []byte
-}
-
 // enqueueCatchUp queues a join's catch-up (bounded by the history size)
 // without counting it against OutboundQueue: a resume owed 1000 messages
 // must not be mistaken for a slow consumer.
@@ -55,7 +51,7 @@ func (c *conn) enqueueCatchUp(frames [][]byte) {
 		return
 	}
 	for _, f := range frames {
-		c.queue = append(c.queue, outFrame{data: f})
+		c.queue = append(c.queue, f)
 	}
 	c.startWriterLocked()
 }
@@ -73,7 +69,7 @@ func (c *conn) enqueue(data []byte) {
 		return
 	}
 	c.capped++
-	c.queue = append(c.queue, outFrame{data: data})
+	c.queue = append(c.queue, data)
 	c.startWriterLocked()
 }
 
@@ -146,7 +142,7 @@ func (c *conn) startWriterLocked() {
 // next enqueue starts a new one. It also performs a requested close.
 func (c *conn) writeLoop() {
 	defer c.wg.Done()
-	var batch []outFrame
+	var batch [][]byte
 	for {
 		c.qmu.Lock()
 		if len(c.queue) == 0 || (c.closing && !c.flushFirst) {
@@ -170,9 +166,9 @@ func (c *conn) writeLoop() {
 
 		for i, f := range batch {
 			ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.WriteTimeout)
-			err := c.ws.Write(ctx, websocket.MessageText, f.data)
+			err := c.ws.Write(ctx, websocket.MessageText, f)
 			cancel()
-			batch[i] = outFrame{}
+			batch[i] = nil
 			if err != nil {
 				c.qmu.Lock()
 				c.closing, c.queue, c.writing = true, nil, false

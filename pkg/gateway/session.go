@@ -63,8 +63,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	_ = ws.CloseNow()
 }
 
-// readFrame reads one text frame. Binary frames are answered with an error
-// and skipped.
+// read reads one frame of any type and counts it.
 func (c *conn) read(ctx context.Context) ([]byte, websocket.MessageType, error) {
 	typ, data, err := c.ws.Read(ctx)
 	if err != nil {

@@ -172,61 +172,59 @@ func (b *Broker) expireIdem(now time.Time) {
 	}
 }
 
-func (b *Broker) rangeOf(name string, from, to int64) broker.Range {
+// rangeOf returns the room's retained messages with from <= seq <= to, at
+// most limit of them (limit <= 0: all), the oldest such ones or, with
+// newest, the newest. Called with b.mu held.
+func (b *Broker) rangeOf(name string, from, to int64, limit int, newest bool) broker.Range {
 	r := b.rooms[name]
-	if r == nil || len(r.log) == 0 {
-		var out broker.Range
-		if r != nil {
-			out.Epoch, out.Seq = r.epoch, r.seq
-		}
+	if r == nil {
+		return broker.Range{}
+	}
+	out := broker.Range{Position: broker.Position{Epoch: r.epoch, Seq: r.seq}}
+	if len(r.log) == 0 {
 		return out
 	}
 	first := r.seq - int64(len(r.log)) + 1
-	out := broker.Range{Position: broker.Position{Epoch: r.epoch, Seq: r.seq, First: first}}
-	from = max(from, first)
-	to = min(to, r.seq)
+	out.First = first
+	from, to = max(from, first), min(to, r.seq)
+	if limit > 0 && to-from+1 > int64(limit) {
+		if newest {
+			from = to - int64(limit) + 1
+		} else {
+			to = from + int64(limit) - 1
+		}
+	}
 	if from <= to {
 		out.Messages = append([]broker.Envelope(nil), r.log[from-first:to-first+1]...)
 	}
 	return out
 }
 
+const maxSeq = int64(1<<62 - 1)
+
 // After implements broker.Broker.
 func (b *Broker) After(ctx context.Context, room string, after int64, limit int) (broker.Range, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	to := int64(1<<62 - 1)
-	if limit > 0 {
-		// from is at least first, computed in rangeOf; clamp after the fact.
-		r := b.rangeOf(room, after+1, to)
-		if len(r.Messages) > limit {
-			r.Messages = r.Messages[:limit]
-		}
-		return r, nil
-	}
-	return b.rangeOf(room, after+1, to), nil
+	return b.rangeOf(room, after+1, maxSeq, limit, false), nil
 }
 
 // Before implements broker.Broker.
 func (b *Broker) Before(ctx context.Context, room string, before int64, limit int) (broker.Range, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	to := int64(1<<62 - 1)
+	to := maxSeq
 	if before > 0 {
 		to = before - 1
 	}
-	r := b.rangeOf(room, 0, to)
-	if limit > 0 && len(r.Messages) > limit {
-		r.Messages = r.Messages[len(r.Messages)-limit:]
-	}
-	return r, nil
+	return b.rangeOf(room, 0, to, limit, true), nil
 }
 
 // Head implements broker.Broker.
 func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.rangeOf(room, 1, 0).Position, nil
+	return b.rangeOf(room, 1, 0, 0, false).Position, nil
 }
 
 // Subscribe implements broker.Broker.

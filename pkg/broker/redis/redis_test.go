@@ -2,7 +2,9 @@ package redis_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,7 +99,7 @@ func TestPublishIsOneScriptCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !contains(stats, "cmdstat_evalsha:calls=10,") || !contains(stats, "cmdstat_publish:calls=10,") {
+	if !strings.Contains(stats, "cmdstat_evalsha:calls=10,") || !strings.Contains(stats, "cmdstat_publish:calls=10,") {
 		t.Fatalf("want 10 EVALSHA each doing one PUBLISH; commandstats:\n%s", stats)
 	}
 }
@@ -154,7 +156,7 @@ func TestPublishUnavailable(t *testing.T) {
 	if err == nil {
 		t.Fatal("publish with Redis down succeeded")
 	}
-	if !errorsIs(err, broker.ErrUnavailable) {
+	if !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("publish with Redis down: %v, want ErrUnavailable", err)
 	}
 	if ctx.Err() != nil {

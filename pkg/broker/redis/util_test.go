@@ -2,17 +2,11 @@ package redis_test
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 
 	goredis "github.com/redis/go-redis/v9"
 )
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }
 
 type countingHook struct {
 	cmds atomic.Int64
