@@ -25,7 +25,7 @@ type serveConfig struct {
 	addr, redisURL, nodeID, jwtSecret, origins, logLevel string
 	history, backlog                                     int
 	devAuth                                              bool
-	drainTimeout                                         time.Duration
+	drainTimeout, drainSpread                            time.Duration
 }
 
 func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
@@ -41,6 +41,7 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.origins, "allowed-origins", "", "comma-separated origin host patterns allowed besides the gateway's own host")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for connections to leave")
+	fs.DurationVar(&cfg.drainSpread, "drain-spread", 3*time.Second, "time over which SIGTERM spreads the 1012 closes; keep it under the load balancer's mark-down time")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns one gateway node. Each flag may also be set as PARLEY_<FLAG> (e.g. PARLEY_REDIS, PARLEY_NODE_ID).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -86,8 +87,8 @@ func serve(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if cfg.history <= 0 || cfg.backlog <= 0 {
-		fmt.Fprintln(stderr, "parley serve: --history and --backlog must be positive")
+	if cfg.history <= 0 || cfg.backlog <= 0 || cfg.drainSpread <= 0 || cfg.drainTimeout <= 0 {
+		fmt.Fprintln(stderr, "parley serve: --history, --backlog, --drain-spread and --drain-timeout must be positive")
 		return 2
 	}
 	if !cfg.devAuth && cfg.jwtSecret == "" {
@@ -96,11 +97,12 @@ func serve(args []string, stderr io.Writer) int {
 	}
 
 	gcfg := gateway.Config{
-		NodeID:    cfg.nodeID,
-		Backlog:   cfg.backlog,
-		DevAuth:   cfg.devAuth,
-		JWTSecret: []byte(cfg.jwtSecret),
-		Logger:    log,
+		NodeID:      cfg.nodeID,
+		DrainSpread: cfg.drainSpread,
+		Backlog:     cfg.backlog,
+		DevAuth:     cfg.devAuth,
+		JWTSecret:   []byte(cfg.jwtSecret),
+		Logger:      log,
 	}
 	if cfg.origins != "" {
 		for _, o := range strings.Split(cfg.origins, ",") {

@@ -25,12 +25,16 @@ type Params struct {
 	// Bind is the frontend's listen address. Default ":8080", the port the
 	// classic tutorial clients use.
 	Bind string
-	// MaxConn is the process-wide connection limit. Default 20000.
+	// MaxConn is the process-wide connection limit. Default 0: HAProxy
+	// derives it from its open-file limit (each proxied WebSocket holds two
+	// descriptors).
 	MaxConn int
 	// CheckInterval is the time between /readyz checks of a gateway.
 	// Default 2s.
 	CheckInterval time.Duration
-	// Fall is how many failed checks mark a gateway down. Default 2.
+	// Fall is how many failed checks mark a gateway down. Default 3, so a
+	// draining gateway (readiness false at once) is marked down, and its
+	// sessions cut, only after its 3 s spread of 1012 closes is over.
 	Fall int
 	// Rise is how many passed checks mark it up again. Default 2.
 	Rise int
@@ -66,14 +70,11 @@ func (p Params) withDefaults() (Params, error) {
 	if p.Bind == "" {
 		p.Bind = ":8080"
 	}
-	if p.MaxConn == 0 {
-		p.MaxConn = 20000
-	}
 	if p.CheckInterval == 0 {
 		p.CheckInterval = 2 * time.Second
 	}
 	if p.Fall == 0 {
-		p.Fall = 2
+		p.Fall = 3
 	}
 	if p.Rise == 0 {
 		p.Rise = 2

@@ -40,11 +40,9 @@ type Server struct {
 // stopped when the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
 	}
-	_ = bin
 	s := &Server{t: t, opts: opts, Dir: t.TempDir()}
 	var lastErr error
 	for range 5 {
@@ -138,11 +136,34 @@ func (s *Server) kill() {
 // Stop kills the server (SIGKILL, like a crash) and waits for it to exit.
 func (s *Server) Stop() { s.kill() }
 
+// Prepare reserves a port and a directory for a server but does not start
+// it: URL and Addr are valid at once, and Run starts the server later. Tests
+// use it for a Redis that is down when its clients start.
+func Prepare(t testing.TB, opts Options) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
+	}
+	s := &Server{t: t, opts: opts, Dir: t.TempDir(), Port: freePort(t)}
+	t.Cleanup(s.Stop)
+	return s
+}
+
 // Restart kills the server and starts it again on the same port. Without
 // AOF the new server is empty, as after a crash with persistence off.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.kill()
+	s.Run()
+}
+
+// Run starts the server on its port, waiting until it answers PING, unless
+// it is already running.
+func (s *Server) Run() {
+	s.t.Helper()
+	if s.cmd != nil {
+		return
+	}
 	var err error
 	for range 50 { // the port may linger briefly
 		if err = s.start(); err == nil {
@@ -150,7 +171,7 @@ func (s *Server) Restart() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s.t.Fatalf("redistest: restart: %v", err)
+	s.t.Fatalf("redistest: start on port %d: %v", s.Port, err)
 }
 
 // KillPubSub closes every pub/sub client connection on the server
