@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/parley-chat/parley/deploy/haproxy"
+	"github.com/parley-chat/parley/internal/clienttest"
 	"github.com/parley-chat/parley/internal/proctest"
 	"github.com/parley-chat/parley/internal/redistest"
 )
@@ -71,10 +72,10 @@ func (c *cluster) startGateway(t *testing.T, node, addr string) *proctest.Gatewa
 	return g
 }
 
-func byNode(ms []*member) map[string][]*member {
-	out := map[string][]*member{}
+func byNode(ms []*clienttest.Member) map[string][]*clienttest.Member {
+	out := map[string][]*clienttest.Member{}
 	for _, m := range ms {
-		out[m.node()] = append(out[m.node()], m)
+		out[m.Node()] = append(out[m.Node()], m)
 	}
 	return out
 }
@@ -98,25 +99,25 @@ func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	var ms []*member
+	var ms []*clienttest.Member
 	for i := range members {
-		ms = append(ms, dialMember(t, ctx, c.url, fmt.Sprintf("u%02d", i), room))
+		ms = append(ms, clienttest.Dial(t, ctx, c.url, fmt.Sprintf("u%02d", i), room))
 	}
 	var seq int64 // the last acknowledged seq
-	send := func(from *member, body string) {
+	send := func(from *clienttest.Member, body string) {
 		t.Helper()
-		ack, err := from.c.Send(ctx, room, body)
+		ack, err := from.Client.Send(ctx, room, body)
 		if err != nil {
-			t.Fatalf("%s send %q: %v", from.name, body, err)
+			t.Fatalf("%s send %q: %v", from.Name, body, err)
 		}
 		if ack.Seq != seq+1 {
-			t.Fatalf("%s send %q: ack seq %d, want %d", from.name, body, ack.Seq, seq+1)
+			t.Fatalf("%s send %q: ack seq %d, want %d", from.Name, body, ack.Seq, seq+1)
 		}
 		seq = ack.Seq
 	}
-	pick := func(node string) *member {
+	pick := func(node string) *clienttest.Member {
 		for _, m := range ms {
-			if m.node() == node {
+			if m.Node() == node {
 				return m
 			}
 		}
@@ -137,12 +138,9 @@ func TestCluster(t *testing.T) {
 	t.Run("a message crosses gateways", func(t *testing.T) {
 		from := pick("gw-1")
 		send(from, "hello from gw-1")
-		waitAll(t, ctx, ms, seq)
+		clienttest.WaitAll(t, ctx, ms, seq)
 		to := pick("gw-2")
-		to.mu.Lock()
-		got := to.bodies[seq]
-		to.mu.Unlock()
-		if got != "hello from gw-1" {
+		if got := to.Body(seq); got != "hello from gw-1" {
 			t.Fatalf("client on gw-2 got %q", got)
 		}
 	})
@@ -159,23 +157,21 @@ func TestCluster(t *testing.T) {
 			send(publisher, fmt.Sprintf("while gw-1 is dead %d", i))
 		}
 		published := time.Since(killed)
-		waitAll(t, ctx, ms, seq)
+		clienttest.WaitAll(t, ctx, ms, seq)
 		var lags []time.Duration
 		for _, v := range victims {
-			if n := v.node(); n == "gw-1" {
-				t.Errorf("%s is still on gw-1", v.name)
+			if n := v.Node(); n == "gw-1" {
+				t.Errorf("%s is still on gw-1", v.Name)
 			}
-			if j := v.lastJoin(); j.Recovered == nil || !*j.Recovered {
-				t.Errorf("%s resumed with %+v, want recovered:true", v.name, j)
+			if j := v.LastJoin(); j.Recovered == nil || !*j.Recovered {
+				t.Errorf("%s resumed with %+v, want recovered:true", v.Name, j)
 			}
-			v.mu.Lock()
-			lags = append(lags, v.at[seq].Sub(killed))
-			v.mu.Unlock()
+			lags = append(lags, v.At(seq).Sub(killed))
 		}
 		t.Logf("kill -9 catch-up: %d clients, p50 %v, max %v from SIGKILL until each has every message acknowledged since (the 10 sends took %v)",
 			len(lags), percentile(lags, 0.5).Round(time.Millisecond), percentile(lags, 1).Round(time.Millisecond), published.Round(time.Millisecond))
 		for _, m := range ms {
-			m.check(t, 1, seq)
+			m.Check(t, 1, seq)
 		}
 	})
 
@@ -193,19 +189,19 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("gw-2 after SIGTERM: exit %d, %v; log:\n%s", code, err, g.Logs())
 		}
 		for _, v := range victims {
-			if err := v.waitFor(ctx, "a reconnect", func() bool { return len(v.closes) > 0 && v.c.Welcome().Node != "gw-2" }); err != nil {
+			if err := v.WaitMoved(ctx, "gw-2"); err != nil {
 				t.Fatal(err)
 			}
-			if code, _ := v.lastClose(); code != websocket.StatusServiceRestart {
-				t.Errorf("%s: connection closed with %v, want 1012", v.name, code)
+			if code, _ := v.LastClose(); code != websocket.StatusServiceRestart {
+				t.Errorf("%s: connection closed with %v, want 1012", v.Name, code)
 			}
 		}
 		send(pick("gw-3"), "after the drain")
-		waitAll(t, ctx, ms, seq)
+		clienttest.WaitAll(t, ctx, ms, seq)
 		for _, m := range ms {
-			m.check(t, 1, seq)
-			if m.node() != "gw-3" {
-				t.Errorf("%s is on %s; only gw-3 is left", m.name, m.node())
+			m.Check(t, 1, seq)
+			if m.Node() != "gw-3" {
+				t.Errorf("%s is on %s; only gw-3 is left", m.Name, m.Node())
 			}
 		}
 	})
@@ -217,18 +213,18 @@ func TestCluster(t *testing.T) {
 		// gw-3 holds every client, gw-4 none: leastconn sends the next
 		// connections to gw-4.
 		for i := range 5 {
-			m := dialMember(top, ctx, c.url, fmt.Sprintf("late%d", i), room)
-			if m.node() != "gw-4" {
-				t.Errorf("new client %d landed on %s, want gw-4", i, m.node())
+			m := clienttest.Dial(top, ctx, c.url, fmt.Sprintf("late%d", i), room)
+			if m.Node() != "gw-4" {
+				t.Errorf("new client %d landed on %s, want gw-4", i, m.Node())
 			}
-			if err := m.waitSeq(ctx, seq); err != nil { // the backlog
+			if err := m.WaitSeq(ctx, seq); err != nil { // the backlog
 				t.Fatal(err)
 			}
-			m.check(t, 1, seq)
+			m.Check(t, 1, seq)
 			ms = append(ms, m)
 		}
 		send(pick("gw-4"), "from the new gateway")
-		waitAll(t, ctx, ms, seq)
+		clienttest.WaitAll(t, ctx, ms, seq)
 	})
 
 	t.Run("Redis restarted with AOF keeps every acknowledged message", func(t *testing.T) {
@@ -237,13 +233,13 @@ func TestCluster(t *testing.T) {
 			c.gws[n].WaitReady(20 * time.Second)
 		}
 		send(pick("gw-4"), "after the Redis restart")
-		waitAll(t, ctx, ms, seq)
+		clienttest.WaitAll(t, ctx, ms, seq)
 		// check also fails on an epoch change or a recovered:false resume:
 		// AOF kept the room, so neither may happen.
 		for _, m := range ms { // the late joiners got the whole backlog
-			m.check(t, 1, seq)
+			m.Check(t, 1, seq)
 		}
-		hist, err := ms[0].c.History(ctx, room, seq+1, 200)
+		hist, err := ms[0].Client.History(ctx, room, seq+1, 200)
 		if err != nil {
 			t.Fatal(err)
 		}

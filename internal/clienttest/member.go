@@ -1,4 +1,7 @@
-package cluster
+// Package clienttest provides Parley SDK clients for end-to-end tests that
+// record what they receive in one room and check, as it arrives, that seqs
+// are consecutive within one epoch and that every resume recovered.
+package clienttest
 
 import (
 	"context"
@@ -13,14 +16,14 @@ import (
 	"github.com/parley-chat/parley/pkg/protocol"
 )
 
-// member is one SDK client that records what it receives in one room and
+// Member is one SDK client that records what it receives in one room and
 // checks, as it goes, that seqs arrive consecutively in one epoch, and that
 // every resume recovered: in these tests any gap, duplicate, epoch change or
 // recovered:false is a failure.
-type member struct {
-	name string
-	room string
-	c    *client.Client
+type Member struct {
+	Name   string
+	Room   string
+	Client *client.Client
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every change
@@ -34,7 +37,9 @@ type member struct {
 	done     chan struct{}
 }
 
-func dialMember(t *testing.T, ctx context.Context, url, name, room string) *member {
+// Dial connects a Member through url as user name and joins room. The
+// Member is closed when the test ends.
+func Dial(t testing.TB, ctx context.Context, url, name, room string) *Member {
 	t.Helper()
 	c, err := client.Dial(ctx, client.Config{
 		URL:        url,
@@ -47,8 +52,8 @@ func dialMember(t *testing.T, ctx context.Context, url, name, room string) *memb
 	if err != nil {
 		t.Fatalf("dial %s: %v", name, err)
 	}
-	m := &member{
-		name: name, room: room, c: c,
+	m := &Member{
+		Name: name, Room: room, Client: c,
 		changed: make(chan struct{}),
 		bodies:  map[int64]string{},
 		at:      map[int64]time.Time{},
@@ -65,13 +70,13 @@ func dialMember(t *testing.T, ctx context.Context, url, name, room string) *memb
 	return m
 }
 
-func (m *member) record() {
+func (m *Member) record() {
 	defer close(m.done)
-	for ev := range m.c.Events() {
+	for ev := range m.Client.Events() {
 		now := time.Now()
 		m.mu.Lock()
 		switch {
-		case ev.Message != nil && ev.Message.Room == m.room:
+		case ev.Message != nil && ev.Message.Room == m.Room:
 			s := ev.Message.Seq
 			if n := len(m.seqs); n > 0 && s != m.seqs[n-1]+1 {
 				m.problems = append(m.problems, fmt.Sprintf("seq %d after %d", s, m.seqs[n-1]))
@@ -99,11 +104,11 @@ func (m *member) record() {
 	}
 }
 
-// node is the gateway that serves the member now.
-func (m *member) node() string { return m.c.Welcome().Node }
+// Node is the gateway that serves the member now.
+func (m *Member) Node() string { return m.Client.Welcome().Node }
 
-// last is the highest seq received.
-func (m *member) last() int64 {
+// Last is the highest seq received.
+func (m *Member) Last() int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.seqs) == 0 {
@@ -113,7 +118,7 @@ func (m *member) last() int64 {
 }
 
 // waitFor waits until cond, read under the member's lock, holds.
-func (m *member) waitFor(ctx context.Context, what string, cond func() bool) error {
+func (m *Member) waitFor(ctx context.Context, what string, cond func() bool) error {
 	for {
 		m.mu.Lock()
 		ok, ch := cond(), m.changed
@@ -124,34 +129,34 @@ func (m *member) waitFor(ctx context.Context, what string, cond func() bool) err
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("%s: waiting for %s: %w", m.name, what, ctx.Err())
+			return fmt.Errorf("%s: waiting for %s: %w", m.Name, what, ctx.Err())
 		}
 	}
 }
 
-// waitSeq waits until the member has received seq s.
-func (m *member) waitSeq(ctx context.Context, s int64) error {
+// WaitSeq waits until the member has received seq s.
+func (m *Member) WaitSeq(ctx context.Context, s int64) error {
 	return m.waitFor(ctx, fmt.Sprintf("seq %d", s), func() bool {
 		return len(m.seqs) > 0 && m.seqs[len(m.seqs)-1] >= s
 	})
 }
 
-// check fails the test if the member saw a gap, a duplicate or an error
+// Check fails the test if the member saw a gap, a duplicate or an error
 // frame, or if it did not receive exactly seqs from..to.
-func (m *member) check(t *testing.T, from, to int64) {
+func (m *Member) Check(t testing.TB, from, to int64) {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range m.problems {
-		t.Errorf("%s: %s", m.name, p)
+		t.Errorf("%s: %s", m.Name, p)
 	}
 	if int64(len(m.seqs)) != to-from+1 || m.seqs[0] != from {
-		t.Errorf("%s received seqs %v, want %d..%d once each", m.name, m.seqs, from, to)
+		t.Errorf("%s received seqs %v, want %d..%d once each", m.Name, m.seqs, from, to)
 	}
 }
 
-// lastClose is the close code of the member's last dropped connection.
-func (m *member) lastClose() (websocket.StatusCode, bool) {
+// LastClose is the close code of the member's last dropped connection.
+func (m *Member) LastClose() (websocket.StatusCode, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.closes) == 0 {
@@ -160,8 +165,8 @@ func (m *member) lastClose() (websocket.StatusCode, bool) {
 	return m.closes[len(m.closes)-1], true
 }
 
-// lastJoin is the most recent joined frame.
-func (m *member) lastJoin() protocol.Frame {
+// LastJoin is the most recent joined frame.
+func (m *Member) LastJoin() protocol.Frame {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.joins) == 0 {
@@ -170,8 +175,8 @@ func (m *member) lastJoin() protocol.Frame {
 	return m.joins[len(m.joins)-1]
 }
 
-// waitAll waits until every member has received seq s.
-func waitAll(t *testing.T, ctx context.Context, ms []*member, s int64) {
+// WaitAll waits until every member has received seq s.
+func WaitAll(t testing.TB, ctx context.Context, ms []*Member, s int64) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(ms))
@@ -179,7 +184,7 @@ func waitAll(t *testing.T, ctx context.Context, ms []*member, s int64) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := m.waitSeq(ctx, s); err != nil {
+			if err := m.WaitSeq(ctx, s); err != nil {
 				errs <- err
 			}
 		}()
@@ -189,4 +194,26 @@ func waitAll(t *testing.T, ctx context.Context, ms []*member, s int64) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+}
+
+// Body is the body of the message with seq s, if received.
+func (m *Member) Body(s int64) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bodies[s]
+}
+
+// At is when the message with seq s was received (zero if it was not).
+func (m *Member) At(s int64) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.at[s]
+}
+
+// WaitMoved waits until the Member's connection has dropped at least once
+// and it is served by a gateway other than from.
+func (m *Member) WaitMoved(ctx context.Context, from string) error {
+	return m.waitFor(ctx, "a reconnect away from "+from, func() bool {
+		return len(m.closes) > 0 && m.Client.Welcome().Node != from
+	})
 }
