@@ -1,13 +1,16 @@
 # Parley's one test command: `make test`. It installs what the tests need
-# when it is missing, then checks formatting, vets and runs every test with
-# the race detector against a real redis-server.
+# when it is missing (redis-server, haproxy, ...), then checks formatting,
+# vets and runs every test with the race detector: first the packages, then,
+# verbosely so their figures reach the log, the end-to-end tests under test/
+# (processes behind a real haproxy; docker compose when an engine answers).
 
 GO ?= go
 
 .PHONY: test deps check build bench fuzz
 
 test: deps check
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/')
+	$(GO) test -race -count=1 -timeout 40m -v ./test/...
 
 deps:
 	@./scripts/ensure-deps.sh

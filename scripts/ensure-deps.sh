@@ -3,8 +3,14 @@
 # Without root it says exactly what to install and fails.
 set -euo pipefail
 
+# command:package. haproxy runs in the multi-process cluster test; redis-cli
+# and busybox go into the stand-in images that deploy/images.sh builds for
+# the compose test.
+need=(redis-server:redis-server redis-cli:redis-tools haproxy:haproxy busybox:busybox-static)
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+for pair in "${need[@]}"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -23,6 +29,6 @@ fi
 echo "installing ${missing[*]} ..." >&2
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-for m in "${missing[@]}"; do
-  command -v "$m" >/dev/null 2>&1 || { echo "install of $m failed" >&2; exit 1; }
+for pair in "${need[@]}"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || { echo "install of ${pair#*:} failed: no ${pair%%:*}" >&2; exit 1; }
 done
