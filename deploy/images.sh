@@ -236,17 +236,35 @@ pack() {
 	done
 }
 
-human() { awk -v b="$1" 'BEGIN { if (b >= 1048576) printf "%.1f MB", b / 1048576; else printf "%.0f kB", b / 1024 }'; }
+human() { awk -v b="$1" 'BEGIN { if (b >= 1e6) printf "%.1f MB", b / 1e6; else printf "%.0f kB", b / 1e3 }'; } # decimal, as docker images prints
 
-# import name tarfile change...: load the layer as image `name`. A --force
-# rebuild untags the previous image; it is removed if nothing else uses it.
+# import name tarfile change...: load the layer as image `name`. `docker
+# import --change` takes CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME and
+# WORKDIR but (engine 20.10) not STOPSIGNAL, so a STOPSIGNAL is added by a
+# one-line `docker build` on top. A --force rebuild untags the previous image;
+# it is removed if nothing else uses it.
 import() {
-	local name=$1 tarfile=$2 old new c
+	local name=$1 tarfile=$2 old new c err
 	shift 2
 	local changes=(--change "LABEL org.opencontainers.image.description=\"local stand-in for $name, built by deploy/images.sh\"")
-	for c in "$@"; do changes+=(--change "$c"); done
+	local late=()
+	for c in "$@"; do
+		case $c in
+		STOPSIGNAL*) late+=("$c") ;;
+		*) changes+=(--change "$c") ;;
+		esac
+	done
 	old=$(docker image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)
-	new=$(docker import "${changes[@]}" -m "stand-in for $name (deploy/images.sh)" "$tarfile" "$name")
+	if [ ${#late[@]} -eq 0 ]; then
+		new=$(docker import "${changes[@]}" -m "stand-in for $name (deploy/images.sh)" "$tarfile" "$name")
+	else
+		new=$(docker import "${changes[@]}" -m "stand-in for $name (deploy/images.sh)" "$tarfile")
+		if ! err=$(printf 'FROM %s\n%s\n' "$new" "${late[@]}" | docker build -q -t "$name" - 2>&1); then
+			docker image rm "$new" >/dev/null 2>&1 || true
+			die "docker build of $name failed: $err"
+		fi
+		new=$(docker image inspect -f '{{.Id}}' "$name")
+	fi
 	if [ -n "$old" ] && [ "$old" != "$new" ] &&
 		[ "$(docker image inspect -f '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
 		docker image rm "$old" >/dev/null 2>&1 || true # still a parent of built images: keep it

@@ -1,0 +1,281 @@
+package compose
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/internal/clienttest"
+	"github.com/parley-chat/parley/pkg/client"
+)
+
+const room = "e2e"
+
+// stack drives one compose project.
+type stack struct {
+	t       *testing.T
+	cmd     []string // "docker compose" or "docker-compose"
+	root    string
+	project string
+	port    int
+}
+
+func (s *stack) run(ctx context.Context, args ...string) (string, error) {
+	full := append(append(s.cmd[1:len(s.cmd):len(s.cmd)], "-p", s.project, "-f", filepath.Join(s.root, "docker-compose.yml")), args...)
+	cmd := exec.CommandContext(ctx, s.cmd[0], full...)
+	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "PARLEY_PORT="+strconv.Itoa(s.port))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("%s %s: %w\n%s", strings.Join(s.cmd, " "), strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), err
+}
+
+func (s *stack) must(ctx context.Context, args ...string) string {
+	s.t.Helper()
+	out, err := s.run(ctx, args...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+// composeCommand finds the Compose tool: the docker plugin, else the
+// standalone docker-compose. With no answering Docker engine the test is
+// skipped, unless PARLEY_REQUIRE_DOCKER=1 makes that a failure.
+func composeCommand(t *testing.T) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	missing := func(why string) {
+		if os.Getenv("PARLEY_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("PARLEY_REQUIRE_DOCKER=1 but %s", why)
+		}
+		t.Skipf("no Docker engine answers (%s): the compose end-to-end test needs one", why)
+	}
+	if out, err := exec.CommandContext(ctx, "docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		missing(fmt.Sprintf("docker info: %v: %s", err, bytes.TrimSpace(out)))
+	}
+	if exec.CommandContext(ctx, "docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}
+	}
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}
+	}
+	missing("neither `docker compose` nor docker-compose is installed")
+	return nil
+}
+
+// publishPort is 8080, the port of the README, unless something holds it.
+func publishPort(t *testing.T) int {
+	if l, err := net.Listen("tcp", "127.0.0.1:8080"); err == nil {
+		l.Close()
+		return 8080
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	t.Logf("port 8080 is taken: publishing on %d", l.Addr().(*net.TCPAddr).Port)
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// probe opens one connection through the load balancer and returns the
+// node that served it.
+func probe(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Config{URL: url, User: "probe", Device: "probe", AckTimeout: 4 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.Welcome().Node, nil
+}
+
+// waitNodes probes until n distinct nodes have served a connection.
+func waitNodes(t *testing.T, ctx context.Context, url string, n int, within time.Duration) map[string]bool {
+	t.Helper()
+	seen := map[string]bool{}
+	deadline := time.Now().Add(within)
+	var lastErr error
+	for len(seen) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("saw %d distinct gateways through the load balancer within %v, want %d (%v); last error: %v", len(seen), within, n, seen, lastErr)
+		}
+		node, err := probe(ctx, url)
+		if err != nil {
+			lastErr = err
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		seen[node] = true
+	}
+	return seen
+}
+
+func TestCompose(t *testing.T) {
+	cmd := composeCommand(t)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{t: t, cmd: cmd, root: root, project: fmt.Sprintf("parley-e2e-%d", os.Getpid()), port: publishPort(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+
+	images := exec.CommandContext(ctx, filepath.Join(root, "deploy", "images.sh"))
+	if out, err := images.CombinedOutput(); err != nil {
+		t.Fatalf("deploy/images.sh: %v\n%s", err, out)
+	} else {
+		t.Logf("deploy/images.sh:\n%s", strings.TrimSpace(string(out)))
+	}
+
+	t.Cleanup(func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer dcancel()
+		if t.Failed() {
+			out, _ := s.run(dctx, "logs", "--no-color", "--tail", "40")
+			t.Logf("compose logs:\n%s", out)
+		}
+		if out, err := s.run(dctx, "down", "-v", "--remove-orphans"); err != nil {
+			t.Errorf("compose down -v: %v", err)
+		} else {
+			t.Logf("compose down -v: ok\n%s", strings.TrimSpace(out))
+		}
+	})
+	start := time.Now()
+	s.must(ctx, "up", "-d", "--build")
+	built := time.Since(start)
+	base := fmt.Sprintf("127.0.0.1:%d", s.port)
+	url := "ws://" + base + "/ws"
+	nodes := waitNodes(t, ctx, url, 3, 2*time.Minute)
+	t.Logf("compose up -d --build: %v; 3 gateways answering through the load balancer after %v", built.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+
+	resp, err := http.Get("http://" + base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET / through the load balancer: %s", resp.Status)
+	}
+
+	var ms []*clienttest.Member
+	for i := range 12 {
+		ms = append(ms, clienttest.Dial(t, ctx, url, fmt.Sprintf("u%02d", i), room))
+	}
+	spread := map[string]int{}
+	for _, m := range ms {
+		spread[m.Node()]++
+	}
+	if len(spread) != 3 {
+		t.Fatalf("12 clients landed on %v, want all 3 gateways %v", spread, nodes)
+	}
+	t.Logf("12 clients over the gateways: %v", spread)
+
+	var seq int64
+	send := func(from *clienttest.Member, body string) {
+		t.Helper()
+		// A send during an outage gets "unavailable": retry with the same
+		// id, as a client should, until it is acknowledged.
+		id := fmt.Sprintf("s%d", seq+1)
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			ack, err := from.Client.SendID(ctx, room, id, body)
+			if err == nil {
+				if ack.Seq != seq+1 {
+					t.Fatalf("send %q: ack seq %d, want %d", body, ack.Seq, seq+1)
+				}
+				seq = ack.Seq
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("send %q: %v", body, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	pickOn := func(node string) *clienttest.Member {
+		for _, m := range ms {
+			if m.Node() == node {
+				return m
+			}
+		}
+		t.Fatalf("no client on %s", node)
+		return nil
+	}
+	pickOff := func(node string) *clienttest.Member {
+		for _, m := range ms {
+			if m.Node() != node {
+				return m
+			}
+		}
+		t.Fatalf("every client is on %s", node)
+		return nil
+	}
+
+	first := ms[0].Node()
+	send(pickOn(first), "hello across gateways")
+	clienttest.WaitAll(t, ctx, ms, seq)
+	for _, m := range ms {
+		if m.Body(seq) != "hello across gateways" {
+			t.Fatalf("%s got %q", m.Name, m.Body(seq))
+		}
+	}
+
+	s.must(ctx, "up", "-d", "--no-recreate", "--scale", "gateway=5")
+	five := waitNodes(t, ctx, url, 5, 2*time.Minute)
+	t.Logf("scaled to 5: %d distinct gateways seen through the load balancer", len(five))
+
+	victim := ms[0].Node()
+	var moved []*clienttest.Member
+	for _, m := range ms {
+		if m.Node() == victim {
+			moved = append(moved, m)
+		}
+	}
+	stopped := time.Now()
+	if out, err := exec.CommandContext(ctx, "docker", "stop", victim).CombinedOutput(); err != nil {
+		t.Fatalf("docker stop %s: %v\n%s", victim, err, out)
+	}
+	for _, m := range moved {
+		if err := m.WaitMoved(ctx, victim); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(pickOff(victim), "after a gateway stopped")
+	clienttest.WaitAll(t, ctx, ms, seq)
+	t.Logf("gateway %s stopped: its %d clients resumed elsewhere within %v", victim, len(moved), time.Since(stopped).Round(100*time.Millisecond))
+	for _, m := range ms {
+		m.Check(t, 1, seq)
+	}
+
+	restarted := time.Now()
+	s.must(ctx, "restart", "redis")
+	send(ms[len(ms)-1], "after the Redis restart")
+	clienttest.WaitAll(t, ctx, ms, seq)
+	for _, m := range ms { // also fails on an epoch change or recovered:false
+		m.Check(t, 1, seq)
+	}
+	hist, err := ms[0].Client.History(ctx, room, seq+1, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(hist)) != seq || hist[0].Seq != 1 {
+		t.Fatalf("history after the Redis restart: %d messages, want seqs 1..%d", len(hist), seq)
+	}
+	t.Logf("Redis restarted: history intact (%d messages), every client caught up within %v", len(hist), time.Since(restarted).Round(100*time.Millisecond))
+}
