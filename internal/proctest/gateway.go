@@ -107,6 +107,13 @@ func (g *Gateway) Kill() {
 	<-g.exited
 }
 
+// Freeze stops the process (SIGSTOP): its sockets stay open but nothing
+// answers, like a hung gateway.
+func (g *Gateway) Freeze() { _ = g.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen process (SIGCONT).
+func (g *Gateway) Thaw() { _ = g.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Terminate sends SIGTERM (the gateway drains) and returns at once.
 func (g *Gateway) Terminate() {
 	_ = g.cmd.Process.Signal(syscall.SIGTERM)

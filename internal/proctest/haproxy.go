@@ -88,13 +88,13 @@ func lastLines(s string, n int) string {
 }
 
 // WaitLog waits until haproxy's output contains s (for example
-// "gateways/gw3 is UP"), failing the test after timeout.
-func (h *HAProxy) WaitLog(t testing.TB, s string, timeout time.Duration) {
+// "gateways/gw3 is UP") at least n times, failing the test after timeout.
+func (h *HAProxy) WaitLog(t testing.TB, s string, n int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for !strings.Contains(h.logs.String(), s) {
+	for h.Count(s) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("haproxy did not log %q within %v; log:\n%s", s, timeout, lastLines(h.logs.String(), 40))
+			t.Fatalf("haproxy did not log %q %d times within %v; log:\n%s", s, n, timeout, lastLines(h.logs.String(), 40))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -59,7 +59,7 @@ func startCluster(t *testing.T) *cluster {
 	c.url = "ws://" + c.lb.Addr + "/ws"
 	// The spare slot has no gateway yet: wait until haproxy says so, so
 	// that every connection below lands on a live gateway at first try.
-	c.lb.WaitLog(t, "gateways/gw3 is DOWN", 10*time.Second)
+	c.lb.WaitLog(t, "gateways/gw3 is DOWN", 1, 10*time.Second)
 	return c
 }
 
@@ -209,7 +209,7 @@ func TestCluster(t *testing.T) {
 	t.Run("a gateway started later receives new connections", func(t *testing.T) {
 		g := c.startGateway(top, "gw-4", c.spare)
 		g.WaitReady(20 * time.Second)
-		c.lb.WaitLog(t, "gateways/gw3 is UP", 10*time.Second)
+		c.lb.WaitLog(t, "gateways/gw3 is UP", 1, 10*time.Second)
 		// gw-3 holds every client, gw-4 none: leastconn sends the next
 		// connections to gw-4.
 		for i := range 5 {
@@ -227,12 +227,36 @@ func TestCluster(t *testing.T) {
 		clienttest.WaitAll(t, ctx, ms, seq)
 	})
 
+	t.Run("a frozen gateway's clients are moved on by the load balancer", func(t *testing.T) {
+		g := c.gws["gw-4"]
+		victims := byNode(ms)["gw-4"]
+		if len(victims) == 0 {
+			t.Fatal("no client on gw-4")
+		}
+		g.Freeze()
+		// Its /readyz checks time out, haproxy marks it down and, with
+		// on-marked-down shutdown-sessions, cuts its sessions.
+		c.lb.WaitLog(t, "gateways/gw3 is DOWN", 2, 10*time.Second)
+		for _, v := range victims {
+			if err := v.WaitMoved(ctx, "gw-4"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(pick("gw-3"), "while gw-4 is frozen")
+		clienttest.WaitAll(t, ctx, ms, seq)
+		for _, m := range ms {
+			m.Check(t, 1, seq)
+		}
+		g.Thaw()
+		g.WaitReady(20 * time.Second)
+	})
+
 	t.Run("Redis restarted with AOF keeps every acknowledged message", func(t *testing.T) {
 		c.redis.Restart()
 		for _, n := range []string{"gw-3", "gw-4"} {
 			c.gws[n].WaitReady(20 * time.Second)
 		}
-		send(pick("gw-4"), "after the Redis restart")
+		send(pick("gw-3"), "after the Redis restart")
 		clienttest.WaitAll(t, ctx, ms, seq)
 		// check also fails on an epoch change or a recovered:false resume:
 		// AOF kept the room, so neither may happen.
