@@ -94,36 +94,36 @@ func publishPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// probe opens one connection through the load balancer and returns the
-// node that served it.
-func probe(ctx context.Context, url string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, client.Config{URL: url, User: "probe", Device: "probe", AckTimeout: 4 * time.Second})
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	return c.Welcome().Node, nil
-}
-
-// waitNodes probes until n distinct nodes have served a connection.
+// waitNodes opens connections through the load balancer, and keeps them
+// open, until n distinct gateways have served one. Keeping them open
+// matters: with leastconn, short-lived probes would all go to the emptiest
+// gateways and never reach the others.
 func waitNodes(t *testing.T, ctx context.Context, url string, n int, within time.Duration) map[string]bool {
 	t.Helper()
 	seen := map[string]bool{}
+	var held []*client.Client
+	defer func() {
+		for _, c := range held {
+			_ = c.Close()
+		}
+	}()
 	deadline := time.Now().Add(within)
 	var lastErr error
 	for len(seen) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("saw %d distinct gateways through the load balancer within %v, want %d (%v); last error: %v", len(seen), within, n, seen, lastErr)
+		if time.Now().After(deadline) || len(held) >= 200 {
+			t.Fatalf("saw %d distinct gateways through the load balancer (%d connections, %v), want %d (%v); last error: %v",
+				len(seen), len(held), within, n, seen, lastErr)
 		}
-		node, err := probe(ctx, url)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		c, err := client.Dial(pctx, client.Config{URL: url, User: "probe", Device: "probe", AckTimeout: 4 * time.Second})
+		cancel()
 		if err != nil {
 			lastErr = err
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		seen[node] = true
+		held = append(held, c)
+		seen[c.Welcome().Node] = true
 	}
 	return seen
 }
@@ -273,7 +273,9 @@ func TestCompose(t *testing.T) {
 
 	restarted := time.Now()
 	s.must(ctx, "restart", "redis")
+	t.Logf("compose restart redis returned after %v", time.Since(restarted).Round(100*time.Millisecond))
 	send(ms[len(ms)-1], "after the Redis restart")
+	t.Logf("first send after the Redis restart acknowledged after %v", time.Since(restarted).Round(100*time.Millisecond))
 	clienttest.WaitAll(t, ctx, ms, seq)
 	for _, m := range ms { // also fails on an epoch change or recovered:false
 		m.Check(t, 1, seq)
