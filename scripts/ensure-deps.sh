@@ -3,13 +3,17 @@
 # Without root it says exactly what to install and fails.
 set -euo pipefail
 
-# command:package. haproxy runs in the multi-process cluster test; redis-cli
-# and busybox go into the stand-in images that deploy/images.sh builds for
-# the compose test.
-need=(redis-server:redis-server redis-cli:redis-tools haproxy:haproxy busybox:busybox-static)
+# command:packages (comma-separated). haproxy runs in the multi-process
+# cluster test; redis-cli and busybox go into the stand-in images that
+# deploy/images.sh builds for the compose test; chromium (with a font for
+# screenshots) runs the browser tests; tmux drives the terminal client test.
+need=(redis-server:redis-server redis-cli:redis-tools haproxy:haproxy busybox:busybox-static chromium:chromium,fonts-dejavu-core tmux:tmux)
 missing=()
 for pair in "${need[@]}"; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  if ! command -v "${pair%%:*}" >/dev/null 2>&1; then
+    pkgs=${pair#*:}
+    missing+=(${pkgs//,/ })
+  fi
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
