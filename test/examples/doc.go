@@ -1,0 +1,12 @@
+// Package examples proves the clients in examples/ against real Parley
+// gateways: the tutorial-style browser page (a plain WebSocket sending raw
+// text, served by plain-text mode) and the WeChat mini-program's chat logic
+// (protocol v1 with resume), each run in a real headless Chromium next to a
+// Go SDK client, with a real redis-server and real `parley serve`
+// processes, all on loopback.
+//
+// The example files are served over loopback by an httptest file server, so
+// the pages' Origin is http://127.0.0.1:<port>; the gateways run with
+// --allowed-origins 127.0.0.1:* to accept them, as a deployment that serves
+// the pages from another origin must.
+package examples
