@@ -1,0 +1,519 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/broker/memory"
+	"github.com/parley-chat/parley/pkg/client"
+	"github.com/parley-chat/parley/pkg/gateway"
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// memGateway runs an in-process gateway on a memory broker and returns its
+// WebSocket URL and the httptest server.
+func memGateway(t *testing.T, tweak func(*gateway.Config)) (string, *httptest.Server) {
+	t.Helper()
+	cfg := gateway.Config{
+		NodeID:  "gw-test",
+		DevAuth: true,
+		Logger:  slog.New(slog.DiscardHandler),
+		NewBroker: func(h broker.Handler) (broker.Broker, error) {
+			return memory.New(memory.Config{Handler: h}), nil
+		},
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	g, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		_ = g.Close()
+		srv.Close()
+	})
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws", srv
+}
+
+// cutter is a TCP proxy in front of a gateway whose cut drops every
+// connection through it, the way a network failure or a dead gateway does
+// (httptest cannot close hijacked WebSocket connections).
+type cutter struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+// proxy starts a cutter in front of the gateway at url and returns the
+// URL through it.
+func proxy(t *testing.T, url string) (string, *cutter) {
+	t.Helper()
+	backend := strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/ws")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cutter{ln: ln}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", backend)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, in, out)
+			c.mu.Unlock()
+			c.wg.Add(2)
+			go func() { defer c.wg.Done(); _, _ = io.Copy(out, in); out.Close() }()
+			go func() { defer c.wg.Done(); _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		c.cut()
+		c.wg.Wait()
+	})
+	return "ws://" + ln.Addr().String() + "/ws", c
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cn := range c.conns {
+		cn.Close()
+	}
+	c.conns = nil
+}
+
+// syncBuffer is an output that a command writes while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor waits until the output contains s.
+func (b *syncBuffer) waitFor(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(b.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("output has no %q after 10s; output:\n%s", s, b.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sdk dials an SDK client as user, closed when the test ends.
+func sdk(t *testing.T, url, user string) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Config{URL: url, User: user})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestFormatMessage(t *testing.T) {
+	m := &protocol.Message{From: "bob", TS: "2026-11-22T10:04:05.123Z", Body: "hi there"}
+	if got, want := formatMessage(m, "alice", time.UTC), "10:04:05 <bob> hi there"; got != want {
+		t.Errorf("other's message: %q, want %q", got, want)
+	}
+	if got, want := formatMessage(m, "bob", time.UTC), "10:04:05 <bob (you)> hi there"; got != want {
+		t.Errorf("own message: %q, want %q", got, want)
+	}
+	tokyo := time.FixedZone("JST", 9*3600)
+	if got, want := formatMessage(m, "alice", tokyo), "19:04:05 <bob> hi there"; got != want {
+		t.Errorf("local time: %q, want %q", got, want)
+	}
+	m.Body = "line one\nline two\x1b[2J\rover"
+	if got, want := formatMessage(m, "alice", time.UTC), "10:04:05 <bob> line one\n         line two\\x1b[2J\\rover"; got != want {
+		t.Errorf("multi-line with escapes: %q, want %q", got, want)
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text, ünïcode 你好": "plain text, ünïcode 你好",
+		"tab\there":              "tab\there",
+		"bell\a":                 `bell\a`,
+		"\x1b]0;pwned\x07":       `\x1b]0;pwned\a`,
+		"evil\u202egnp.exe":      `evil\u202egnp.exe`,
+	} {
+		if got := sanitize(in); got != want {
+			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseArgsInAnyOrderWithEnv(t *testing.T) {
+	t.Setenv("PARLEY_USER", "envuser")
+	t.Setenv("PARLEY_URL", "ws://env:1/ws")
+	var o clientOptions
+	fs := newClientFlags("tail", &o)
+	since := fs.Int64("since", 0, "")
+	pos, err := parseArgs(fs, []string{"--url", "ws://cli:2/ws", "general", "--since", "7", "--", "--not-a-flag"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(pos, " ") != "general --not-a-flag" || *since != 7 {
+		t.Errorf("positional %q since %d, want [general --not-a-flag] and 7", pos, *since)
+	}
+	if o.url != "ws://cli:2/ws" || o.user != "envuser" || o.device != "terminal" {
+		t.Errorf("options %+v: want the command line's url, PARLEY_USER's user, device terminal", o)
+	}
+}
+
+func TestClientUsageErrorsAreOneLine(t *testing.T) {
+	t.Setenv("PARLEY_USER", "")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		run  func(args []string, stderr io.Writer) int
+		args []string
+		want string
+	}{
+		{"chat", chatRunner(ctx), []string{"--user", "a"}, "want exactly one ROOM"},
+		{"chat", chatRunner(ctx), []string{"general"}, "set --user"},
+		{"chat", chatRunner(ctx), []string{"--user", "a", "--url", "localhost:8080", "general"}, `--url "localhost:8080"`},
+		{"chat", chatRunner(ctx), []string{"--user", "a", "--url", "ftp://x/ws", "general"}, "not ws or wss"},
+		{"chat", chatRunner(ctx), []string{"--user", "a", "bad room!"}, "invalid room name"},
+		{"chat", chatRunner(ctx), []string{"--user", "a", "--nope", "general"}, "flag provided but not defined: -nope"},
+		{"send", sendRunner(ctx, ""), []string{"--user", "a"}, "want ROOM"},
+		{"send", sendRunner(ctx, ""), []string{"--user", "a", "--id", "has space", "general", "x"}, "--id"},
+		{"send", sendRunner(ctx, "one\ntwo\n"), []string{"--user", "a", "--id", "k1", "general"}, "--id is for one message; stdin holds 2"},
+		{"tail", tailRunner(ctx), []string{"--user", "a", "general", "--since", "-3"}, "invalid value"},
+		{"tail", tailRunner(ctx), []string{"--user", "a", "general", "--epoch", "e1"}, "--epoch needs --since"},
+		{"tail", tailRunner(ctx), []string{"--user", "a", "one", "two"}, "want exactly one ROOM"},
+	} {
+		var stderr bytes.Buffer
+		code := tc.run(tc.args, &stderr)
+		out := stderr.String()
+		if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, tc.want) || !strings.HasPrefix(out, "parley "+tc.name+": ") {
+			t.Errorf("parley %s %q: exit %d, stderr %q; want exit 2 and one line with %q", tc.name, tc.args, code, out, tc.want)
+		}
+	}
+}
+
+func chatRunner(ctx context.Context) func([]string, io.Writer) int {
+	return func(args []string, stderr io.Writer) int {
+		return runChat(ctx, args, strings.NewReader(""), io.Discard, stderr)
+	}
+}
+
+func sendRunner(ctx context.Context, stdin string) func([]string, io.Writer) int {
+	return func(args []string, stderr io.Writer) int {
+		return runSend(ctx, args, strings.NewReader(stdin), io.Discard, stderr)
+	}
+}
+
+func tailRunner(ctx context.Context) func([]string, io.Writer) int {
+	return func(args []string, stderr io.Writer) int { return runTail(ctx, args, io.Discard, stderr) }
+}
+
+func TestClientHelpListsFlags(t *testing.T) {
+	ctx := context.Background()
+	for name, run := range map[string]func([]string, io.Writer) int{
+		"chat": chatRunner(ctx), "send": sendRunner(ctx, ""), "tail": tailRunner(ctx),
+	} {
+		var stderr bytes.Buffer
+		if code := run([]string{"--help"}, &stderr); code != 0 {
+			t.Errorf("%s --help: exit %d", name, code)
+		}
+		help := stderr.String()
+		for _, want := range []string{"Usage: parley " + name, "-url", "-user", "-token", "-device", "PARLEY_URL"} {
+			if !strings.Contains(help, want) {
+				t.Errorf("%s --help lacks %q:\n%s", name, want, help)
+			}
+		}
+	}
+}
+
+func TestDialFailuresAreOneLine(t *testing.T) {
+	ctx := context.Background()
+	jwtOnly, _ := memGateway(t, func(c *gateway.Config) { c.DevAuth, c.JWTSecret = false, []byte("s3cret") })
+	for _, tc := range []struct {
+		name, url, want string
+	}{
+		{"nothing listens", "ws://127.0.0.1:1/ws", "connection refused"},
+		{"auth refused", jwtOnly, "unauthorized"},
+	} {
+		for name, run := range map[string]func([]string, io.Writer) int{
+			"chat": chatRunner(ctx), "send": sendRunner(ctx, ""), "tail": tailRunner(ctx),
+		} {
+			var stderr bytes.Buffer
+			args := []string{"--url", tc.url, "--user", "alice", "general"}
+			if name == "send" {
+				args = append(args, "hello")
+			}
+			code := run(args, &stderr)
+			out := stderr.String()
+			if code != 1 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "cannot connect to "+tc.url) || !strings.Contains(out, tc.want) {
+				t.Errorf("%s, %s: exit %d, stderr %q; want exit 1 and one line naming the URL and %q", tc.name, name, code, out, tc.want)
+			}
+		}
+	}
+}
+
+func TestChatSession(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	bob := sdk(t, url, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// History before alice arrives: the backlog shows it.
+	for _, body := range []string{"old one", "old two"} {
+		if _, err := bob.Send(ctx, "general", body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+
+	stdin, typing := io.Pipe()
+	var out, errb syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
+	}()
+	out.waitFor(t, "-- connected to gw-test as alice")
+	out.waitFor(t, "<bob> old two")
+
+	type_ := func(line string) {
+		t.Helper()
+		if _, err := io.WriteString(typing, line+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type_("hello bob")
+	out.waitFor(t, "<alice (you)> hello bob")
+	waitBody(t, ctx, bob, "hello bob")
+
+	ack, err := bob.Send(ctx, "general", "hi alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, _ := protocol.ParseTime(ack.TS)
+	out.waitFor(t, ts.Local().Format("15:04:05")+" <bob> hi alice")
+
+	type_("/history 1") // the oldest shown is seq 1
+	out.waitFor(t, "-- no older messages in general")
+	type_("//slash")
+	waitBody(t, ctx, bob, "/slash")
+	type_("/frob")
+	out.waitFor(t, "-- unknown command /frob")
+
+	type_("/join other")
+	out.waitFor(t, "-- joined other (no messages yet)")
+	type_("in other")
+	out.waitFor(t, "<alice (you)> in other")
+	if _, err := bob.Send(ctx, "general", "not shown"); err != nil {
+		t.Fatal(err)
+	}
+
+	typing.Close() // Ctrl-D
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Fatalf("exit %d at end of input; stderr %q", code, errb.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("chat did not exit at end of input")
+	}
+	if strings.Contains(out.String(), "not shown") {
+		t.Errorf("a message of the room left was shown:\n%s", out.String())
+	}
+	if !strings.HasSuffix(out.String(), "-- bye\n") {
+		t.Errorf("output does not end with -- bye:\n%s", out.String())
+	}
+}
+
+// waitBody waits until c receives a message with body.
+func waitBody(t *testing.T, ctx context.Context, c *client.Client, body string) {
+	t.Helper()
+	for {
+		select {
+		case ev, ok := <-c.Events():
+			if !ok {
+				t.Fatalf("client closed before a message %q", body)
+			}
+			if ev.Message != nil && ev.Message.Body == body {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no message %q: %v", body, ctx.Err())
+		}
+	}
+}
+
+func TestChatShowsResumeAndErrors(t *testing.T) {
+	direct, _ := memGateway(t, func(c *gateway.Config) { c.MaxBodyBytes = 16 })
+	url, link := proxy(t, direct)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stdin, typing := io.Pipe()
+	defer typing.Close()
+	var out, errb syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
+	}()
+	out.waitFor(t, "-- joined general (no messages yet)")
+	if _, err := io.WriteString(typing, "this body is longer than sixteen bytes\nshort\n"); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "-- error too_large: ")
+	out.waitFor(t, "<alice (you)> short")
+
+	link.cut()
+	out.waitFor(t, "-- reconnecting: ")
+	out.waitFor(t, "-- resumed, no missed messages")
+	out.waitFor(t, "-- connected to gw-test")
+
+	cancel() // like Ctrl-C
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d after interrupt", code)
+	}
+}
+
+func TestSendAndTail(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	var sendOut, sendErr bytes.Buffer
+	code := runSend(ctx, []string{"--url", url, "--user", "carol", "general"}, strings.NewReader("first\n\nsecond\n"), &sendOut, &sendErr)
+	if code != 0 || sendOut.String() != "seq 1\nseq 2\n" {
+		t.Fatalf("send from stdin: exit %d, stdout %q, stderr %q", code, sendOut.String(), sendErr.String())
+	}
+	for range 2 { // the same id twice: stored once
+		sendOut.Reset()
+		code = runSend(ctx, []string{"--url", url, "--user", "carol", "--id", "k-1", "general", "third", "one"}, strings.NewReader(""), &sendOut, &sendErr)
+		if code != 0 || sendOut.String() != "seq 3\n" {
+			t.Fatalf("send --id: exit %d, stdout %q, stderr %q", code, sendOut.String(), sendErr.String())
+		}
+	}
+
+	tailURL, link := proxy(t, url)
+	tctx, stop := context.WithCancel(ctx)
+	var tailOut, tailErr syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runTail(tctx, []string{"--url", tailURL, "--user", "tailer", "general", "--since", "1"}, &tailOut, &tailErr)
+	}()
+	tailErr.waitFor(t, "following general")
+	tailOut.waitFor(t, `"seq":3`)
+	link.cut()
+	tailErr.waitFor(t, "reconnecting")
+	sendOut.Reset()
+	if code = runSend(ctx, []string{"--url", url, "--user", "carol", "general", "fourth"}, nil, &sendOut, &sendErr); code != 0 {
+		t.Fatalf("send: exit %d, stderr %q", code, sendErr.String())
+	}
+	tailOut.waitFor(t, `"seq":4`)
+	stop()
+	if code := <-exited; code != 0 {
+		t.Fatalf("tail: exit %d after interrupt; stderr %q", code, tailErr.String())
+	}
+
+	var got []protocol.Message
+	for l := range strings.Lines(tailOut.String()) {
+		var m protocol.Message
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("tail line %q: %v", l, err)
+		}
+		got = append(got, m)
+	}
+	want := []string{"second", "third one", "fourth"}
+	if len(got) != len(want) {
+		t.Fatalf("tail printed %d messages, want %d:\n%s", len(got), len(want), tailOut.String())
+	}
+	for i, m := range got {
+		if m.Seq != int64(i+2) || m.Body != want[i] || m.Room != "general" || m.From != "carol" || m.Device != "terminal" || m.Epoch == "" || m.ID == "" || m.TS == "" {
+			t.Errorf("tail line %d: %+v, want seq %d body %q from carol", i, m, i+2, want[i])
+		}
+	}
+	if got[1].ID != "k-1" {
+		t.Errorf("the --id message has id %q, want k-1", got[1].ID)
+	}
+}
+
+func TestChatViewResumeLines(t *testing.T) {
+	var out bytes.Buffer
+	v := newChatView(&out, "alice")
+	v.loc = time.UTC
+	v.setRoom("general")
+	msg := func(seq int64, epoch string) client.Event {
+		return client.Event{Message: &protocol.Message{Room: "general", Seq: seq, Epoch: epoch, From: "bob", TS: "2026-11-22T10:00:00.000Z", Body: fmt.Sprint("m", seq)}}
+	}
+	joined := func(seq, first int64, epoch string, recovered *bool) client.Event {
+		return client.Event{Joined: &protocol.Frame{Type: "joined", Room: "general", Seq: seq, First: first, Epoch: epoch, Recovered: recovered}}
+	}
+	for _, ev := range []client.Event{
+		joined(3, 1, "e1", nil), msg(2, "e1"), msg(3, "e1"),
+		{State: client.StateReconnecting, Err: errors.New("read: EOF")},
+		joined(5, 1, "e1", protocol.Bool(true)), msg(4, "e1"), msg(5, "e1"),
+		joined(9, 8, "e1", protocol.Bool(false)), msg(8, "e1"), msg(9, "e1"),
+		joined(1, 1, "e2", protocol.Bool(false)), msg(1, "e2"),
+		{Error: &protocol.Frame{Type: "error", Code: "rate_limited", Message: "more than 20 frames per second; frame dropped"}},
+		{Message: &protocol.Message{Room: "elsewhere", Seq: 1, Epoch: "e3", From: "bob", Body: "not here"}},
+	} {
+		v.event(ev, nil)
+	}
+	want := `-- joined general
+10:00:00 <bob> m2
+10:00:00 <bob> m3
+-- reconnecting: read: EOF
+-- resumed, 2 missed messages
+10:00:00 <bob> m4
+10:00:00 <bob> m5
+-- resumed, some messages were lost (history trimmed)
+10:00:00 <bob> m8
+10:00:00 <bob> m9
+-- resumed, some messages were lost (the room's history was reset)
+10:00:00 <bob> m1
+-- error rate_limited: more than 20 frames per second; frame dropped
+`
+	if out.String() != want {
+		t.Errorf("chat view printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if got := v.oldest("general"); got != 1 {
+		t.Errorf("oldest shown after the epoch change: %d, want 1", got)
+	}
+}

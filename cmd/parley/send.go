@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/client"
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+const sendHelp = `Usage: parley send [flags] ROOM [MESSAGE...]
+
+Sends one message, the MESSAGE words joined by spaces, to ROOM; without
+MESSAGE, sends each non-empty line of standard input as it is read. Prints
+"seq N" for each message once the gateway has acknowledged it (stored and
+published). Exits 1 at the first message that fails, naming it. A message
+that is not acknowledged within --timeout may or may not have been stored:
+send it again with the --id printed in the error and it is stored at most
+once. Use "--" before a message that starts with "-".
+
+`
+
+func send(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runSend(ctx, args, stdin, stdout, stderr)
+}
+
+func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o clientOptions
+	fs := newClientFlags("send", &o)
+	id := fs.String("id", "", "idempotency key of the message (1-64 printable ASCII, no spaces): sending again with the same id stores nothing new and prints the original seq; only for a single message")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for each message's ack, across reconnects")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return flagExit(fs, sendHelp, err, stderr)
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "parley send: "+format+"\n", a...)
+		return 2
+	}
+	if len(pos) == 0 {
+		return usage("want ROOM [MESSAGE...] (parley send --help)")
+	}
+	room := pos[0]
+	if !protocol.ValidRoom(room) {
+		return usage("invalid room name %q", room)
+	}
+	if *id != "" && !protocol.ValidID(*id) {
+		return usage("--id %q: 1-64 printable ASCII characters without spaces", *id)
+	}
+	if *timeout <= 0 {
+		return usage("--timeout must be positive")
+	}
+	if err := o.check(); err != nil {
+		return usage("%v", err)
+	}
+
+	// bodies yields the messages: the arguments, or stdin's lines as they
+	// come. With --id, stdin is read whole first, so that a second line is
+	// refused before anything is sent.
+	var bodies func(yield func(string) bool)
+	switch {
+	case len(pos) > 1:
+		msg := strings.Join(pos[1:], " ")
+		bodies = func(yield func(string) bool) { yield(msg) }
+	case *id != "":
+		all, err := io.ReadAll(stdin)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley send: read stdin: %v\n", err)
+			return 1
+		}
+		var msgs []string
+		for l := range strings.SplitSeq(string(all), "\n") {
+			if l = strings.TrimRight(l, "\r"); strings.TrimSpace(l) != "" {
+				msgs = append(msgs, l)
+			}
+		}
+		if len(msgs) != 1 {
+			return usage("--id is for one message; stdin holds %d", len(msgs))
+		}
+		bodies = func(yield func(string) bool) { yield(msgs[0]) }
+	default:
+		bodies = func(yield func(string) bool) {
+			sc := bufio.NewScanner(stdin)
+			sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+			for sc.Scan() {
+				l := strings.TrimRight(sc.Text(), "\r")
+				if strings.TrimSpace(l) == "" {
+					continue
+				}
+				if !yield(l) {
+					return
+				}
+			}
+			if err := sc.Err(); err != nil {
+				fmt.Fprintf(stderr, "parley send: read stdin: %v\n", err)
+			}
+		}
+	}
+
+	c, err := o.dial(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "parley send: %v\n", err)
+		return 1
+	}
+	watched := make(chan struct{})
+	go func() { // not joined: only errors and state changes arrive
+		defer close(watched)
+		for ev := range c.Events() {
+			switch {
+			case ev.Error != nil:
+				fmt.Fprintf(stderr, "parley send: server: %s: %s\n", ev.Error.Code, oneLine(ev.Error.Message))
+			case ev.State == client.StateReconnecting:
+				fmt.Fprintf(stderr, "parley send: reconnecting: %s\n", reason(ev.Err))
+			case ev.State == client.StateConnected:
+				fmt.Fprintf(stderr, "parley send: connected to %s\n", c.Welcome().Node)
+			}
+		}
+	}()
+	defer func() {
+		_ = c.Close()
+		<-watched
+	}()
+
+	pace := newPacer()
+	n, code := 0, 0
+	for body := range bodies {
+		n++
+		if err := pace.wait(ctx); err != nil {
+			code = 1
+			break
+		}
+		mid := *id
+		if mid == "" {
+			mid = o.device + "-" + randomHex(8)
+			if !protocol.ValidID(mid) {
+				mid = randomHex(16)
+			}
+		}
+		sctx, cancel := context.WithTimeout(ctx, *timeout)
+		ack, err := c.SendID(sctx, room, mid, body)
+		cancel()
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				fmt.Fprintf(stderr, "parley send: message %d: interrupted before its ack; it may or may not be stored (resend it with --id %s)\n", n, mid)
+			case sctx.Err() != nil:
+				fmt.Fprintf(stderr, "parley send: message %d: no ack within %v; it may or may not be stored (resend it with --id %s)\n", n, *timeout, mid)
+			default:
+				fmt.Fprintf(stderr, "parley send: message %d: %s\n", n, describe(err))
+			}
+			code = 1
+			break
+		}
+		fmt.Fprintf(stdout, "seq %d\n", ack.Seq)
+	}
+	return code
+}
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
