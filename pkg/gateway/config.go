@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/memory"
+	"github.com/parley-chat/parley/web"
 )
 
 // Config configures a Gateway. Zero fields take the stated defaults.
@@ -64,6 +66,11 @@ type Config struct {
 	// Logger receives JSON-able structured logs. Default slog.Default().
 	// Message bodies and tokens are never logged.
 	Logger *slog.Logger
+	// Web serves plain HTTP requests (no WebSocket upgrade) for every path
+	// other than /healthz, /readyz and /metrics: the browser client at "/"
+	// and its assets. Set it to http.NotFoundHandler() to serve no page.
+	// Default: the embedded browser client, web.Handler().
+	Web http.Handler
 	// Registerer receives the gateway's metrics. Default: a new registry,
 	// served by MetricsHandler.
 	Registry *prometheus.Registry
@@ -116,6 +123,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Web == nil {
+		c.Web = web.Handler()
 	}
 	if c.Registry == nil {
 		c.Registry = prometheus.NewRegistry()

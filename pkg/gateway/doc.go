@@ -4,7 +4,8 @@
 // package protocol and docs/protocol.md) with clients that negotiate the
 // "parley.v1" subprotocol, and serves plain-text mode to clients that do
 // not: each text frame is posted to the room named by the path, and the
-// bodies of other connections' messages come back as bare text.
+// bodies of other connections' messages come back as bare text. Plain HTTP
+// requests for "/" get the browser client (package web; see Config.Web).
 //
 // The gateway keeps no state that outlives a connection. Every message goes
 // through a broker.Broker, which stores it and publishes it to every node;

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -24,7 +23,7 @@ var ErrDraining = errors.New("gateway draining")
 //	/healthz  200 while the process runs
 //	/readyz   200 when the broker is reachable and subscribed and the node is not draining
 //	/metrics  Prometheus metrics
-//	/         a page naming the node and how to connect
+//	/         the browser client (Config.Web) and its assets (/app.js, ...)
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
@@ -93,22 +92,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ready")
 	case "/metrics":
 		g.metrics.handler().ServeHTTP(w, r)
-	case "/":
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = indexPage.Execute(w, map[string]string{"Node": g.cfg.NodeID, "Host": r.Host})
 	default:
-		http.NotFound(w, r)
+		// Everything else is the browser client (Config.Web): the page at
+		// "/" and its assets; it answers 404 for paths it does not have.
+		g.cfg.Web.ServeHTTP(w, r)
 	}
 }
-
-var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
-<meta charset="utf-8"><title>Parley</title>
-<h1>Parley gateway {{.Node}}</h1>
-<p>This page was served by node <b>{{.Node}}</b>.</p>
-<p>Connect a WebSocket to <code>ws://{{.Host}}/ws</code> with subprotocol <code>parley.v1</code>
-(see docs/protocol.md), or send plain text to <code>ws://{{.Host}}/</code> (room <code>lobby</code>)
-or <code>ws://{{.Host}}/ROOM</code>.</p>
-`))
 
 // Ready reports whether the node should receive new connections.
 func (g *Gateway) Ready(ctx context.Context) error {

@@ -1,0 +1,15 @@
+// Package browser tests the browser client (web/) in a real headless
+// Chromium against a real cluster: redis-server, three `parley serve`
+// processes and haproxy in front of them, all on loopback. The pages are
+// loaded through the load balancer, as a user's would be, and driven
+// through their DOM: sign in, join rooms, type and press Enter, scroll back.
+//
+// The tests assert on what a user sees: every message exactly once on every
+// page, in seq order, including after the gateway serving a page is killed;
+// message text rendered as text; a fresh browser showing the backlog. They
+// also write screenshots of the chat page, desktop- and phone-sized, to
+// artifacts/screenshots/ at the repository root.
+//
+// Chromium (Debian's chromium package), redis-server and haproxy must be
+// installed; a missing one fails the tests, it never skips them.
+package browser

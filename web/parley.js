@@ -1,0 +1,504 @@
+/**
+ * parley.js: a browser client for Parley wire protocol v1 (docs/protocol.md).
+ * An ES module with no dependencies; served by every gateway at /parley.js.
+ *
+ *   import { ParleyClient, roomNameError } from '/parley.js';
+ *
+ *   const c = new ParleyClient({
+ *     url: 'ws://host:8080/ws', // default: /ws on the host that served the page
+ *     user: 'alice',            // dev auth; or token: '<JWT>'
+ *     device: 'laptop',         // optional, stamped on your messages
+ *     minBackoff: 250,          // ms, first reconnect delay (default 250)
+ *     maxBackoff: 10000,        // ms, largest reconnect delay (default 10000)
+ *     ackTimeout: 5000,         // ms before an unacknowledged send is resent (default 5000)
+ *     pingInterval: 20000,      // ms between application pings while idle (default 20000)
+ *   });
+ *   c.addEventListener('state', (e) => e.detail.state);  // see "States"
+ *   c.addEventListener('message', (e) => show(e.detail)); // a message frame, each seq once
+ *   c.connect();
+ *   const joined = await c.join('general');  // resolves with the joined frame
+ *   const id = c.newId();                    // pick the id first to show the line at once
+ *   const ack = await c.send('general', 'hi', { id }); // resolves with the ack frame
+ *   const older = await c.history('general', { before: 58, limit: 50 }); // message frames
+ *   await c.leave('general');
+ *   c.close();
+ *
+ * Methods
+ *   connect()                 start (or restart after close or a fatal error)
+ *   close()                   stop for good: close the socket, reject pending sends
+ *   join(room, {since})       join now and re-join with since after every reconnect;
+ *                             since ({epoch, seq}) resumes from a stored position.
+ *                             Resolves with the first joined frame; rejects on an error frame.
+ *   leave(room)               stop receiving room; resolves when left (at once if offline)
+ *   send(room, body, {id})    post; resolves with the ack. Kept until acknowledged: resent with
+ *                             the same id after ackTimeout, an unavailable/internal error or a
+ *                             reconnect (the server deduplicates by id). Rejects on a
+ *                             permanent error (bad_request, too_large, forbidden, ...).
+ *   newId()                   a fresh idempotency key for send
+ *   history(room, {before, limit}) resolves with messages older than before (ascending seq)
+ *   position(room)            {epoch, seq} of the last message seen in room, or null
+ *   rooms()                   the rooms joined
+ *   state, welcome            the current state and the last welcome frame (welcome.node
+ *                             names the gateway)
+ *
+ * Events (EventTarget; the frame or a summary is in event.detail)
+ *   state     {state, delay?, code?, reason?}
+ *   welcome   the welcome frame, after every (re)connect
+ *   joined    the joined frame plus {resumed, epochChanged}; recovered === false means
+ *             some messages could not be delivered (history trimmed or lost)
+ *   message   a message frame; duplicates (seq <= the last seen in the epoch) are dropped
+ *   ack       an ack frame for one of your sends
+ *   senderror {id, room, error}: a send that failed for good
+ *   error     an error frame from the server
+ *   fatal     {code, reason}: the server refused the session (bad credentials, flood);
+ *             no more reconnects until connect() is called again
+ *
+ * States
+ *   idle -> connecting -> connected; on a drop: reconnecting (exponential backoff with
+ *   jitter; the load balancer may pick another gateway), then connected again after the
+ *   resume. offline: close() was called, the session was refused, or the browser is
+ *   offline (it retries as soon as the browser is back online).
+ */
+
+const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+
+/** Returns why name is not a room a client may join, or '' when it is fine. */
+export function roomNameError(name) {
+  if (!ROOM_RE.test(name)) {
+    return 'Room names are 1-64 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit.';
+  }
+  if (name.startsWith('dm:')) return 'Names starting "dm:" are reserved for direct rooms.';
+  return '';
+}
+
+/** The default endpoint: /ws on the host that served the page. */
+export function defaultURL() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/ws`;
+}
+
+/** Error codes after which a send is retried with the same id. */
+const RETRYABLE = new Set(['unavailable', 'internal', 'rate_limited']);
+
+function randomHex(bytes) {
+  const a = new Uint8Array(bytes);
+  crypto.getRandomValues(a);
+  return Array.from(a, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export class ParleyClient extends EventTarget {
+  constructor(opts = {}) {
+    super();
+    this.url = opts.url || defaultURL();
+    this.user = opts.user || '';
+    this.token = opts.token || '';
+    this.device = opts.device || '';
+    this.minBackoff = opts.minBackoff ?? 250;
+    this.maxBackoff = opts.maxBackoff ?? 10000;
+    this.ackTimeout = opts.ackTimeout ?? 5000;
+    this.pingInterval = opts.pingInterval ?? 20000;
+    this.state = 'idle';
+    this.welcome = null;
+
+    this._ws = null;
+    this._gen = 0; // bumped for every socket; events of older sockets are ignored
+    this._ready = false; // welcomed on the current socket
+    this._stopped = true;
+    this._attempt = 0;
+    this._retryTimer = 0;
+    this._pingTimer = 0;
+    this._pongTimer = 0;
+    this._helloRef = '';
+    this._refN = 0;
+    this._idPrefix = randomHex(6);
+    this._idN = 0;
+    /** room -> {epoch, seq, since, waiters: [{resolve, reject}], ref} */
+    this._rooms = new Map();
+    /** id -> {id, room, body, ref, timer, resolve, reject}, in send order */
+    this._outbox = new Map();
+    /** ref -> {kind, resolve, reject, id?, room?} */
+    this._requests = new Map();
+
+    this._onOnline = () => {
+      if (!this._stopped && !this._ready) this._open();
+    };
+  }
+
+  // ---- public API ----
+
+  connect() {
+    if (!this._stopped) return;
+    this._stopped = false;
+    this._attempt = 0;
+    if (typeof window !== 'undefined') window.addEventListener('online', this._onOnline);
+    this._open();
+  }
+
+  close() {
+    this._stopped = true;
+    if (typeof window !== 'undefined') window.removeEventListener('online', this._onOnline);
+    clearTimeout(this._retryTimer);
+    this._drop(1000, 'closed by the client', false);
+    for (const e of this._outbox.values()) {
+      clearTimeout(e.timer);
+      e.reject(new Error('client closed'));
+    }
+    this._outbox.clear();
+    for (const r of this._rooms.values()) {
+      for (const w of r.waiters) w.reject(new Error('client closed'));
+      r.waiters = [];
+    }
+    this._setState('offline', { reason: 'closed' });
+  }
+
+  rooms() {
+    return [...this._rooms.keys()];
+  }
+
+  position(room) {
+    const r = this._rooms.get(room);
+    if (!r || r.epoch === undefined) return null;
+    return { epoch: r.epoch, seq: r.seq };
+  }
+
+  newId() {
+    this._idN += 1;
+    return `w${this._idPrefix}-${this._idN}`;
+  }
+
+  join(room, opts = {}) {
+    const bad = roomNameError(room);
+    if (bad) return Promise.reject(new Error(bad));
+    let r = this._rooms.get(room);
+    if (!r) {
+      r = { epoch: undefined, seq: 0, waiters: [], ref: '' };
+      if (opts.since) {
+        r.epoch = opts.since.epoch || '';
+        r.seq = opts.since.seq || 0;
+        r.hadPosition = true;
+      }
+      this._rooms.set(room, r);
+      if (this._ready) this._sendJoin(room, r);
+    }
+    return new Promise((resolve, reject) => r.waiters.push({ resolve, reject }));
+  }
+
+  leave(room) {
+    if (!this._rooms.has(room)) return Promise.resolve();
+    const r = this._rooms.get(room);
+    this._rooms.delete(room);
+    for (const w of r.waiters) w.reject(new Error('left ' + room));
+    if (!this._ready) return Promise.resolve();
+    return this._request('leave', { type: 'leave', room });
+  }
+
+  send(room, body, opts = {}) {
+    const bad = roomNameError(room);
+    if (bad) return Promise.reject(new Error(bad));
+    const id = opts.id || this.newId();
+    const existing = this._outbox.get(id);
+    if (existing) return existing.promise;
+    const e = { id, room, body, ref: '', timer: 0 };
+    e.promise = new Promise((resolve, reject) => {
+      e.resolve = resolve;
+      e.reject = reject;
+    });
+    this._outbox.set(id, e);
+    this._transmit(e);
+    return e.promise;
+  }
+
+  history(room, opts = {}) {
+    if (!this._ready) return Promise.reject(new Error('not connected'));
+    const f = { type: 'history', room };
+    if (opts.before) f.before = opts.before;
+    if (opts.limit) f.limit = opts.limit;
+    return this._request('history', f, { room });
+  }
+
+  // ---- connection ----
+
+  _setState(state, extra = {}) {
+    this.state = state;
+    this._emit('state', { state, ...extra });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _ref(prefix) {
+    this._refN += 1;
+    return `${prefix}${this._refN}`;
+  }
+
+  _open() {
+    clearTimeout(this._retryTimer);
+    if (this._stopped) return;
+    this._drop(1000, 'reopening', false);
+    const gen = ++this._gen;
+    this._setState(this.welcome ? 'reconnecting' : 'connecting');
+    let ws;
+    try {
+      ws = new WebSocket(this.url, 'parley.v1');
+    } catch (err) {
+      this._scheduleRetry(0, String(err));
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = () => {
+      if (gen !== this._gen) return;
+      this._helloRef = this._ref('h');
+      const hello = { type: 'hello', ref: this._helloRef };
+      if (this.token) hello.token = this.token;
+      else hello.user = this.user;
+      if (this.device) hello.device = this.device;
+      this._write(hello);
+    };
+    ws.onmessage = (ev) => {
+      if (gen !== this._gen) return;
+      let f;
+      try {
+        f = JSON.parse(ev.data);
+      } catch {
+        return; // not v1: ignore
+      }
+      this._alive();
+      this._frame(f);
+    };
+    ws.onclose = (ev) => {
+      if (gen !== this._gen) return;
+      this._gone(ev.code, ev.reason);
+    };
+    ws.onerror = () => {}; // a close event follows
+  }
+
+  /** Forget the current socket (its events are ignored from now on). */
+  _drop(code, reason, notify) {
+    const ws = this._ws;
+    this._ws = null;
+    this._gen += 1;
+    this._ready = false;
+    clearTimeout(this._pingTimer);
+    clearTimeout(this._pongTimer);
+    if (ws) {
+      try {
+        ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+    if (notify) this._gone(code, reason);
+  }
+
+  /** The socket is gone: fail what cannot survive it and plan the next one. */
+  _gone(code, reason) {
+    this._ws = null;
+    this._ready = false;
+    clearTimeout(this._pingTimer);
+    clearTimeout(this._pongTimer);
+    for (const [ref, q] of this._requests) {
+      if (q.kind === 'leave') q.resolve({ type: 'left' });
+      else q.reject(new Error('connection lost'));
+      this._requests.delete(ref);
+    }
+    for (const e of this._outbox.values()) clearTimeout(e.timer);
+    if (this._stopped) return;
+    if (code === 1008) {
+      // Policy: bad credentials or a flood. Reconnecting would fail again.
+      this._stopped = true;
+      const why = this._authError || reason || 'refused by the server';
+      this._authError = '';
+      this._emit('fatal', { code, reason: why });
+      this._setState('offline', { code, reason: why });
+      return;
+    }
+    this._scheduleRetry(code, reason);
+  }
+
+  _scheduleRetry(code, reason) {
+    this._attempt += 1;
+    const ceiling = Math.min(this.maxBackoff, this.minBackoff * 2 ** (this._attempt - 1));
+    // "Equal jitter": at least half the ceiling, so retries never stampede.
+    const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+    const offline = typeof navigator !== 'undefined' && navigator.onLine === false;
+    this._setState(offline ? 'offline' : 'reconnecting', { delay, code, reason });
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+
+  _write(f) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(f));
+    return true;
+  }
+
+  /** Any frame proves the connection alive; ping when it has been quiet. */
+  _alive() {
+    clearTimeout(this._pongTimer);
+    clearTimeout(this._pingTimer);
+    if (!this._ready || !this.pingInterval) return;
+    const gen = this._gen;
+    this._pingTimer = setTimeout(() => {
+      if (gen !== this._gen) return;
+      this._write({ type: 'ping', ref: this._ref('p') });
+      this._pongTimer = setTimeout(() => {
+        if (gen === this._gen) this._drop(4000, 'no answer to ping', true);
+      }, 10000);
+    }, this.pingInterval);
+  }
+
+  _request(kind, frame, extra = {}) {
+    const ref = this._ref(kind[0]);
+    frame.ref = ref;
+    return new Promise((resolve, reject) => {
+      this._requests.set(ref, { kind, resolve, reject, ...extra });
+      if (!this._write(frame)) {
+        this._requests.delete(ref);
+        reject(new Error('not connected'));
+      }
+    });
+  }
+
+  _sendJoin(room, r) {
+    r.ref = this._ref('j');
+    const f = { type: 'join', ref: r.ref, room };
+    if (r.epoch !== undefined) f.since = { epoch: r.epoch, seq: r.seq };
+    this._write(f);
+  }
+
+  _transmit(e) {
+    clearTimeout(e.timer);
+    if (!this._ready) return; // sent after the next welcome
+    if (e.ref) this._requests.delete(e.ref);
+    e.ref = this._ref('s');
+    this._requests.set(e.ref, { kind: 'send', id: e.id, resolve() {}, reject() {} });
+    this._write({ type: 'send', ref: e.ref, room: e.room, id: e.id, body: e.body });
+    const gen = this._gen;
+    e.timer = setTimeout(() => {
+      if (gen === this._gen && this._outbox.has(e.id)) this._transmit(e);
+    }, this.ackTimeout);
+  }
+
+  // ---- frames ----
+
+  _frame(f) {
+    switch (f.type) {
+      case 'welcome':
+        return this._onWelcome(f);
+      case 'joined':
+        return this._onJoined(f);
+      case 'message':
+        return this._onMessage(f);
+      case 'ack':
+        return this._onAck(f);
+      case 'history':
+      case 'left':
+      case 'pong': {
+        const q = this._requests.get(f.ref);
+        if (q) {
+          this._requests.delete(f.ref);
+          q.resolve(f.type === 'history' ? f.messages || [] : f);
+        }
+        return undefined;
+      }
+      case 'error':
+        return this._onError(f);
+      default:
+        return undefined; // later protocol additions
+    }
+  }
+
+  _onWelcome(f) {
+    this.welcome = f;
+    this._ready = true;
+    this._attempt = 0;
+    this._setState('connected', { node: f.node });
+    this._emit('welcome', f);
+    for (const [room, r] of this._rooms) this._sendJoin(room, r);
+    for (const e of this._outbox.values()) this._transmit(e);
+    this._alive();
+  }
+
+  _onJoined(f) {
+    const r = this._rooms.get(f.room);
+    if (!r) return;
+    const epoch = f.epoch || '';
+    const resumed = r.epoch !== undefined;
+    const epochChanged = resumed && r.epoch !== '' && r.epoch !== epoch;
+    if (r.epoch !== epoch) {
+      r.epoch = epoch;
+      r.seq = 0;
+    }
+    const detail = { ...f, epoch, seq: f.seq || 0, first: f.first || 0, resumed, epochChanged };
+    const waiters = r.waiters;
+    r.waiters = [];
+    this._emit('joined', detail);
+    for (const w of waiters) w.resolve(detail);
+  }
+
+  _onMessage(m) {
+    const r = this._rooms.get(m.room);
+    if (!r) return;
+    if (m.epoch !== r.epoch) {
+      // A new epoch without a joined first (or the room's first message).
+      r.epoch = m.epoch;
+      r.seq = 0;
+    } else if (m.seq <= r.seq) {
+      return; // already seen
+    }
+    r.seq = m.seq;
+    this._emit('message', m);
+  }
+
+  _onAck(f) {
+    this._requests.delete(f.ref);
+    const e = this._outbox.get(f.id);
+    if (!e) return;
+    clearTimeout(e.timer);
+    this._outbox.delete(f.id);
+    this._emit('ack', f);
+    e.resolve(f);
+  }
+
+  _onError(f) {
+    this._emit('error', f);
+    if (!f.ref) return;
+    if (f.ref === this._helloRef) {
+      this._authError = f.message; // the 1008 close follows
+      return;
+    }
+    const q = this._requests.get(f.ref);
+    if (q) {
+      this._requests.delete(f.ref);
+      if (q.kind === 'send') return this._sendFailed(q.id, f);
+      q.reject(Object.assign(new Error(f.message), { code: f.code }));
+      return undefined;
+    }
+    for (const [room, r] of this._rooms) {
+      if (r.ref === f.ref) {
+        this._rooms.delete(room);
+        for (const w of r.waiters) w.reject(Object.assign(new Error(f.message), { code: f.code }));
+      }
+    }
+    return undefined;
+  }
+
+  _sendFailed(id, f) {
+    const e = this._outbox.get(id);
+    if (!e) return;
+    clearTimeout(e.timer);
+    if (RETRYABLE.has(f.code)) {
+      const gen = this._gen;
+      e.timer = setTimeout(() => {
+        if (gen === this._gen && this._outbox.has(id)) this._transmit(e);
+      }, 500 + Math.random() * 1000);
+      return;
+    }
+    this._outbox.delete(id);
+    const err = Object.assign(new Error(f.message), { code: f.code });
+    this._emit('senderror', { id, room: e.room, error: err });
+    e.reject(err);
+  }
+}
