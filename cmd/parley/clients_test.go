@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-chat/parley/internal/proctest"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/memory"
 	"github.com/parley-chat/parley/pkg/client"
@@ -106,36 +107,6 @@ func (c *cutter) cut() {
 		cn.Close()
 	}
 	c.conns = nil
-}
-
-// syncBuffer is an output that a command writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitFor waits until the output contains s.
-func (b *syncBuffer) waitFor(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(b.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("output has no %q after 10s; output:\n%s", s, b.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // sdk dials an SDK client as user, closed when the test ends.
@@ -308,13 +279,13 @@ func TestChatSession(t *testing.T) {
 	}
 
 	stdin, typing := io.Pipe()
-	var out, errb syncBuffer
+	var out, errb proctest.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
 	}()
-	out.waitFor(t, "-- connected to gw-test as alice")
-	out.waitFor(t, "<bob> old two")
+	out.WaitFor(t, "-- connected to gw-test as alice", 10*time.Second)
+	out.WaitFor(t, "<bob> old two", 10*time.Second)
 
 	type_ := func(line string) {
 		t.Helper()
@@ -323,7 +294,7 @@ func TestChatSession(t *testing.T) {
 		}
 	}
 	type_("hello bob")
-	out.waitFor(t, "<alice (you)> hello bob")
+	out.WaitFor(t, "<alice (you)> hello bob", 10*time.Second)
 	waitBody(t, ctx, bob, "hello bob")
 
 	ack, err := bob.Send(ctx, "general", "hi alice")
@@ -331,19 +302,19 @@ func TestChatSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts, _ := protocol.ParseTime(ack.TS)
-	out.waitFor(t, ts.Local().Format("15:04:05")+" <bob> hi alice")
+	out.WaitFor(t, ts.Local().Format("15:04:05")+" <bob> hi alice", 10*time.Second)
 
 	type_("/history 1") // the oldest shown is seq 1
-	out.waitFor(t, "-- no older messages in general")
+	out.WaitFor(t, "-- no older messages in general", 10*time.Second)
 	type_("//slash")
 	waitBody(t, ctx, bob, "/slash")
 	type_("/frob")
-	out.waitFor(t, "-- unknown command /frob")
+	out.WaitFor(t, "-- unknown command /frob", 10*time.Second)
 
 	type_("/join other")
-	out.waitFor(t, "-- joined other (no messages yet)")
+	out.WaitFor(t, "-- joined other (no messages yet)", 10*time.Second)
 	type_("in other")
-	out.waitFor(t, "<alice (you)> in other")
+	out.WaitFor(t, "<alice (you)> in other", 10*time.Second)
 	if _, err := bob.Send(ctx, "general", "not shown"); err != nil {
 		t.Fatal(err)
 	}
@@ -390,22 +361,22 @@ func TestChatShowsResumeAndErrors(t *testing.T) {
 	defer cancel()
 	stdin, typing := io.Pipe()
 	defer typing.Close()
-	var out, errb syncBuffer
+	var out, errb proctest.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
 	}()
-	out.waitFor(t, "-- joined general (no messages yet)")
+	out.WaitFor(t, "-- joined general (no messages yet)", 10*time.Second)
 	if _, err := io.WriteString(typing, "this body is longer than sixteen bytes\nshort\n"); err != nil {
 		t.Fatal(err)
 	}
-	out.waitFor(t, "-- error too_large: ")
-	out.waitFor(t, "<alice (you)> short")
+	out.WaitFor(t, "-- error too_large: ", 10*time.Second)
+	out.WaitFor(t, "<alice (you)> short", 10*time.Second)
 
 	link.cut()
-	out.waitFor(t, "-- reconnecting: ")
-	out.waitFor(t, "-- resumed, no missed messages")
-	out.waitFor(t, "-- connected to gw-test")
+	out.WaitFor(t, "-- reconnecting: ", 10*time.Second)
+	out.WaitFor(t, "-- resumed, no missed messages", 10*time.Second)
+	out.WaitFor(t, "-- connected to gw-test", 10*time.Second)
 
 	cancel() // like Ctrl-C
 	if code := <-exited; code != 0 {
@@ -433,20 +404,20 @@ func TestSendAndTail(t *testing.T) {
 
 	tailURL, link := proxy(t, url)
 	tctx, stop := context.WithCancel(ctx)
-	var tailOut, tailErr syncBuffer
+	var tailOut, tailErr proctest.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- runTail(tctx, []string{"--url", tailURL, "--user", "tailer", "general", "--since", "1"}, &tailOut, &tailErr)
 	}()
-	tailErr.waitFor(t, "following general")
-	tailOut.waitFor(t, `"seq":3`)
+	tailErr.WaitFor(t, "following general", 10*time.Second)
+	tailOut.WaitFor(t, `"seq":3`, 10*time.Second)
 	link.cut()
-	tailErr.waitFor(t, "reconnecting")
+	tailErr.WaitFor(t, "reconnecting", 10*time.Second)
 	sendOut.Reset()
 	if code = runSend(ctx, []string{"--url", url, "--user", "carol", "general", "fourth"}, nil, &sendOut, &sendErr); code != 0 {
 		t.Fatalf("send: exit %d, stderr %q", code, sendErr.String())
 	}
-	tailOut.waitFor(t, `"seq":4`)
+	tailOut.WaitFor(t, `"seq":4`, 10*time.Second)
 	stop()
 	if code := <-exited; code != 0 {
 		t.Fatalf("tail: exit %d after interrupt; stderr %q", code, tailErr.String())

@@ -32,7 +32,7 @@ type Gateway struct {
 
 	t      testing.TB
 	cmd    *exec.Cmd
-	logs   logBuffer
+	logs   Buffer
 	exited chan struct{}
 	err    error // the Wait result, valid once exited is closed
 }

@@ -20,7 +20,7 @@ type HAProxy struct {
 	Config string
 
 	cmd    *exec.Cmd
-	logs   logBuffer
+	logs   Buffer
 	exited chan struct{}
 }
 

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,7 +159,7 @@ func TestChatInTmux(t *testing.T) {
 type tailProc struct {
 	cmd    *exec.Cmd
 	lines  chan string // closed at EOF
-	stderr syncBuffer
+	stderr proctest.Buffer
 }
 
 func startTail(t *testing.T, url string, args ...string) *tailProc {
@@ -211,35 +210,6 @@ func (p *tailProc) next(t *testing.T, timeout time.Duration) string {
 	return ""
 }
 
-// syncBuffer collects a process's stderr while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) waitFor(t *testing.T, s string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !strings.Contains(b.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q within %v in:\n%s", s, timeout, b.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestTailResumesAcrossGatewayRestart follows a room with `parley tail`
 // through gateway A while messages are sent through gateway B; A is killed,
 // messages are sent while it is down, and A is started again on the same
@@ -251,7 +221,7 @@ func TestTailResumesAcrossGatewayRestart(t *testing.T) {
 	defer cancel()
 
 	tail := startTail(t, wsURL(a))
-	tail.stderr.waitFor(t, "following "+room+" on gw-a", 10*time.Second)
+	tail.stderr.WaitFor(t, "following "+room+" on gw-a", 10*time.Second)
 	sender := clienttest.Dial(t, ctx, wsURL(b), "bob", room)
 
 	body := func(i int) string { return fmt.Sprintf("message %d of the tail test", i) }
@@ -284,14 +254,14 @@ func TestTailResumesAcrossGatewayRestart(t *testing.T) {
 	read(3)
 
 	a.Kill()
-	tail.stderr.waitFor(t, "reconnecting", 10*time.Second)
+	tail.stderr.WaitFor(t, "reconnecting", 10*time.Second)
 	for i := 4; i <= 6; i++ {
 		send(i)
 	}
 	a2 := proctest.StartGateway(t, proctest.GatewayOptions{Redis: rd.URL(), Node: "gw-a", Addr: a.Addr})
 	a2.WaitReady(15 * time.Second)
 	read(3)
-	tail.stderr.waitFor(t, "connected to gw-a", 10*time.Second)
+	tail.stderr.WaitFor(t, "connected to gw-a", 10*time.Second)
 
 	if err := tail.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
