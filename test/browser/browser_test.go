@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -331,6 +332,19 @@ func TestBrowserClient(t *testing.T) {
 		phone.openDrawer()
 		t.Logf("wrote %s", phone.screenshot("chat-phone-rooms.png"))
 		phone.run(step, chromedp.Click("#rooms-close"), chromedp.WaitNotVisible("#scrim"))
+	}) {
+		return
+	}
+
+	if !t.Run("a page reloaded with an empty cache shows the backlog", func(t *testing.T) {
+		bind(t)
+		// The HTTP cache is emptied and the page reloaded: it keeps only
+		// what localStorage holds (the name and the rooms, no message), so
+		// every line it shows comes from the join's backlog.
+		laptop.run(step, network.ClearBrowserCache(), chromedp.Reload())
+		laptop.waitState("connected")
+		laptop.selectRoom(room)
+		laptop.expect(room, conv)
 	}) {
 		return
 	}
