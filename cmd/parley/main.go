@@ -5,6 +5,7 @@
 //	parley chat [flags] ROOM    chat in a room from a terminal
 //	parley send [flags] ROOM [MESSAGE...]  send messages, print their seqs
 //	parley tail [flags] ROOM    print a room's messages as JSON lines, live
+//	parley bench [flags]        load-test gateways and check delivery
 //
 // Every flag of serve, healthcheck and the clients can also be set in the
 // environment as PARLEY_<FLAG>, with dashes as underscores: PARLEY_ADDR,
@@ -29,6 +30,8 @@ Usage:
                               print "seq N" per acknowledged message
   parley tail [flags] ROOM    print ROOM's messages as JSON lines and follow it
                               live, resuming across reconnects
+  parley bench [flags]        load-test gateways: many connections, steady
+                              publishing, latency, gaps (--help for flags)
 
 The clients take --url (default ws://localhost:8080/ws) and --user (dev auth)
 or --token; PARLEY_URL, PARLEY_USER and PARLEY_TOKEN work too.
@@ -50,6 +53,8 @@ func main() {
 		os.Exit(send(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	case "tail":
 		os.Exit(tail(os.Args[2:], os.Stdout, os.Stderr))
+	case "bench":
+		os.Exit(bench(os.Args[2:], os.Stdout, os.Stderr))
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

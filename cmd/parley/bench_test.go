@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/internal/loadgen"
+)
+
+func TestBenchHelpListsFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runBench(context.Background(), []string{"--help"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, f := range []string{"-url", "-conns", "-rooms", "-members", "-rate", "-body", "-warmup", "-duration", "-sources", "-json", "-quiet", "-resume-storm", "PARLEY_"} {
+		if !strings.Contains(errb.String(), f) {
+			t.Errorf("help lacks %s:\n%s", f, errb.String())
+		}
+	}
+}
+
+func TestBenchUnreachableIsOneLine(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var out, errb bytes.Buffer
+	code := runBench(context.Background(), []string{"--url", "ws://" + addr + "/ws", "--conns", "5", "--duration", "1s", "--quiet"}, &out, &errb)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	msg := errb.String()
+	if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "cannot connect") || !strings.Contains(msg, addr) {
+		t.Errorf("stderr %q, want one line naming the address", msg)
+	}
+	if out.Len() != 0 {
+		t.Errorf("stdout %q", out.String())
+	}
+}
+
+func TestBenchBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--url", "ftp://x/ws"},
+		{"--conns", "10", "--members", "3"},
+		{"--conns", "2", "--rooms", "3"},
+		{"--duration", "0"},
+		{"--sources", "nope"},
+		{"extra"},
+	} {
+		var out, errb bytes.Buffer
+		if code := runBench(context.Background(), args, &out, &errb); code != 2 || strings.Count(errb.String(), "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line", args, code, errb.String())
+		}
+	}
+}
+
+func TestBenchJSON(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	code := runBench(ctx, []string{"--url", url, "--conns", "20", "--members", "10", "--rate", "40",
+		"--warmup", "0s", "--duration", "1s", "--resume-storm", "10", "--json", "--quiet"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errb.String(), out.String())
+	}
+	var res loadgen.Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if res.Config.Rooms != 2 || res.Connections != 20 || res.Delivered != res.Sent*10 || res.Storm == nil || res.Storm.CaughtUp != 20 {
+		t.Errorf("result %s", out.String())
+	}
+	for _, field := range []string{`"connect_rate"`, `"delivered_per_sec"`, `"p99_9"`, `"gaps"`, `"duplicates"`, `"resume_rate"`} {
+		if !strings.Contains(out.String(), field) {
+			t.Errorf("JSON lacks %s", field)
+		}
+	}
+}
