@@ -7,24 +7,15 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-)
 
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "parley")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+	"github.com/parley-chat/parley/internal/proctest"
+)
 
 func TestMisconfiguredRedisIsOneLineAndNonZeroExit(t *testing.T) {
 	var stderr bytes.Buffer
@@ -61,7 +52,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 // A real process: it serves, and SIGTERM closes its clients with 1012 and
 // exits 0.
 func TestServeSIGTERMDrains(t *testing.T) {
-	bin := buildBinary(t)
+	bin := proctest.Binary(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
