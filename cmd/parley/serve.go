@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,6 +24,7 @@ import (
 
 type serveConfig struct {
 	addr, redisURL, nodeID, jwtSecret, origins, logLevel string
+	pprofAddr                                            string
 	history, backlog                                     int
 	devAuth                                              bool
 	drainTimeout, drainSpread                            time.Duration
@@ -40,6 +42,7 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.jwtSecret, "jwt-secret", "", "HS256 secret that signs client tokens (sub = user)")
 	fs.StringVar(&cfg.origins, "allowed-origins", "", "comma-separated origin host patterns allowed besides the gateway's own host")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for connections to leave")
 	fs.DurationVar(&cfg.drainSpread, "drain-spread", 3*time.Second, "time over which SIGTERM spreads the 1012 closes; keep it under the load balancer's mark-down time")
 	fs.Usage = func() {
@@ -135,6 +138,27 @@ func serve(args []string, stderr io.Writer) int {
 		_ = g.Close()
 		return 1
 	}
+	var pprofSrv *http.Server
+	pprofDone := make(chan struct{})
+	if cfg.pprofAddr != "" {
+		pln, err := net.Listen("tcp", cfg.pprofAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley serve: --pprof-addr: listen %s: %v\n", cfg.pprofAddr, err)
+			_ = ln.Close()
+			_ = g.Close()
+			return 1
+		}
+		pprofSrv = &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			defer close(pprofDone)
+			if err := pprofSrv.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("pprof server stopped", "err", err)
+			}
+		}()
+		log.Info("serving pprof", "addr", pln.Addr().String())
+	} else {
+		close(pprofDone)
+	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -159,9 +183,26 @@ func serve(args []string, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = srv.Shutdown(ctx)
 	cancel()
+	if pprofSrv != nil {
+		// Close, not Shutdown: a CPU profile in progress must not hold the exit.
+		_ = pprofSrv.Close()
+	}
+	<-pprofDone
 	if err := g.Close(); err != nil {
 		log.Warn("close", "err", err)
 	}
 	log.Info("stopped")
 	return code
+}
+
+// pprofMux serves the net/http/pprof handlers on their usual paths, on a
+// mux of its own so that the gateway's listener never exposes them.
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

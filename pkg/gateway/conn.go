@@ -39,6 +39,18 @@ type conn struct {
 	pingMu      sync.Mutex
 	pingTimer   *time.Timer
 	pingStopped bool
+
+	// The write watchdog bounds each frame write by WriteTimeout with one
+	// timer per connection, re-armed per frame: a context per frame (and
+	// the AfterFunc the library registers on it) was the gateway's largest
+	// source of garbage under fan-out.
+	wdMu      sync.Mutex
+	wdTimer   *time.Timer
+	wdArmed   bool      // a write is in progress
+	wdPending bool      // the timer is set to fire
+	wdStarted time.Time // when it started
+	wdStopped bool
+	wdWG      sync.WaitGroup // a firing in progress
 }
 
 // enqueueCatchUp queues a join's catch-up (bounded by the history size)
@@ -138,6 +150,10 @@ func (c *conn) startWriterLocked() {
 	go c.writeLoop()
 }
 
+// maxReusedQueue is the largest queue capacity an idle connection keeps for
+// reuse; a bigger one (a long catch-up) is left to the collector.
+const maxReusedQueue = 64
+
 // writeLoop writes queued frames until the queue is empty, then exits; the
 // next enqueue starts a new one. It also performs a requested close.
 func (c *conn) writeLoop() {
@@ -157,6 +173,11 @@ func (c *conn) writeLoop() {
 				return
 			}
 			c.writing = false
+			if cap(batch) <= maxReusedQueue {
+				// Keep the drained slice for the next wakeup's frames: the
+				// next enqueue then appends without allocating.
+				c.queue = batch[:0]
+			}
 			c.qmu.Unlock()
 			return
 		}
@@ -165,9 +186,11 @@ func (c *conn) writeLoop() {
 		c.qmu.Unlock()
 
 		for i, f := range batch {
-			ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.WriteTimeout)
-			err := c.ws.Write(ctx, websocket.MessageText, f)
-			cancel()
+			c.armWatchdog()
+			// A context that never ends: the watchdog bounds the write, and
+			// the library registers nothing per frame on it.
+			err := c.ws.Write(context.Background(), websocket.MessageText, f)
+			c.disarmWatchdog()
 			batch[i] = nil
 			if err != nil {
 				c.qmu.Lock()
@@ -179,6 +202,76 @@ func (c *conn) writeLoop() {
 			c.g.metrics.framesOut.Inc()
 		}
 	}
+}
+
+// armWatchdog starts the write timeout of one frame. The timer is reset
+// only when it is not already pending: while frames keep flowing it fires
+// once per WriteTimeout and re-arms itself for the frame in progress.
+func (c *conn) armWatchdog() {
+	c.wdMu.Lock()
+	defer c.wdMu.Unlock()
+	if c.wdStopped {
+		return
+	}
+	c.wdArmed, c.wdStarted = true, time.Now()
+	switch {
+	case c.wdTimer == nil:
+		c.wdTimer = time.AfterFunc(c.g.cfg.WriteTimeout, c.writeTimedOut)
+		c.wdPending = true
+	case !c.wdPending:
+		c.wdTimer.Reset(c.g.cfg.WriteTimeout)
+		c.wdPending = true
+	}
+}
+
+// disarmWatchdog ends the write timeout of one frame. A pending timer
+// keeps running and finds nothing to do when it fires.
+func (c *conn) disarmWatchdog() {
+	c.wdMu.Lock()
+	c.wdArmed = false
+	c.wdMu.Unlock()
+}
+
+// writeTimedOut runs when the watchdog fires. A write stuck for
+// WriteTimeout is cut by closing the socket, which fails the write; a write
+// in progress for less than that re-arms the timer for the rest of its time.
+func (c *conn) writeTimedOut() {
+	c.wdMu.Lock()
+	if c.wdStopped {
+		c.wdMu.Unlock()
+		return
+	}
+	c.wdWG.Add(1) // stopWatchdog waits for this run
+	defer c.wdWG.Done()
+	c.wdPending = false
+	stuck := false
+	if c.wdArmed {
+		if rest := c.g.cfg.WriteTimeout - time.Since(c.wdStarted); rest > 0 {
+			c.wdTimer.Reset(rest)
+			c.wdPending = true
+		} else {
+			stuck = true
+		}
+	}
+	c.wdMu.Unlock()
+	if !stuck {
+		return
+	}
+	c.g.log.Info("write timed out; dropping the connection", "conn", c.id, "user", c.user, "timeout", c.g.cfg.WriteTimeout)
+	c.cancel()
+	_ = c.ws.CloseNow()
+}
+
+// stopWatchdog stops the write watchdog for good and waits for a firing
+// in progress to finish.
+func (c *conn) stopWatchdog() {
+	c.wdMu.Lock()
+	c.wdStopped = true
+	if c.wdTimer != nil {
+		c.wdTimer.Stop()
+	}
+	c.wdMu.Unlock()
+	c.wdWG.Wait()
 }
 
 // closeSocket sends the close frame and waits (bounded by the library's

@@ -291,7 +291,16 @@ func TestInvariant5_PubSubKilledWhileMessagesFlow(t *testing.T) {
 	var got []protocol.Frame
 	for range 3 {
 		got = append(got, recv.messages(20)...)
-		killed += c.redis.KillPubSub(context.Background())
+		// The receiver may already hold the next 20 messages (repaired from
+		// history) while the gateway is still reconnecting from the last
+		// kill: wait until there is a pub/sub connection to kill.
+		deadline := time.Now().Add(10 * time.Second)
+		n := c.redis.KillPubSub(context.Background())
+		for n == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+			n = c.redis.KillPubSub(context.Background())
+		}
+		killed += n
 	}
 	if killed < 3 {
 		t.Fatalf("killed %d pub/sub connections, want at least 3", killed)

@@ -59,6 +59,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.stopPinger()
 	c.closeWith(protocol.CloseNormal, "", false)
 	c.wg.Wait()
+	c.stopWatchdog()
 	cancel()
 	_ = ws.CloseNow()
 }
