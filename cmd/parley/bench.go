@@ -39,6 +39,19 @@ messages are published to every room, and all reconnect at once and resume
 with since; the storm reports the resume rate and the time until every
 connection received every missed message exactly once.
 
+With --hold D, nothing is published: the --conns connections connect and
+join, "bench: holding N connections" is printed to standard error, they stay
+idle for D, and the bench exits (for measuring what idle connections cost a
+gateway; --rate may be 0).
+
+With --raw-ceiling, --url is ignored: the bench starts an in-process raw
+WebSocket fan-out server on 127.0.0.1 (no Redis, no gateway: each send is
+encoded once and the same frame is written to every member) and runs the same
+load against it, which gives the fan-out ceiling of this machine. With
+--raw-serve ADDR the bench only runs that raw server, in its own process, on
+ADDR until SIGINT or SIGTERM (point another bench's --url at it, so server and
+load generator are separate processes, as with a gateway).
+
 Exit status: 0 when every message arrived exactly once; 1 when a gateway is
 unreachable or any gap, duplicate or missing message was seen; 2 for bad flags.
 
@@ -84,6 +97,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	storm := fs.Int("resume-storm", 0, "run a resume storm with `M` messages per room published while every connection is away (0: none)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	quiet := fs.Bool("quiet", false, "no progress lines on standard error")
+	hold := fs.Duration("hold", 0, "connect and join --conns connections, hold them idle this long, publish nothing, exit")
+	raw := fs.Bool("raw-ceiling", false, "run against an in-process raw fan-out server (no Redis, no gateway) instead of --url")
+	rawServe := fs.String("raw-serve", "", "only serve the raw fan-out server on this `ADDR` (e.g. 127.0.0.1:9000) until interrupted")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -101,11 +117,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if len(pos) != 0 {
 		return usage("unexpected argument %q", pos[0])
 	}
+	if *rawServe != "" {
+		return serveRaw(ctx, *rawServe, stderr)
+	}
 	if len(urls) == 0 {
 		urls = urlList{defaultURL}
 	}
-	if *conns <= 0 || *rooms <= 0 || *members < 0 || *rate <= 0 || *storm < 0 || *duration < 0 {
-		return usage("--conns, --rooms and --rate must be positive; --members, --duration and --resume-storm not negative")
+	if *conns <= 0 || *rooms <= 0 || *members < 0 || *rate < 0 || (*rate == 0 && *hold == 0) || *storm < 0 || *duration < 0 || *hold < 0 {
+		return usage("--conns, --rooms and --rate must be positive (--rate 0 only with --hold); --members, --duration, --hold and --resume-storm not negative")
+	}
+	if *hold > 0 && (*storm > 0 || *raw) {
+		return usage("--hold does not go with --resume-storm or --raw-ceiling")
+	}
+	if *raw && *storm > 0 {
+		return usage("--raw-ceiling does not go with --resume-storm")
 	}
 	if *members > 0 {
 		roomsSet := false
@@ -118,7 +143,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		*rooms = *conns / *members
 	}
-	if *duration == 0 && *storm == 0 {
+	if *duration == 0 && *storm == 0 && *hold == 0 {
 		return usage("--duration 0 needs --resume-storm")
 	}
 	cfg := loadgen.Config{
@@ -143,7 +168,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	res := &loadgen.Result{}
-	if *duration > 0 {
+	switch {
+	case *hold > 0:
+		held := func(n int) {
+			if !*quiet {
+				fmt.Fprintf(stderr, "bench: holding %d connections for %s\n", n, *hold)
+			}
+		}
+		if res, err = loadgen.Hold(ctx, cfg, *hold, held); err != nil {
+			return fail(err)
+		}
+	case *raw:
+		if res, err = loadgen.RawCeiling(ctx, cfg); err != nil {
+			return fail(err)
+		}
+	case *duration > 0:
 		if res, err = loadgen.Run(ctx, cfg); err != nil {
 			return fail(err)
 		}
@@ -171,6 +210,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if !res.OK() {
 		return fail(errors.New("FAIL: " + res.Problem()))
+	}
+	return 0
+}
+
+// serveRaw runs loadgen's raw fan-out server on addr until ctx ends.
+func serveRaw(ctx context.Context, addr string, stderr io.Writer) int {
+	s, err := loadgen.StartRawServer(addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "parley bench: --raw-serve: %s\n", oneLine(err.Error()))
+		return 1
+	}
+	fmt.Fprintf(stderr, "bench: raw fan-out server on %s\n", s.URL())
+	<-ctx.Done()
+	if err := s.Close(); err != nil {
+		fmt.Fprintf(stderr, "parley bench: --raw-serve: %s\n", oneLine(err.Error()))
+		return 1
 	}
 	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -82,5 +83,70 @@ func TestBenchJSON(t *testing.T) {
 		if !strings.Contains(out.String(), field) {
 			t.Errorf("JSON lacks %s", field)
 		}
+	}
+}
+
+func TestBenchRawCeilingJSON(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := runBench(context.Background(), []string{"--raw-ceiling", "--conns", "20", "--rate", "40", "--warmup", "100ms", "--duration", "500ms", "--json", "--quiet"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var res loadgen.Result
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Connections != 20 || res.Delivered == 0 || res.Delivered != res.Sent*20 {
+		t.Errorf("connections %d, sent %d, delivered %d", res.Connections, res.Sent, res.Delivered)
+	}
+}
+
+func TestBenchHoldRateZero(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	var out, errb bytes.Buffer
+	code := runBench(context.Background(), []string{"--url", url, "--conns", "10", "--rate", "0", "--hold", "200ms"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "bench: holding 10 connections") {
+		t.Errorf("stderr lacks the holding line: %q", errb.String())
+	}
+	if code := runBench(context.Background(), []string{"--url", url, "--rate", "0"}, &out, &errb); code != 2 {
+		t.Errorf("--rate 0 without --hold: exit %d, want 2", code)
+	}
+}
+
+func TestBenchRawServe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var serveErr bytes.Buffer
+	done := make(chan int)
+	go func() { done <- runBench(ctx, []string{"--raw-serve", addr}, io.Discard, &serveErr) }()
+	var out, errb bytes.Buffer
+	deadline := time.Now().Add(5 * time.Second)
+	code := -1
+	for time.Now().Before(deadline) {
+		out.Reset()
+		errb.Reset()
+		code = runBench(context.Background(), []string{"--url", "ws://" + addr + "/ws", "--conns", "10", "--rate", "20", "--warmup", "0s", "--duration", "300ms", "--json", "--quiet"}, &out, &errb)
+		if code == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the server may not listen yet
+	}
+	cancel()
+	if c := <-done; c != 0 {
+		t.Errorf("raw-serve exit %d: %s", c, serveErr.String())
+	}
+	if code != 0 {
+		t.Fatalf("bench against raw-serve: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(serveErr.String(), "raw fan-out server on ws://"+addr) {
+		t.Errorf("stderr %q", serveErr.String())
 	}
 }

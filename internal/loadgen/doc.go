@@ -38,6 +38,13 @@
 // how long until every connection had its joined and every missed message
 // exactly once.
 //
+// Hold only connects and joins Config.Conns receivers and keeps them idle for
+// a while (the idle-connection memory scenario). RawServer is a minimal
+// protocol-v1 fan-out server with no broker (see its documentation);
+// RawCeiling runs Run against one in-process, and `parley bench --raw-serve`
+// runs one in a process of its own, so the bench suite can compare a
+// gateway's fan-out with the cheapest possible server on the same machine.
+//
 // Every goroutine is owned by the function that starts it and is waited for
 // before that function returns; every wait has a deadline derived from the
 // Config.

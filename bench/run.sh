@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# bench/run.sh: Parley's benchmark suite. See --help and docs/performance.md.
+set -euo pipefail
+
+usage() {
+	cat <<'EOF'
+Usage: bench/run.sh [--quick] [--update-docs] [--haproxy] [--help]
+
+Starts a local cluster of its own (redis-server on a free loopback port with
+persistence off: no RDB snapshots, no AOF, so the numbers measure Parley and
+not the disk; K=2 `parley serve --dev-auth` gateways on free loopback ports),
+runs the standard scenarios with `parley bench --json`, prints one summary
+table, and stops exactly the processes it started (by PID, from a trap).
+
+Scenarios (sizes of the full run; --quick uses smaller ones, ~2 minutes):
+  idle       10,000 idle connections on gateway 1: resident memory per connection
+  fan-out    one room of 2,000 members, publish rate stepped 2, 5, 10, 20, 40, ...
+             until p99 > 100 ms or delivery falls behind: max deliveries/s
+  raw        the same steps against `parley bench --raw-serve` (a raw WebSocket
+             fan-out server in its own process: no Redis, no gateway logic):
+             the machine's fan-out ceiling
+  many rooms 1,000 rooms x 5 members, 1,000 messages/s: latency, gateway CPU,
+             Redis commands per published message
+  scaling    the many-rooms shape at 3x the rate (3,000 msgs/s) on 1 gateway
+             and on 2: delivered/s of each and the ratio
+  storm      2,000 clients resume at once, 20 missed messages each
+  redis      redis-benchmark ceilings: PUBLISH, and EVALSHA of the publish
+             script (extracted from pkg/broker/redis/scripts.go)
+
+Results: bench/results/<timestamp>.json and .md (gitignored) and a chart
+bench/results/<timestamp>-fanout.svg (and .png when chromium is installed).
+
+Options:
+  --quick        smaller sizes and shorter steps (a smoke run)
+  --update-docs  also copy the chart to docs/perf-fanout.svg (and .png)
+  --haproxy      put haproxy (leastconn) in front of the gateways for the
+                 scaling scenario; default off
+  --help         this text
+
+Environment:
+  PARLEY_BIN        the gateway binary (default: go build ./cmd/parley into a
+                    temp dir)
+  PARLEY_BENCH_BIN  the load generator binary; it needs --hold and
+                    --raw-ceiling, so it defaults to a build of this tree
+  BENCH_SOURCES     local source addresses (default 127.0.0.1-127.0.0.16)
+EOF
+}
+
+QUICK=0 UPDATE_DOCS=0 HAPROXY=0
+for a in "$@"; do
+	case "$a" in
+	--quick) QUICK=1 ;;
+	--update-docs) UPDATE_DOCS=1 ;;
+	--haproxy) HAPROXY=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "bench/run.sh: unknown argument $a (--help)" >&2; exit 2 ;;
+	esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TMP=$(mktemp -d /tmp/parley-bench.XXXXXX)
+PIDS=()
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Sizes.
+SOURCES=${BENCH_SOURCES:-127.0.0.1-127.0.0.16}
+if ((QUICK)); then
+	IDLE_CONNS=2000 FAN_CONNS=500 FAN_RATES="10 40 160" RAW_RATES="10 40 160 640"
+	STEP_WARMUP=1s STEP_SECS=3 MANY_CONNS=1000 MANY_RATE=200 SCALE_RATE=600 MANY_WARMUP=2 MANY_SECS=5
+	STORM_CONNS=500 STORM_ROOMS=25 REDIS_N=20000
+else
+	IDLE_CONNS=10000 FAN_CONNS=2000
+	FAN_RATES="2 5 10 15 20 30 40 60 80 120 160 240 320" RAW_RATES=$FAN_RATES
+	STEP_WARMUP=3s STEP_SECS=10 MANY_CONNS=5000 MANY_RATE=1000 SCALE_RATE=3000 MANY_WARMUP=3 MANY_SECS=15
+	STORM_CONNS=2000 STORM_ROOMS=100 REDIS_N=100000
+fi
+STORM_MSGS=20
+SCENARIO_TIMEOUT=180 # seconds, per bench invocation
+
+# busy_cores: how many cores something else keeps busy, over one second
+# (from /proc/stat), so a run on a shared machine says so in its summary.
+busy_cores() {
+	local a b
+	a=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat)
+	sleep 1
+	b=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat)
+	awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN {
+		split(a, x, " "); split(b, y, " "); busy = y[1] - x[1]; idle = y[2] - x[2]
+		printf "%.2f\n", (busy + idle > 0) ? n * busy / (busy + idle) : 0 }'
+}
+BUSY_BEFORE=$(busy_cores)
+STAT0=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat) WALL0=$(date +%s.%N)
+if awk -v b="$BUSY_BEFORE" 'BEGIN {exit !(b > 0.2)}'; then
+	log "WARNING: $BUSY_BEFORE cores are busy before the suite starts; results will be low and noisy"
+fi
+
+# Binaries.
+if [[ -z ${PARLEY_BENCH_BIN:-} || -z ${PARLEY_BIN:-} ]]; then
+	log "building parley from $ROOT"
+	(cd "$ROOT" && go build -o "$TMP/parley" ./cmd/parley)
+fi
+GW_BIN=${PARLEY_BIN:-$TMP/parley}
+BENCH_BIN=${PARLEY_BENCH_BIN:-$TMP/parley}
+
+# free_port prints a loopback TCP port nothing listens on (bounded tries).
+free_port() {
+	local i p
+	for ((i = 0; i < 100; i++)); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "bench/run.sh: no free port" >&2
+	return 1
+}
+
+# wait_for CMD...: retry CMD every 0.1 s for at most 10 s.
+wait_for() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		if "$@" >/dev/null 2>&1; then return 0; fi
+		sleep 0.1
+	done
+	echo "bench/run.sh: timed out waiting for: $*" >&2
+	return 1
+}
+
+# Redis: persistence off (no RDB, no AOF) in its own temp dir.
+RP=$(free_port)
+mkdir -p "$TMP/redis"
+redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/redis" \
+	--logfile "$TMP/redis.log" --maxclients 20000 &
+PIDS+=($!)
+wait_for redis-cli -p "$RP" ping
+log "redis-server on 127.0.0.1:$RP (persistence off), pid ${PIDS[-1]}"
+
+GW_PIDS=() GW_URLS=()
+for i in 1 2; do
+	p=$(free_port)
+	"$GW_BIN" serve --dev-auth --addr "127.0.0.1:$p" --redis "redis://127.0.0.1:$RP/0" \
+		--node-id "gw-$i" --log-level warn >"$TMP/gw$i.log" 2>&1 &
+	PIDS+=($!)
+	GW_PIDS+=($!)
+	GW_URLS+=("ws://127.0.0.1:$p/ws")
+	wait_for curl -fsS "http://127.0.0.1:$p/readyz"
+	log "gateway gw-$i on 127.0.0.1:$p, pid $!"
+done
+
+SCALE_URLS=(--url "${GW_URLS[0]}" --url "${GW_URLS[1]}")
+if ((HAPROXY)); then
+	HP=$(free_port)
+	cat >"$TMP/haproxy.cfg" <<EOF
+global
+  maxconn 40000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout tunnel 1h
+frontend fe
+  bind 127.0.0.1:$HP
+  default_backend gws
+backend gws
+  balance leastconn
+  server gw1 ${GW_URLS[0]#ws://} check
+  server gw2 ${GW_URLS[1]#ws://} check
+EOF
+	sed -i 's|/ws check| check|' "$TMP/haproxy.cfg"
+	haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 &
+	PIDS+=($!)
+	wait_for curl -fsS "http://127.0.0.1:$HP/readyz"
+	SCALE_URLS=(--url "ws://127.0.0.1:$HP/ws")
+	log "haproxy on 127.0.0.1:$HP, pid ${PIDS[-1]}"
+fi
+
+OUT=$TMP/out
+mkdir -p "$OUT"
+
+# bench FILE ARGS...: one bounded `parley bench --json` run; stdout to FILE,
+# stderr to FILE.err. Never fails the suite (gaps are reported, not fatal).
+bench() {
+	local f=$1
+	shift
+	timeout "$SCENARIO_TIMEOUT" "$BENCH_BIN" bench --sources "$SOURCES" --json "$@" >"$f" 2>"$f.err" || true
+	if ! jq -e .connections "$f" >/dev/null 2>&1; then
+		log "bench $* failed: $(tail -n 2 "$f.err" | tr '\n' ' ')"
+		echo '{}' >"$f"
+	fi
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { # utime + stime of every pid given, in clock ticks
+	local t=0 pid
+	for pid in "$@"; do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+	done
+	echo "$t"
+}
+redis_stat() { redis-cli -p "$RP" INFO "$1" | tr -d '\r'; }
+evalsha_calls() { redis_stat commandstats | awk -F'[=,:]' '/^cmdstat_evalsha:/ {print $3; f=1} END {if (!f) print 0}'; }
+total_cmds() { redis_stat stats | awk -F: '/^total_commands_processed:/ {print $2}'; }
+now() { date +%s.%N; }
+
+# step_json MEMBERS FILE: one fan-out step as a summary object.
+step_json() {
+	jq -c --argjson m "$1" 'if .connections then {
+		rate: .config.rate, sent_per_sec, delivered_per_sec,
+		expected_per_sec: (.sent_per_sec * $m),
+		p50: .latency_ms.p50, p99: .latency_ms.p99, missing, gaps, duplicates, dropped, closes, errors,
+		ok: (.latency_ms.p99 < 100 and .delivered_per_sec >= 0.95 * .sent_per_sec * $m
+			and .missing == 0 and .gaps == 0 and .duplicates == 0 and .dropped == 0)
+	} else {ok: false, error: "bench failed"} end' "$2"
+}
+
+# steps NAME MEMBERS RATES URLARGS...: stepped fan-out until a step fails.
+steps() {
+	local name=$1 members=$2 rates=$3 r s
+	shift 3
+	: >"$OUT/$name.steps"
+	for r in $rates; do
+		local try
+		for try in 1 2; do # a failed step gets one retry: one noisy run does not end the stepping
+			log "$name: $members members, $r msgs/s$( ((try == 1)) || echo ' (retry)')"
+			bench "$OUT/$name-$r.json" "$@" --conns "$members" --rooms 1 --rate "$r" \
+				--warmup "$STEP_WARMUP" --duration "${STEP_SECS}s" --drain 3s --quiet
+			s=$(step_json "$members" "$OUT/$name-$r.json")
+			[[ $s == *'"rate"'* ]] || s=$(jq -c --argjson r "$r" '. + {rate: $r}' <<<"$s")
+			[[ $(jq -r .ok <<<"$s") == true ]] && break
+		done
+		echo "$s" >>"$OUT/$name.steps"
+		log "$name: $(jq -r '"delivered/s \(.delivered_per_sec // 0 | floor) p50 \(.p50 // "-") p99 \(.p99 // "-") ok \(.ok)"' <<<"$s")"
+		[[ $(jq -r .ok <<<"$s") == true ]] || break
+	done
+}
+
+# many NAME URLARGS RATE PIDS...: run the many-rooms load in the background,
+# sample CPU of PIDS and Redis counters over the measured window.
+many() {
+	local name=$1 urls=$2 rate=$3
+	shift 3
+	local f=$OUT/$name.json i t0 t1 c0 c1 e0 e1 n0 n1
+	# shellcheck disable=SC2086
+	timeout "$SCENARIO_TIMEOUT" "$BENCH_BIN" bench --sources "$SOURCES" --json $urls \
+		--conns "$MANY_CONNS" --members 5 --rate "$rate" --warmup "${MANY_WARMUP}s" \
+		--duration "${MANY_SECS}s" >"$f" 2>"$f.err" &
+	local bpid=$!
+	PIDS+=("$bpid")
+	for ((i = 0; i < 1200; i++)); do # 120 s at most
+		grep -q ' measure ' "$f.err" 2>/dev/null && break
+		kill -0 "$bpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	t0=$(now) c0=$(cpu_ticks "$@") e0=$(evalsha_calls) n0=$(total_cmds)
+	sleep $((MANY_SECS - 3))
+	t1=$(now) c1=$(cpu_ticks "$@") e1=$(evalsha_calls) n1=$(total_cmds)
+	wait "$bpid" || true
+	jq -e .connections "$f" >/dev/null 2>&1 || { log "$name failed: $(tail -n 2 "$f.err" | tr '\n' ' ')"; echo '{}' >"$f"; }
+	jq -n --argjson dt "$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" \
+		--argjson ticks "$((c1 - c0))" --argjson hz "$(getconf CLK_TCK)" --argjson n "$#" \
+		--argjson ev "$((e1 - e0))" --argjson cmds "$((n1 - n0))" --slurpfile r "$f" '
+		($r[0]) as $r | {
+			conns: $r.connections, rooms: $r.config.rooms, rate: $r.config.rate,
+			sent_per_sec: $r.sent_per_sec, delivered_per_sec: $r.delivered_per_sec,
+			p50: $r.latency_ms.p50, p90: $r.latency_ms.p90, p99: $r.latency_ms.p99,
+			p999: $r.latency_ms.p99_9, max: $r.latency_ms.max,
+			gaps: $r.gaps, duplicates: $r.duplicates, missing: $r.missing, dropped: $r.dropped,
+			gateways: $n, gateway_cpu_cores: ($ticks / $hz / $dt),
+			evalsha_per_msg: (if $r.sent_per_sec > 0 then $ev / $dt / $r.sent_per_sec else null end),
+			redis_cmds_per_msg: (if $r.sent_per_sec > 0 then $cmds / $dt / $r.sent_per_sec else null end)
+		}' >"$OUT/$name.sum"
+	log "$name: $(cat "$OUT/$name.sum")"
+}
+
+# 1. Idle connections (first, on a fresh gateway 1).
+log "idle: $IDLE_CONNS connections on gw-1"
+GW1=${GW_PIDS[0]}
+RSS0=$(rss_kib "$GW1")
+timeout "$SCENARIO_TIMEOUT" "$BENCH_BIN" bench --sources "$SOURCES" --json --url "${GW_URLS[0]}" \
+	--conns "$IDLE_CONNS" --rooms "$((IDLE_CONNS / 10))" --rate 0 --hold 8s --connect-concurrency 128 \
+	>"$OUT/idle.json" 2>"$OUT/idle.err" &
+BPID=$!
+PIDS+=("$BPID")
+for ((i = 0; i < 1200; i++)); do
+	grep -q 'bench: holding' "$OUT/idle.err" 2>/dev/null && break
+	kill -0 "$BPID" 2>/dev/null || break
+	sleep 0.1
+done
+sleep 3
+RSS1=$(rss_kib "$GW1")
+wait "$BPID" || true
+HELD=$(jq -r '.connections // 0' "$OUT/idle.json" 2>/dev/null || echo 0)
+jq -n --argjson b "$RSS0" --argjson a "$RSS1" --argjson n "$HELD" \
+	'{conns: $n, rss_before_kib: $b, rss_after_kib: $a, kib_per_conn: (if $n > 0 then ($a - $b) / $n else null end)}' >"$OUT/idle.sum"
+log "idle: $(cat "$OUT/idle.sum")"
+
+# 2. Fan-out, and 3. the raw ceiling on the same steps.
+steps fanout "$FAN_CONNS" "$FAN_RATES" --url "${GW_URLS[0]}"
+RAWP=$(free_port)
+"$BENCH_BIN" bench --raw-serve "127.0.0.1:$RAWP" 2>"$TMP/raw.log" &
+RAW_PID=$!
+PIDS+=("$RAW_PID")
+wait_for grep -q 'raw fan-out server' "$TMP/raw.log"
+log "raw fan-out server on 127.0.0.1:$RAWP, pid $RAW_PID"
+steps raw "$FAN_CONNS" "$RAW_RATES" --url "ws://127.0.0.1:$RAWP/ws"
+kill "$RAW_PID" 2>/dev/null || true
+wait "$RAW_PID" 2>/dev/null || true
+
+# 4. Many rooms on one gateway; 5. scaling at a higher rate on one and two.
+log "many rooms: $MANY_CONNS conns in rooms of 5, $MANY_RATE msgs/s, gw-1"
+many many1 "--url ${GW_URLS[0]}" "$MANY_RATE" "${GW_PIDS[0]}"
+log "scaling: $SCALE_RATE msgs/s on 1 gateway, then on 2"
+many scale1 "--url ${GW_URLS[0]}" "$SCALE_RATE" "${GW_PIDS[0]}"
+many scale2 "${SCALE_URLS[*]}" "$SCALE_RATE" "${GW_PIDS[@]}"
+
+# 6. Resume storm.
+log "resume storm: $STORM_CONNS conns, $STORM_MSGS missed messages each"
+bench "$OUT/storm.json" --url "${GW_URLS[0]}" --conns "$STORM_CONNS" --rooms "$STORM_ROOMS" \
+	--duration 0 --resume-storm "$STORM_MSGS" --publisher-rate 15 --quiet
+
+# 7. Redis ceilings.
+BODY=$(printf 'x%.0s' $(seq 64))
+awk '/^var publishScript = goredis.NewScript\(`/ {f = 1; next} f && /^`\)/ {exit} f' \
+	"$ROOT/pkg/broker/redis/scripts.go" >"$TMP/publish.lua"
+rps() { tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -n 1 | awk '{print $1}'; }
+log "redis-benchmark: PUBLISH"
+PUB_RPS=$(redis-benchmark -p "$RP" -n "$REDIS_N" -c 50 -q PUBLISH 'parley:{bench}' "$BODY" | rps)
+SHA=$(redis-cli -p "$RP" SCRIPT LOAD "$(cat "$TMP/publish.lua")")
+log "redis-benchmark: EVALSHA $SHA (publish script)"
+EV_RPS=$(redis-benchmark -p "$RP" -n "$REDIS_N" -c 50 -r 1000000000 -q EVALSHA "$SHA" 3 \
+	'parley:{bench}:meta' 'parley:{bench}:log' 'parley:{bench}:idem:bench:__rand_int__' \
+	'{"type":"message","room":"bench","seq":' \
+	'"id":"c-1","from":"bench","device":"bench","ts":"2026-11-22T10:00:00.000Z","body":"'"$BODY"'"}' \
+	1000 120000 e1 'parley:{bench}' '2026-11-22T10:00:00.000Z' | rps)
+
+# Other load during the suite: machine-wide busy CPU minus this suite's own
+# (its reaped children, from `times`, plus redis and the gateways, still up).
+HZ=$(getconf CLK_TCK)
+STAT1=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
+CHILD_SECS=$(times | tail -n 1 | awk '{
+	t = 0
+	for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
+	print t }')
+LIVE=$(cpu_ticks "${PIDS[@]::$((${#GW_PIDS[@]} + 1))}")
+FOREIGN=$(awk -v s0="$STAT0" -v s1="$STAT1" -v c="$CHILD_SECS" -v l="$LIVE" -v hz="$HZ" \
+	-v w0="$WALL0" -v w1="$(date +%s.%N)" 'BEGIN {
+	f = ((s1 - s0) / hz - c - l / hz) / (w1 - w0); if (f < 0) f = 0; printf "%.2f\n", f }')
+if awk -v f="$FOREIGN" 'BEGIN {exit !(f > 0.2)}'; then
+	log "WARNING: other processes kept $FOREIGN cores busy on average during the suite"
+fi
+
+# Summary.
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RES=$ROOT/bench/results
+mkdir -p "$RES"
+REDIS_VER=$(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-)
+jq -n \
+	--arg stamp "$STAMP" --argjson quick "$QUICK" \
+	--arg cpu "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+	--argjson cores "$(nproc)" --arg kernel "$(uname -r)" --arg go "$(go version 2>/dev/null | awk '{print $3}')" \
+	--arg redis "$REDIS_VER" --arg gwbin "$GW_BIN" --argjson busy "$BUSY_BEFORE" --argjson foreign "$FOREIGN" \
+	--slurpfile idle "$OUT/idle.sum" \
+	--slurpfile fan <(jq -s . "$OUT/fanout.steps") --slurpfile raw <(jq -s . "$OUT/raw.steps") \
+	--argjson members "$FAN_CONNS" \
+	--slurpfile m1 "$OUT/many1.sum" --slurpfile s1 "$OUT/scale1.sum" --slurpfile m2 "$OUT/scale2.sum" \
+	--slurpfile storm "$OUT/storm.json" \
+	--arg pub "${PUB_RPS:-0}" --arg ev "${EV_RPS:-0}" --argjson haproxy "$HAPROXY" '
+	def best(s): ([s[] | select(.ok) | .delivered_per_sec] | max // 0);
+	def bestp99(s): ([s[] | select(.ok)] | max_by(.delivered_per_sec) // {} | .p99);
+	{
+		stamp: $stamp, quick: ($quick == 1),
+		machine: {cpu: $cpu, cores: $cores, kernel: $kernel, go: $go, redis: $redis, gateway_binary: $gwbin, busy_cores_before: $busy, other_load_cores: $foreign},
+		idle: $idle[0],
+		fanout: {members: $members, max_deliveries_per_sec: best($fan[0]), p99_at_max: bestp99($fan[0]), steps: $fan[0]},
+		raw: {members: $members, max_deliveries_per_sec: best($raw[0]), p99_at_max: bestp99($raw[0]), steps: $raw[0]},
+		many_rooms: $m1[0],
+		scaling: {one: $s1[0].delivered_per_sec, two: $m2[0].delivered_per_sec,
+			ratio: (if ($s1[0].delivered_per_sec // 0) > 0 then $m2[0].delivered_per_sec / $s1[0].delivered_per_sec else null end),
+			offered_per_sec: ($s1[0].sent_per_sec * 5), one_gateway: $s1[0], two_gateways: $m2[0], via_haproxy: ($haproxy == 1)},
+		storm: ($storm[0].resume_storm // {}),
+		redis: {publish_rps: ($pub | tonumber? // 0), evalsha_publish_script_rps: ($ev | tonumber? // 0)}
+	} | .fanout.raw_fraction = (if .raw.max_deliveries_per_sec > 0 then .fanout.max_deliveries_per_sec / .raw.max_deliveries_per_sec else null end)
+	' >"$RES/$STAMP.json"
+
+# The table (markdown), with the issue's targets.
+jq -r '
+	def f(x; d): if x == null then "n/a" else (x * pow(10; d) | round / pow(10; d) | tostring) end;
+	def met(c): if c then "met" else "**missed**" end;
+	. as $s |
+	"| Scenario | Result | Target | |",
+	"|---|---|---|---|",
+	"| idle: RSS per connection (\(.idle.conns) conns) | \(f(.idle.kib_per_conn; 1)) KiB (\(.idle.rss_before_kib / 1024 | floor) → \(.idle.rss_after_kib / 1024 | floor) MiB) | ≤ 20 KiB | \(met((.idle.kib_per_conn // 1e9) <= 20)) |",
+	"| fan-out: max deliveries/s, 1 room × \(.fanout.members) (p99 < 100 ms) | \(f(.fanout.max_deliveries_per_sec; 0)) /s (p99 \(f(.fanout.p99_at_max; 1)) ms) | ≥ 40,000 /s | \(met(.fanout.max_deliveries_per_sec >= 40000)) |",
+	"| raw fan-out ceiling (no Redis, no gateway) | \(f(.raw.max_deliveries_per_sec; 0)) /s (p99 \(f(.raw.p99_at_max; 1)) ms) | (reference) | |",
+	"| fan-out / raw ceiling | \(f((.fanout.raw_fraction // 0) * 100; 0)) % | ≥ 70 % | \(met((.fanout.raw_fraction // 0) >= 0.7)) |",
+	"| many rooms: \(.many_rooms.rooms) rooms × 5, \(.many_rooms.rate) msgs/s: p50 / p99 / p99.9 | \(f(.many_rooms.p50; 2)) / \(f(.many_rooms.p99; 2)) / \(f(.many_rooms.p999; 2)) ms | p99 < 5 ms | \(met((.many_rooms.p99 // 1e9) < 5)) |",
+	"| many rooms: gateway CPU | \(f(.many_rooms.gateway_cpu_cores; 2)) core | ≤ 0.25 core | \(met((.many_rooms.gateway_cpu_cores // 9) <= 0.25)) |",
+	"| Redis round trips per published message (EVALSHA calls / sent) | \(f(.many_rooms.evalsha_per_msg; 2)) (Redis total_commands_processed per message, counting the 7 calls inside the script: \(f(.many_rooms.redis_cmds_per_msg; 2))) | 1 | \(met(((.many_rooms.evalsha_per_msg // 9) - 1 | fabs) < 0.05)) |",
+	"| scaling: \(.scaling.one_gateway.rooms) rooms × 5 at \(.scaling.one_gateway.rate) msgs/s, delivered/s on 1 → 2 gateways | \(f(.scaling.one; 0)) → \(f(.scaling.two; 0)) /s = \(f(.scaling.ratio; 2))× (offered ≈ \(f(.scaling.offered_per_sec; 0)) /s; p99 \(f(.scaling.one_gateway.p99; 1)) → \(f(.scaling.two_gateways.p99; 1)) ms; gateway CPU \(f(.scaling.one_gateway.gateway_cpu_cores; 2)) → \(f(.scaling.two_gateways.gateway_cpu_cores; 2)) core in all) | ≥ 1.6× | \(if (.scaling.ratio // 0) >= 1.6 then "met" elif (.scaling.one // 0) >= 0.95 * (.scaling.offered_per_sec // 1e9) then "**missed** (unmeasurable: one gateway already delivers the whole offered load, and the 2 cores are shared by Redis, the gateways and the load generator)" else "**missed** (the 2 cores are shared by Redis, the gateways and the load generator, so a second gateway adds no CPU)" end) |",
+	"| resume storm: \(.storm.conns // 0) clients, \(.storm.messages_per_room // 0) missed each | resumed in \(f(.storm.resume_seconds; 2)) s, all caught up in \(f(.storm.catch_up_seconds; 2)) s (\(.storm.caught_up // 0) caught up, \(.storm.gaps // 0) gaps, \(.storm.duplicates // 0) dups) | (reference) | |",
+	"| redis-benchmark PUBLISH (-c 50) | \(f(.redis.publish_rps; 0)) /s | (ceiling) | |",
+	"| redis-benchmark EVALSHA publish script (-c 50) | \(f(.redis.evalsha_publish_script_rps; 0)) /s | (ceiling) | |",
+	"",
+	"Fan-out steps (\(.fanout.members) members):",
+	"",
+	"| source | rate msgs/s | delivered/s | p50 ms | p99 ms | missing / dropped conns | ok |",
+	"|---|---|---|---|---|---|---|",
+	(.fanout.steps[] | "| gateway | \(.rate) | \(f(.delivered_per_sec; 0)) | \(f(.p50; 2)) | \(f(.p99; 2)) | \(.missing // "n/a") / \(.dropped // "n/a") | \(.ok) |"),
+	(.raw.steps[] | "| raw | \(.rate) | \(f(.delivered_per_sec; 0)) | \(f(.p50; 2)) | \(f(.p99; 2)) | \(.missing // "n/a") / \(.dropped // "n/a") | \(.ok) |"),
+	"",
+	"Machine: \(.machine.cpu), \(.machine.cores) cores, kernel \(.machine.kernel), \(.machine.go), redis \(.machine.redis)\(if .quick then " (--quick run)" else "" end); other processes kept \(.machine.busy_cores_before) cores busy just before the suite and \(.machine.other_load_cores) on average during it."
+' "$RES/$STAMP.json" >"$RES/$STAMP.md"
+
+# The chart.
+if (cd "$ROOT" && go run ./bench/chart -in "$RES/$STAMP.json" -out "$RES/$STAMP-fanout.svg"); then
+	if command -v chromium >/dev/null; then
+		timeout 60 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
+			--screenshot="$RES/$STAMP-fanout.png" --window-size=900,560 \
+			"file://$RES/$STAMP-fanout.svg" >/dev/null 2>&1 || log "chromium screenshot failed"
+	fi
+	if ((UPDATE_DOCS)); then
+		cp "$RES/$STAMP-fanout.svg" "$ROOT/docs/perf-fanout.svg"
+		[[ -f $RES/$STAMP-fanout.png ]] && cp "$RES/$STAMP-fanout.png" "$ROOT/docs/perf-fanout.png"
+	fi
+fi
+
+echo
+cat "$RES/$STAMP.md"
+echo
+log "saved $RES/$STAMP.json, .md, -fanout.svg"
