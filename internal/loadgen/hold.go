@@ -23,28 +23,14 @@ func Hold(ctx context.Context, cfg Config, hold time.Duration, held func(n int))
 	res := &Result{Config: summarize(&cfg)}
 	res.Config.Rate, res.Config.WarmupSeconds, res.Config.Seconds = 0, 0, hold.Seconds()
 	cnt := newCounters()
-	recv := make([]*receiver, cfg.Conns)
-	conns, failed, first, took, err := connectAll(ctx, cfg.Conns, cfg.ConnectConcurrency, func(ctx context.Context, i int) (*wsConn, error) {
-		r := &receiver{n: i, room: i % cfg.Rooms}
-		w, j, err := d.connect(ctx, i, fmt.Sprintf("%s-%d", cfg.UserPrefix, i), fmt.Sprintf("%s-%s-%d", cfg.RoomPrefix, id, r.room), nil)
-		if err != nil {
-			return nil, err
-		}
-		r.w = w
-		r.chk.Joined(j.Epoch, j.Seq)
-		recv[i] = r
-		return w, nil
-	})
+	roomNames := make([]string, cfg.Rooms)
+	for r := range roomNames {
+		roomNames[r] = fmt.Sprintf("%s-%s-%d", cfg.RoomPrefix, id, r)
+	}
+	recv, conns, err := connectReceivers(ctx, d, &cfg, roomNames, res)
 	if err != nil {
 		return nil, err
 	}
-	res.Connections = cfg.Conns - failed
-	res.ConnectErrors = failed
-	if first != nil {
-		res.ConnectError = first.Error()
-	}
-	res.ConnectSeconds = took.Seconds()
-	res.ConnectRate = float64(res.Connections) / max(took.Seconds(), 1e-9)
 
 	// Read (control frames, anything unexpected) while holding.
 	hist := NewShardedHistogram(1)

@@ -138,6 +138,36 @@ func connectAll(ctx context.Context, n, conc int, connect func(ctx context.Conte
 	return conns, failed, first, time.Since(start), nil
 }
 
+// connectReceivers connects and joins cfg.Conns receivers, receiver i to
+// room i%Rooms (named by roomNames), and records the connect figures in
+// res. A receiver that could not connect is nil in the returned slices.
+func connectReceivers(ctx context.Context, d *dialer, cfg *Config, roomNames []string, res *Result) ([]*receiver, []*wsConn, error) {
+	recv := make([]*receiver, cfg.Conns)
+	conns, failed, first, took, err := connectAll(ctx, cfg.Conns, cfg.ConnectConcurrency, func(ctx context.Context, i int) (*wsConn, error) {
+		r := &receiver{n: i, room: i % cfg.Rooms}
+		w, j, err := d.connect(ctx, i, fmt.Sprintf("%s-%d", cfg.UserPrefix, i), roomNames[r.room], nil)
+		if err != nil {
+			return nil, err
+		}
+		r.w = w
+		r.chk.Joined(j.Epoch, j.Seq)
+		r.last.Store(j.Seq)
+		recv[i] = r
+		return w, nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Connections = cfg.Conns - failed
+	res.ConnectErrors = failed
+	if first != nil {
+		res.ConnectError = first.Error()
+	}
+	res.ConnectSeconds = took.Seconds()
+	res.ConnectRate = float64(res.Connections) / max(took.Seconds(), 1e-9)
+	return recv, conns, nil
+}
+
 // Run runs a steady-state bench as described in the package documentation.
 // It returns an error wrapping ErrConfig or ErrUnreachable when the run
 // could not take place; otherwise a Result, whose OK says whether every
@@ -161,29 +191,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var win window
 
 	// Connect and join the receivers.
-	recv := make([]*receiver, cfg.Conns)
-	conns, failed, first, took, err := connectAll(ctx, cfg.Conns, cfg.ConnectConcurrency, func(ctx context.Context, i int) (*wsConn, error) {
-		r := &receiver{n: i, room: i % cfg.Rooms}
-		w, j, err := d.connect(ctx, i, fmt.Sprintf("%s-%d", cfg.UserPrefix, i), roomNames[r.room], nil)
-		if err != nil {
-			return nil, err
-		}
-		r.w = w
-		r.chk.Joined(j.Epoch, j.Seq)
-		r.last.Store(j.Seq)
-		recv[i] = r
-		return w, nil
-	})
+	recv, conns, err := connectReceivers(ctx, d, &cfg, roomNames, res)
 	if err != nil {
 		return nil, err
 	}
-	res.Connections = cfg.Conns - failed
-	res.ConnectErrors = failed
-	if first != nil {
-		res.ConnectError = first.Error()
-	}
-	res.ConnectSeconds = took.Seconds()
-	res.ConnectRate = float64(res.Connections) / max(took.Seconds(), 1e-9)
 
 	// Connect the publishers.
 	np := cfg.publishers()
