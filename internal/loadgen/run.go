@@ -216,16 +216,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	readCtx, stopReading := context.WithCancel(context.Background())
 	defer stopReading()
 	var readers sync.WaitGroup
-	for _, r := range recv {
-		if r == nil {
-			continue
-		}
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			r.read(readCtx, cnt, hist, &win)
-		}()
-	}
+	startReaders(readCtx, &readers, recv, cnt, hist, &win)
 	pubEnding := make([]atomic.Bool, np)
 	for p, w := range pubs {
 		readers.Add(1)
@@ -305,6 +296,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Dropped = cnt.dropped.Load()
 	res.Errors, res.Closes = cnt.maps()
 	return res, nil
+}
+
+// startReaders starts one reader goroutine per connected receiver (nil
+// entries are skipped), counted in readers; they stop when ctx ends.
+func startReaders(ctx context.Context, readers *sync.WaitGroup, recv []*receiver, cnt *counters, hist *ShardedHistogram, win *window) {
+	for _, r := range recv {
+		if r == nil {
+			continue
+		}
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			r.read(ctx, cnt, hist, win)
+		}()
+	}
 }
 
 // read is a receiver's reader loop: it checks seqs and records latency
@@ -404,7 +410,14 @@ func publish(ctx context.Context, w *wsConn, p, np int, cfg *Config, rooms []str
 			ID:   fmt.Sprintf("p%d-%d", p, j),
 			Body: EncodeBody(now, cfg.BodyBytes),
 		}
-		if err := w.write(ctx, f); err != nil {
+		// ctx only ends the publishing window. The write itself must not
+		// be canceled by it: coder/websocket closes the connection when a
+		// write's context ends mid-write, which dropped the publisher and
+		// lost its last ack. A write gets the connect timeout instead.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ConnectTimeout)
+		err := w.write(wctx, f)
+		cancel()
+		if err != nil {
 			return
 		}
 		cnt.sent.Add(1)
