@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -23,21 +22,11 @@ func TestHelpDocumentsPprofAddr(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // --pprof-addr serves the profiles on its own listener only, and SIGTERM
 // closes that listener too.
 func TestPprofAddrServesProfilesOnItsOwnListener(t *testing.T) {
 	bin := proctest.Binary(t)
-	addr, paddr := freeAddr(t), freeAddr(t)
+	addr, paddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	cmd := exec.Command(bin, "serve", "--dev-auth", "--addr", addr, "--pprof-addr", paddr)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs

@@ -38,16 +38,7 @@ func Hold(ctx context.Context, cfg Config, hold time.Duration, held func(n int))
 	readCtx, stopReading := context.WithCancel(context.Background())
 	defer stopReading()
 	var readers sync.WaitGroup
-	for _, r := range recv {
-		if r == nil {
-			continue
-		}
-		readers.Add(1)
-		go func() {
-			defer readers.Done()
-			r.read(readCtx, cnt, hist, &win)
-		}()
-	}
+	startReaders(readCtx, &readers, recv, cnt, hist, &win)
 	if held != nil {
 		held(res.Connections)
 	}
