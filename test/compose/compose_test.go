@@ -110,7 +110,7 @@ func waitNodes(t *testing.T, ctx context.Context, url string, n int, within time
 	deadline := time.Now().Add(within)
 	var lastErr error
 	for len(seen) < n {
-		if time.Now().After(deadline) || len(held) >= 200 {
+		if time.Now().After(deadline) || len(held) >= 1500 {
 			t.Fatalf("saw %d distinct gateways through the load balancer (%d connections, %v), want %d (%v); last error: %v",
 				len(seen), len(held), within, n, seen, lastErr)
 		}
@@ -123,7 +123,14 @@ func waitNodes(t *testing.T, ctx context.Context, url string, n int, within time
 			continue
 		}
 		held = append(held, c)
-		seen[c.Welcome().Node] = true
+		if node := c.Welcome().Node; !seen[node] {
+			seen[node] = true
+			continue
+		}
+		// No new gateway yet: new replicas take a few seconds to be
+		// resolved and pass their health checks, so pace the probes by
+		// time rather than spend them all at once.
+		time.Sleep(100 * time.Millisecond)
 	}
 	return seen
 }
