@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"fmt"
-	"net/http"
+	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -24,13 +24,13 @@ func plainRoom(path string) (string, bool) {
 // servePlain runs plain-text mode for clients that speak no subprotocol:
 // the classic tutorial pages and mini-programs. Each text frame is posted to
 // the path's room; other connections' messages come back as bare text.
-func (c *conn) servePlain(r *http.Request) {
-	room, ok := plainRoom(r.URL.Path)
+func (c *conn) servePlain(target *url.URL) {
+	room, ok := plainRoom(target.Path)
 	if !ok {
 		c.closeWith(protocol.ClosePolicy, "invalid room in path", true)
 		return
 	}
-	q := r.URL.Query()
+	q := target.Query()
 	user := q.Get("user")
 	if user == "" && q.Get("token") == "" && c.g.cfg.DevAuth {
 		user = fmt.Sprintf("guest-%d", c.id)
@@ -42,9 +42,12 @@ func (c *conn) servePlain(r *http.Request) {
 	}
 	c.user, c.device = u, fmt.Sprintf("text-%s-%d", c.g.cfg.NodeID, c.id)
 
-	ctx, cancel := c.requestCtx()
-	m, err := c.g.hub.join(ctx, c, room, nil, "")
-	cancel()
+	var m *member
+	c.offStack(func() {
+		ctx, cancel := c.requestCtx()
+		m, err = c.g.hub.join(ctx, c, room, nil, "")
+		cancel()
+	})
 	if err != nil {
 		c.closeWith(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
 		return
@@ -76,7 +79,8 @@ func (c *conn) servePlain(r *http.Request) {
 			continue
 		}
 		n++
-		if _, err := c.publish(room, fmt.Sprintf("%s-%d", c.device, n), string(data)); err != nil {
+		c.offStack(func() { _, err = c.publish(room, fmt.Sprintf("%s-%d", c.device, n), string(data)) })
+		if err != nil {
 			c.g.log.Warn("plain-text publish failed", "conn", c.id, "err", err)
 			c.closeWith(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
 			return
