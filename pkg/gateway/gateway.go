@@ -165,7 +165,8 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	}
 }
 
-// Close ends every connection at once and closes the broker.
+// Close ends every connection at once, closes the broker and waits for
+// the hub's history repairs.
 func (g *Gateway) Close() error {
 	g.draining.Store(true)
 	g.mu.Lock()
@@ -175,5 +176,7 @@ func (g *Gateway) Close() error {
 	}
 	g.mu.Unlock()
 	g.wg.Wait()
-	return g.broker.Close()
+	err := g.broker.Close()
+	g.hub.wait() // history repairs: none starts once the broker stops delivering
+	return err
 }

@@ -11,12 +11,16 @@ import (
 
 // hub is the gateway's local room registry. It implements broker.Handler:
 // the broker delivers each published envelope to it once, and it fans the
-// envelope out to the room's local members, repairing gaps from history.
+// envelope out to the room's local members. Gaps are repaired from history
+// by one goroutine per room (repair.go), never on the delivery goroutine.
 type hub struct {
 	g *Gateway
 
 	mu    sync.Mutex
 	rooms map[string]*room
+
+	wg        sync.WaitGroup // repair goroutines
+	readSlots chan struct{}  // history reads of repairs in flight
 }
 
 // room is one room with local members. Its subscription is counted by refs:
@@ -34,6 +38,7 @@ type room struct {
 	epoch   string
 	last    int64 // last seq fanned out
 	members map[*member]struct{}
+	repair  repairState // a history repair in progress
 }
 
 // member is one connection's membership of a room.
@@ -48,7 +53,9 @@ type member struct {
 	last    int64
 }
 
-func newHub(g *Gateway) *hub { return &hub{g: g, rooms: make(map[string]*room)} }
+func newHub(g *Gateway) *hub {
+	return &hub{g: g, rooms: make(map[string]*room), readSlots: make(chan struct{}, repairReads)}
+}
 
 func (h *hub) room(name string) *room {
 	h.mu.Lock()
@@ -106,6 +113,7 @@ func (h *hub) release(r *room) {
 		r.subscribed = false
 		r.mu.Lock()
 		r.known = false
+		r.abandonRepairLocked()
 		r.mu.Unlock()
 	}
 	h.mu.Lock()
@@ -204,7 +212,10 @@ func (h *hub) remove(m *member) {
 
 // Deliver implements broker.Handler. It runs on the broker's single
 // delivery goroutine, so envelopes of one room arrive in publish order
-// except where pub/sub lost some, which the seq check finds.
+// except where pub/sub lost some, which the seq check finds. It never
+// waits on Redis: a gap (or a new epoch whose start was not seen) buffers
+// the envelope and starts the room's repair, and while the room repairs
+// its envelopes are buffered for the repair to merge.
 func (h *hub) Deliver(env broker.Envelope) {
 	r := h.room(env.Room)
 	if r == nil {
@@ -212,25 +223,30 @@ func (h *hub) Deliver(env broker.Envelope) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.known && env.Epoch == r.epoch {
-		if env.Seq <= r.last {
-			return // already delivered (a repair read it first)
-		}
-		if env.Seq > r.last+1 {
-			h.repairLocked(r, r.last, env.Seq-1, "live gap")
-		}
-	} else if r.known && env.Seq > 1 {
-		// A new epoch (the room was lost and recreated) whose start we have
-		// not seen: read it from history first.
-		r.epoch, r.last = env.Epoch, 0
-		h.repairLocked(r, 0, env.Seq-1, "new epoch")
+	if r.repair.active {
+		h.bufferLocked(r, env)
+		return
 	}
-	r.fanOut(env)
+	switch r.placeLocked(env) {
+	case placeSeen:
+		// already delivered (a repair read it first)
+	case placeNext:
+		r.fanOut(env)
+	case placeHole:
+		why := "live gap"
+		if env.Epoch != r.epoch {
+			// A new epoch (the room was lost and recreated) whose start
+			// we have not seen: read it from history first.
+			why = "new epoch"
+		}
+		h.startRepairLocked(r, why)
+		h.bufferLocked(r, env)
+	}
 }
 
 // Subscribed implements broker.Handler. After a reconnect of the
 // subscriber connection the room's subscription is back, and whatever was
-// published while it was down is read from history.
+// published while it was down is read from history by the room's repair.
 func (h *hub) Subscribed(name string) {
 	r := h.room(name)
 	if r == nil {
@@ -238,45 +254,17 @@ func (h *hub) Subscribed(name string) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h.g.log.Debug("subscribed", "room", name, "known", r.known, "last", r.last)
+	h.g.log.Debug("subscribed", "room", name, "known", r.known, "last", r.last, "repairing", r.repair.active)
 	if !r.known {
 		return // first subscription: the joiner reads history itself
 	}
-	h.repairLocked(r, r.last, 0, "resubscribed")
+	h.startRepairLocked(r, "resubscribed")
 }
 
 // Disconnected implements broker.Handler.
 func (h *hub) Disconnected(err error) {
 	h.g.metrics.pubsubLost.Inc()
 	h.g.log.Warn("pub/sub connection lost; rooms will be re-read from history when it is back", "err", err)
-}
-
-// repairLocked reads the room's history after seq after (up to seq upTo,
-// 0 meaning the head) and fans it out. Called with r.mu held.
-func (h *hub) repairLocked(r *room, after, upTo int64, why string) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.g.cfg.RequestTimeout)
-	defer cancel()
-	rng, err := h.g.broker.After(ctx, r.name, after, 0)
-	if err != nil {
-		// Members will see the gap themselves and be told to resume.
-		h.g.log.Error("history repair failed", "room", r.name, "why", why, "err", err)
-		return
-	}
-	n := 0
-	for _, env := range rng.Messages {
-		if upTo > 0 && env.Seq > upTo {
-			break
-		}
-		if r.known && env.Epoch == r.epoch && env.Seq <= r.last {
-			continue
-		}
-		r.fanOut(env)
-		n++
-	}
-	if n > 0 {
-		h.g.metrics.gapsRepaired.Add(float64(n))
-		h.g.log.Info("repaired gap from history", "room", r.name, "why", why, "messages", n)
-	}
 }
 
 // fanOut gives env to every member and advances the room. Called with
