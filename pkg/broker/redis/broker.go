@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -36,6 +37,15 @@ type Config struct {
 	// PingInterval is how often an idle pub/sub connection is checked.
 	// Default 15s.
 	PingInterval time.Duration
+	// PublishPipelines is how many pipelines carry publishes to Redis at
+	// once, each on a pooled connection. A publish that finds one free and
+	// nothing queued is sent at once; the others queue and share round
+	// trips. Default 4.
+	PublishPipelines int
+	// PublishBatch is the most publishes one pipeline carries (each is
+	// still its own EVALSHA). Up to PublishPipelines*PublishBatch more wait
+	// in a queue. Default 64.
+	PublishBatch int
 }
 
 // Broker is a broker.Broker backed by Redis.
@@ -48,6 +58,11 @@ type Broker struct {
 	wg     sync.WaitGroup
 
 	healthy atomic.Bool // pub/sub connection is up
+
+	pubq      chan *publishReq // publishes waiting for a pipeliner
+	slots     chan struct{}    // one token per pipeline in flight
+	pubDone   chan struct{}    // closed once Close has drained pubq
+	closeOnce sync.Once
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // channel -> Subscribe calls waiting for confirmation
@@ -82,6 +97,12 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 15 * time.Second
 	}
+	if cfg.PublishPipelines <= 0 {
+		cfg.PublishPipelines = 4
+	}
+	if cfg.PublishBatch <= 0 {
+		cfg.PublishBatch = 64
+	}
 	// Fail fast while Redis is down: sends get "unavailable" in about the
 	// dial timeout instead of hanging.
 	opt.DialTimeout = 2 * time.Second
@@ -98,10 +119,16 @@ func New(cfg Config) (*Broker, error) {
 		cancel:  cancel,
 		waiters: make(map[string][]chan struct{}),
 		subs:    make(map[string]bool),
+		pubq:    make(chan *publishReq, cfg.PublishPipelines*cfg.PublishBatch),
+		slots:   make(chan struct{}, cfg.PublishPipelines),
+		pubDone: make(chan struct{}),
 	}
 	b.ps = b.client.Subscribe(ctx)
-	b.wg.Add(1)
+	b.wg.Add(1 + cfg.PublishPipelines)
 	go b.receive()
+	for range cfg.PublishPipelines {
+		go b.pipeliner()
+	}
 	return b, nil
 }
 
@@ -129,8 +156,11 @@ func unavailable(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("redis %s: %w: %w", op, broker.ErrUnavailable, err)
 	}
+	// EOF: Redis closed the connection (it died or was killed) and
+	// go-redis's retry met another dead pooled connection.
 	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, goredis.ErrClosed) || strings.Contains(err.Error(), "connection refused") ||
+	if errors.As(err, &ne) || errors.Is(err, goredis.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "connection refused") ||
 		strings.HasPrefix(err.Error(), "LOADING") {
 		return fmt.Errorf("redis %s: %w: %w", op, broker.ErrUnavailable, err)
 	}
@@ -138,6 +168,7 @@ func unavailable(op string, err error) error {
 }
 
 // Publish implements broker.Broker with one EVALSHA of the publish script.
+// Concurrent publishes share round trips: see Config.PublishPipelines.
 func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack, error) {
 	if b.ctx.Err() != nil {
 		return broker.Ack{}, broker.ErrClosed
@@ -147,11 +178,14 @@ func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack,
 	}
 	head, tail := broker.EnvelopeParts(p)
 	keys := []string{b.key(p.Room, "meta"), b.key(p.Room, "log"), b.key(p.Room, "idem:"+p.From+":"+p.ID)}
-	res, err := publishScript.Run(ctx, b.client, keys,
-		head, tail, b.cfg.Retention, b.cfg.IdempotencyWindow.Milliseconds(), broker.NewEpoch(), b.channel(p.Room), p.TS,
-	).Slice()
+	res, err := b.enqueue(ctx, &publishReq{
+		ctx:  ctx,
+		keys: keys,
+		args: []any{head, tail, b.cfg.Retention, b.cfg.IdempotencyWindow.Milliseconds(), broker.NewEpoch(), b.channel(p.Room), p.TS},
+		res:  make(chan publishResult, 1),
+	})
 	if err != nil {
-		return broker.Ack{}, unavailable("publish", err)
+		return broker.Ack{}, err
 	}
 	if len(res) != 2 {
 		return broker.Ack{}, fmt.Errorf("redis publish: unexpected reply %v", res)
@@ -278,6 +312,7 @@ func (b *Broker) Close() error {
 	b.cancel()
 	err := b.ps.Close()
 	b.wg.Wait()
+	b.closeQueue()
 	if err2 := b.client.Close(); err == nil {
 		err = err2
 	}

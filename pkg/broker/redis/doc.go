@@ -10,6 +10,13 @@
 //
 // Publish is one Lua script run with EVALSHA: idempotency check, seq and
 // epoch, RPUSH and LTRIM, the ack stored under the idempotency key, PUBLISH.
+// Concurrent publishes share round trips: at most Config.PublishPipelines
+// pipelines are in flight, and publishes that find them all busy queue and
+// go out together, up to Config.PublishBatch per pipeline, each still its
+// own EVALSHA. A publish that finds a pipeline free and nothing queued is
+// sent at once, so an idle broker adds no latency. After Redis loses its
+// script cache (restart, SCRIPT FLUSH), the script is loaded again and the
+// calls that met NOSCRIPT are sent again.
 // Reads run a script that reads the head and the list in one step, so the
 // list always holds the seqs head-len+1..head.
 //

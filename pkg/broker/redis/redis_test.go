@@ -71,8 +71,10 @@ func TestIdempotencyKeyTTL(t *testing.T) {
 	}
 }
 
-// Publish is one EVALSHA: one command, one round trip per message, counted
-// on the client side with a go-redis hook and on the server by commandstats.
+// Publish is one EVALSHA per message, counted on the client side with a
+// go-redis hook (pipelined commands included) and on the server by
+// commandstats, and PUBLISH runs only inside the script. Sequential
+// publishes on an idle broker each go out as a pipeline of one.
 func TestPublishIsOneScriptCall(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	b := newBroker(t, srv, nil, 100)
@@ -92,8 +94,11 @@ func TestPublishIsOneScriptCall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := hook.cmds.Load(); got != 10 {
-		t.Fatalf("10 publishes sent %d commands (%v), want 10", got, hook.names())
+	if got, evalsha := hook.cmds.Load(), hook.count("evalsha"); got != 10 || evalsha != 10 {
+		t.Fatalf("10 publishes sent %d commands, %d of them EVALSHA (%v), want 10 EVALSHA and nothing else", got, evalsha, hook.names())
+	}
+	if got := hook.pipes.Load(); got != 10 {
+		t.Fatalf("10 sequential publishes went out in %d pipelines (sizes %v), want 10", got, hook.pipelineSizes())
 	}
 	stats, err := c.Info(ctx, "commandstats").Result()
 	if err != nil {
