@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,7 @@ type inFrame struct {
 type wsConn struct {
 	c   *websocket.Conn
 	url string
+	buf bytes.Buffer // the frame being read; owned by the one reader
 }
 
 // connect dials connection n as user and says hello; with room set, it
@@ -141,16 +143,33 @@ func (w *wsConn) write(ctx context.Context, f *protocol.Frame) error {
 	return w.c.Write(ctx, websocket.MessageText, b)
 }
 
+// read reads and decodes one frame into a new inFrame.
 func (w *wsConn) read(ctx context.Context) (*inFrame, error) {
-	_, b, err := w.c.Read(ctx)
-	if err != nil {
+	f := new(inFrame)
+	if err := w.readInto(ctx, f); err != nil {
 		return nil, err
 	}
-	f := new(inFrame)
-	if err := json.Unmarshal(b, f); err != nil {
-		return nil, fmt.Errorf("undecodable frame: %w", err)
-	}
 	return f, nil
+}
+
+// readInto reads one frame into w's reused buffer and decodes it into f.
+func (w *wsConn) readInto(ctx context.Context, f *inFrame) error {
+	_, r, err := w.c.Reader(ctx)
+	if err != nil {
+		return err
+	}
+	w.buf.Reset()
+	if _, err := w.buf.ReadFrom(r); err != nil {
+		return err
+	}
+	return decodeFrame(w.buf.Bytes(), f)
+}
+
+// closeWhenDone closes the connection when ctx ends, so that a loop may
+// read with context.Background(): the WebSocket library would otherwise
+// register (and allocate) a watch on ctx for every frame read.
+func (w *wsConn) closeWhenDone(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { _ = w.c.CloseNow() })
 }
 
 // oneLine keeps an error message on one line.

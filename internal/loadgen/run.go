@@ -317,8 +317,10 @@ func startReaders(ctx context.Context, readers *sync.WaitGroup, recv []*receiver
 // until the connection ends.
 func (r *receiver) read(ctx context.Context, cnt *counters, hist *ShardedHistogram, win *window) {
 	h := hist.Shard(r.n)
+	defer r.w.closeWhenDone(ctx)()
+	f := new(inFrame)
 	for {
-		f, err := r.w.read(ctx)
+		err := r.w.readInto(context.Background(), f)
 		if err != nil {
 			if !r.ending.Load() && ctx.Err() == nil {
 				r.gone.Store(true)
@@ -357,8 +359,10 @@ func (r *receiver) read(ctx context.Context, cnt *counters, hist *ShardedHistogr
 
 // readPublisher reads a publisher's acks and errors, raising heads.
 func readPublisher(ctx context.Context, w *wsConn, ending *atomic.Bool, cnt *counters, heads []atomic.Int64, roomIndex map[string]int) {
+	defer w.closeWhenDone(ctx)()
+	f := new(inFrame)
 	for {
-		f, err := w.read(ctx)
+		err := w.readInto(context.Background(), f)
 		if err != nil {
 			if !ending.Load() && ctx.Err() == nil {
 				cnt.closed(err)
