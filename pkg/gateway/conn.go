@@ -10,9 +10,10 @@ import (
 	"github.com/parley-chat/parley/pkg/protocol"
 )
 
-// conn is one client connection. The ServeHTTP goroutine is its only reader
-// and owns its memberships; the writer goroutine, started only while frames
-// wait, is the only writer.
+// conn is one client connection. Its serve goroutine (with the request
+// goroutines it waits for, one at a time) is its only reader and owns its
+// memberships; the writer goroutine, started only while frames wait, is the
+// only writer.
 type conn struct {
 	g      *Gateway
 	ws     *websocket.Conn

@@ -14,8 +14,12 @@
 // connections, and repairs gaps (a lost pub/sub message, a reconnect of the
 // subscriber connection) from the room's history.
 //
-// Each connection has one reader (the ServeHTTP goroutine) and one writer,
-// started only while there is something to write, draining a bounded queue:
-// a connection whose queue overflows is closed with 1013 and resumes, so
-// fan-out never waits for the slowest reader.
+// Each connection has one reader goroutine of its own (ServeHTTP returns
+// after the upgrade, freeing net/http's per-request state), which hands
+// each client frame to a short-lived goroutine so that its own stack stays
+// small, and one writer, started only while there is something to write,
+// draining a bounded queue: a connection whose queue overflows is closed
+// with 1013 and resumes, so fan-out never waits for the slowest reader.
+// Gap repairs read history on a goroutine of the room's, never on the
+// broker's delivery goroutine or under the room's lock.
 package gateway
