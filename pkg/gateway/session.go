@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"time"
 
 	"github.com/coder/websocket"
@@ -205,9 +206,24 @@ func (c *conn) offStack(fn func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer c.recoverRequest()
 		fn()
 	}()
 	<-done
+}
+
+// recoverRequest turns a panic while handling a client frame into an error
+// log with the stack and a 1011 close of this connection, as net/http does
+// for a handler: one bad request must not take the node and its other
+// connections down.
+func (c *conn) recoverRequest() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	c.g.log.Error("panic while handling a client frame; closing the connection",
+		"conn", c.id, "user", c.user, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	c.closeWith(protocol.CloseInternal, "internal error", false)
 }
 
 func (c *conn) handle(f *protocol.Frame) {
