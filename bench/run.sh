@@ -23,6 +23,11 @@ Scenarios (sizes of the full run; --quick uses smaller ones, ~2 minutes):
              Redis commands per published message
   scaling    the many-rooms shape at 3x the rate (3,000 msgs/s) on 1 gateway
              and on 2: delivered/s of each and the ratio
+  capped     scaling where the gateways are the bottleneck: each gateway
+             capped at 0.25 core (cgroup; BENCH_CAP_CORES), the many-rooms
+             shape stepped 250, 500, 750, ... msgs/s until p99 >= 50 ms, on 1
+             gateway and on 2: max sustainable delivered/s of each (needs root
+             and a cgroup cpu controller; reported as skipped otherwise)
   storm      2,000 clients resume at once, 20 missed messages each
   redis      redis-benchmark ceilings: PUBLISH, and EVALSHA of the publish
              script (extracted from pkg/broker/redis/scripts.go)
@@ -43,6 +48,7 @@ Environment:
   PARLEY_BENCH_BIN  the load generator binary; it needs --hold and
                     --raw-ceiling, so it defaults to a build of this tree
   BENCH_SOURCES     local source addresses (default 127.0.0.1-127.0.0.16)
+  BENCH_CAP_CORES   CPU of each gateway in the capped scaling scenario (default 0.25)
 EOF
 }
 
@@ -68,6 +74,7 @@ cleanup() {
 	for pid in "${PIDS[@]}"; do
 		wait "$pid" 2>/dev/null || true
 	done
+	! declare -F uncap_all >/dev/null || uncap_all
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -80,13 +87,16 @@ SOURCES=${BENCH_SOURCES:-127.0.0.1-127.0.0.16}
 if ((QUICK)); then
 	IDLE_CONNS=2000 FAN_CONNS=500 FAN_RATES="10 40 160" RAW_RATES="10 40 160 640"
 	STEP_WARMUP=1s STEP_SECS=3 MANY_CONNS=1000 MANY_RATE=200 SCALE_RATE=600 MANY_WARMUP=2 MANY_SECS=5
-	STORM_CONNS=500 STORM_ROOMS=25 REDIS_N=20000
+	STORM_CONNS=500 STORM_ROOMS=25 REDIS_N=20000 CAP_RATES="100 200 400" CAP_SECS=3
 else
 	IDLE_CONNS=10000 FAN_CONNS=2000
 	FAN_RATES="2 5 10 15 20 30 40 60 80 120 160 240 320" RAW_RATES=$FAN_RATES
 	STEP_WARMUP=3s STEP_SECS=10 MANY_CONNS=5000 MANY_RATE=1000 SCALE_RATE=3000 MANY_WARMUP=3 MANY_SECS=15
 	STORM_CONNS=2000 STORM_ROOMS=100 REDIS_N=100000
+	CAP_RATES="250 500 750 1000 1250 1500 2000 2500 3000" CAP_SECS=8
 fi
+CAP_CORES=${BENCH_CAP_CORES:-0.25} # CPU of each gateway in the capped scaling scenario
+CAP_P99=50                         # ms: a capped step is sustainable below this p99
 STORM_MSGS=20
 SCENARIO_TIMEOUT=180 # seconds, per bench invocation
 
@@ -114,6 +124,49 @@ if [[ -z ${PARLEY_BENCH_BIN:-} || -z ${PARLEY_BIN:-} ]]; then
 fi
 GW_BIN=${PARLEY_BIN:-$TMP/parley}
 BENCH_BIN=${PARLEY_BENCH_BIN:-$TMP/parley}
+
+# CPU caps for the capped scaling scenario: one cgroup per gateway under the
+# cgroup v1 cpu controller (/sys/fs/cgroup/cpu) or cgroup v2 (cpu.max), with
+# a 10 ms period so a capped gateway is throttled in small slices.
+CG_V1=/sys/fs/cgroup/cpu CG_V2=/sys/fs/cgroup CAPPED=()
+cap_root() {
+	if [[ -w $CG_V1/cgroup.procs && -e $CG_V1/cpu.cfs_quota_us ]]; then
+		echo v1
+	elif [[ -w $CG_V2/cgroup.procs && -e $CG_V2/cgroup.subtree_control ]] &&
+		grep -qw cpu "$CG_V2/cgroup.subtree_control" 2>/dev/null; then
+		echo v2
+	fi
+}
+# cap PID N: move PID into cgroup N, capped at CAP_CORES.
+cap() {
+	local quota
+	quota=$(awk -v c="$CAP_CORES" 'BEGIN {printf "%d", c * 10000}')
+	case $(cap_root) in
+	v1)
+		local g=$CG_V1/parley-bench-$$-$2
+		mkdir -p "$g" && echo 10000 >"$g/cpu.cfs_period_us" && echo "$quota" >"$g/cpu.cfs_quota_us" &&
+			echo "$1" >"$g/cgroup.procs" && CAPPED+=("$g")
+		;;
+	v2)
+		local g=$CG_V2/parley-bench-$$-$2
+		mkdir -p "$g" && echo "$quota 10000" >"$g/cpu.max" && echo "$1" >"$g/cgroup.procs" && CAPPED+=("$g")
+		;;
+	*) return 1 ;;
+	esac
+}
+# uncap_all: move every capped process back to the root group, remove the groups.
+uncap_all() {
+	local g root pid
+	for g in "${CAPPED[@]}"; do
+		root=$(dirname "$g")
+		[[ -e $g/cgroup.procs ]] || continue
+		while read -r pid; do
+			echo "$pid" >"$root/cgroup.procs" 2>/dev/null || true
+		done <"$g/cgroup.procs"
+		rmdir "$g" 2>/dev/null || true
+	done
+	CAPPED=()
+}
 
 # free_port prints a loopback TCP port nothing listens on (bounded tries).
 free_port() {
@@ -287,6 +340,32 @@ many() {
 	log "$name: $(cat "$OUT/$name.sum")"
 }
 
+# capsteps NAME URLARGS: the many-rooms shape stepped over CAP_RATES until a
+# step is not sustainable (p99 >= CAP_P99 ms, delivery behind, or any loss).
+capsteps() {
+	local name=$1 urls=$2 r s try
+	: >"$OUT/$name.steps"
+	for r in $CAP_RATES; do
+		for try in 1 2; do
+			log "$name: $MANY_CONNS conns in rooms of 5, $r msgs/s$( ((try == 1)) || echo ' (retry)')"
+			# shellcheck disable=SC2086
+			bench "$OUT/$name-$r.json" $urls --conns "$MANY_CONNS" --members 5 --rate "$r" \
+				--warmup "${MANY_WARMUP}s" --duration "${CAP_SECS}s" --drain 3s --quiet
+			s=$(jq -c --argjson r "$r" --argjson lim "$CAP_P99" 'if .connections then {
+				rate: $r, sent_per_sec, delivered_per_sec, p50: .latency_ms.p50, p99: .latency_ms.p99,
+				missing, gaps, duplicates, dropped,
+				ok: (.latency_ms.p99 < $lim and .delivered_per_sec >= 0.95 * .sent_per_sec * 5
+					and .sent_per_sec >= 0.95 * $r and .missing == 0 and .gaps == 0
+					and .duplicates == 0 and .dropped == 0)
+			} else {rate: $r, ok: false, error: "bench failed"} end' "$OUT/$name-$r.json")
+			[[ $(jq -r .ok <<<"$s") == true ]] && break
+		done
+		echo "$s" >>"$OUT/$name.steps"
+		log "$name: $(jq -r '"delivered/s \(.delivered_per_sec // 0 | floor) p50 \(.p50 // "-") p99 \(.p99 // "-") ok \(.ok)"' <<<"$s")"
+		[[ $(jq -r .ok <<<"$s") == true ]] || break
+	done
+}
+
 # 1. Idle connections (first, on a fresh gateway 1).
 log "idle: $IDLE_CONNS connections on gw-1"
 GW1=${GW_PIDS[0]}
@@ -327,6 +406,23 @@ many many1 "--url ${GW_URLS[0]}" "$MANY_RATE" "${GW_PIDS[0]}"
 log "scaling: $SCALE_RATE msgs/s on 1 gateway, then on 2"
 many scale1 "--url ${GW_URLS[0]}" "$SCALE_RATE" "${GW_PIDS[0]}"
 many scale2 "${SCALE_URLS[*]}" "$SCALE_RATE" "${GW_PIDS[@]}"
+
+# 5b. Scaling where the gateways are the bottleneck: each gateway capped at
+# CAP_CORES of CPU, so that the load generator and Redis have the rest of the
+# machine; the many-rooms shape stepped on 1 gateway, then on 2.
+: >"$OUT/cap1.steps"
+: >"$OUT/cap2.steps"
+CAP_NOTE=""
+if [[ -n $(cap_root) ]] && cap "${GW_PIDS[0]}" gw1 && cap "${GW_PIDS[1]}" gw2; then
+	log "capped scaling: each gateway capped at $CAP_CORES core ($(cap_root) cgroups)"
+	capsteps cap1 "--url ${GW_URLS[0]}"
+	capsteps cap2 "${SCALE_URLS[*]}"
+	uncap_all
+else
+	uncap_all
+	CAP_NOTE="no writable cgroup cpu controller (run as root with /sys/fs/cgroup/cpu or cgroup v2 cpu)"
+	log "capped scaling: skipped: $CAP_NOTE"
+fi
 
 # 6. Resume storm.
 log "resume storm: $STORM_CONNS conns, $STORM_MSGS missed messages each"
@@ -379,6 +475,8 @@ jq -n \
 	--argjson members "$FAN_CONNS" \
 	--slurpfile m1 "$OUT/many1.sum" --slurpfile s1 "$OUT/scale1.sum" --slurpfile m2 "$OUT/scale2.sum" \
 	--slurpfile storm "$OUT/storm.json" \
+	--slurpfile cap1 <(jq -s . "$OUT/cap1.steps") --slurpfile cap2 <(jq -s . "$OUT/cap2.steps") \
+	--argjson capcores "$CAP_CORES" --argjson capp99 "$CAP_P99" --arg capnote "$CAP_NOTE" \
 	--arg pub "${PUB_RPS:-0}" --arg ev "${EV_RPS:-0}" --argjson haproxy "$HAPROXY" '
 	def best(s): ([s[] | select(.ok) | .delivered_per_sec] | max // 0);
 	def bestp99(s): ([s[] | select(.ok)] | max_by(.delivered_per_sec) // {} | .p99);
@@ -392,6 +490,10 @@ jq -n \
 		scaling: {one: $s1[0].delivered_per_sec, two: $m2[0].delivered_per_sec,
 			ratio: (if ($s1[0].delivered_per_sec // 0) > 0 then $m2[0].delivered_per_sec / $s1[0].delivered_per_sec else null end),
 			offered_per_sec: ($s1[0].sent_per_sec * 5), one_gateway: $s1[0], two_gateways: $m2[0], via_haproxy: ($haproxy == 1)},
+		capped_scaling: {cap_cores: $capcores, p99_limit_ms: $capp99, skipped: (if $capnote == "" then null else $capnote end),
+			one: best($cap1[0]), two: best($cap2[0]),
+			ratio: (if best($cap1[0]) > 0 then best($cap2[0]) / best($cap1[0]) else null end),
+			one_steps: $cap1[0], two_steps: $cap2[0]},
 		storm: ($storm[0].resume_storm // {}),
 		redis: {publish_rps: ($pub | tonumber? // 0), evalsha_publish_script_rps: ($ev | tonumber? // 0)}
 	} | .fanout.raw_fraction = (if .raw.max_deliveries_per_sec > 0 then .fanout.max_deliveries_per_sec / .raw.max_deliveries_per_sec else null end)
@@ -412,6 +514,7 @@ jq -r '
 	"| many rooms: gateway CPU | \(f(.many_rooms.gateway_cpu_cores; 2)) core | ≤ 0.25 core | \(met((.many_rooms.gateway_cpu_cores // 9) <= 0.25)) |",
 	"| Redis round trips per published message (EVALSHA calls / sent) | \(f(.many_rooms.evalsha_per_msg; 2)) (Redis total_commands_processed per message, counting the 7 calls inside the script: \(f(.many_rooms.redis_cmds_per_msg; 2))) | 1 | \(met(((.many_rooms.evalsha_per_msg // 9) - 1 | fabs) < 0.05)) |",
 	"| scaling: \(.scaling.one_gateway.rooms) rooms × 5 at \(.scaling.one_gateway.rate) msgs/s, delivered/s on 1 → 2 gateways | \(f(.scaling.one; 0)) → \(f(.scaling.two; 0)) /s = \(f(.scaling.ratio; 2))× (offered ≈ \(f(.scaling.offered_per_sec; 0)) /s; p99 \(f(.scaling.one_gateway.p99; 1)) → \(f(.scaling.two_gateways.p99; 1)) ms; gateway CPU \(f(.scaling.one_gateway.gateway_cpu_cores; 2)) → \(f(.scaling.two_gateways.gateway_cpu_cores; 2)) core in all) | ≥ 1.6× | \(if (.scaling.ratio // 0) >= 1.6 then "met" elif (.scaling.one // 0) >= 0.95 * (.scaling.offered_per_sec // 1e9) then "**missed** (unmeasurable: one gateway already delivers the whole offered load, and the 2 cores are shared by Redis, the gateways and the load generator)" else "**missed** (the 2 cores are shared by Redis, the gateways and the load generator, so a second gateway adds no CPU)" end) |",
+	"| scaling with each gateway capped at \(.capped_scaling.cap_cores) core (the gateways the bottleneck): max sustainable delivered/s (p99 < \(.capped_scaling.p99_limit_ms) ms) on 1 → 2 gateways | \(if .capped_scaling.skipped then "skipped: \(.capped_scaling.skipped)" else "\(f(.capped_scaling.one; 0)) → \(f(.capped_scaling.two; 0)) /s = \(f(.capped_scaling.ratio; 2))×" end) | ≥ 1.6× | \(if .capped_scaling.skipped then "" elif (.capped_scaling.one_steps | last | .ok) == true then "not shown: one gateway sustained every step (raise CAP_RATES)" elif (.capped_scaling.two_steps | last | .ok) == true then "\(met((.capped_scaling.ratio // 0) >= 1.6)) (two gateways sustained every step: the ratio is a lower bound)" else met((.capped_scaling.ratio // 0) >= 1.6) end) |",
 	"| resume storm: \(.storm.conns // 0) clients, \(.storm.messages_per_room // 0) missed each | resumed in \(f(.storm.resume_seconds; 2)) s, all caught up in \(f(.storm.catch_up_seconds; 2)) s (\(.storm.caught_up // 0) caught up, \(.storm.gaps // 0) gaps, \(.storm.duplicates // 0) dups) | (reference) | |",
 	"| redis-benchmark PUBLISH (-c 50) | \(f(.redis.publish_rps; 0)) /s | (ceiling) | |",
 	"| redis-benchmark EVALSHA publish script (-c 50) | \(f(.redis.evalsha_publish_script_rps; 0)) /s | (ceiling) | |",
@@ -422,6 +525,15 @@ jq -r '
 	"|---|---|---|---|---|---|---|",
 	(.fanout.steps[] | "| gateway | \(.rate) | \(f(.delivered_per_sec; 0)) | \(f(.p50; 2)) | \(f(.p99; 2)) | \(.missing // "n/a") / \(.dropped // "n/a") | \(.ok) |"),
 	(.raw.steps[] | "| raw | \(.rate) | \(f(.delivered_per_sec; 0)) | \(f(.p50; 2)) | \(f(.p99; 2)) | \(.missing // "n/a") / \(.dropped // "n/a") | \(.ok) |"),
+	(if (.capped_scaling.one_steps | length) > 0 then
+		"",
+		"Capped scaling steps (1,000 rooms × 5; each gateway capped at \(.capped_scaling.cap_cores) core; sustainable: p99 < \(.capped_scaling.p99_limit_ms) ms, everything delivered):",
+		"",
+		"| gateways | rate msgs/s | delivered/s | p50 ms | p99 ms | ok |",
+		"|---|---|---|---|---|---|",
+		(.capped_scaling.one_steps[] | "| 1 | \(.rate) | \(f(.delivered_per_sec; 0)) | \(f(.p50; 2)) | \(f(.p99; 2)) | \(.ok) |"),
+		(.capped_scaling.two_steps[] | "| 2 | \(.rate) | \(f(.delivered_per_sec; 0)) | \(f(.p50; 2)) | \(f(.p99; 2)) | \(.ok) |")
+	else empty end),
 	"",
 	"Machine: \(.machine.cpu), \(.machine.cores) cores, kernel \(.machine.kernel), \(.machine.go), redis \(.machine.redis)\(if .quick then " (--quick run)" else "" end); other processes kept \(.machine.busy_cores_before) cores busy just before the suite and \(.machine.other_load_cores) on average during it."
 ' "$RES/$STAMP.json" >"$RES/$STAMP.md"
