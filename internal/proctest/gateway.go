@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parley-chat/parley/internal/childproc"
 )
 
 // GatewayOptions configure one `parley serve` process.
@@ -47,6 +49,7 @@ func StartGateway(t testing.TB, opts GatewayOptions) *Gateway {
 	g := &Gateway{Node: opts.Node, Addr: opts.Addr, t: t, exited: make(chan struct{})}
 	args := append([]string{"serve", "--dev-auth", "--addr", opts.Addr, "--redis", opts.Redis, "--node-id", opts.Node}, opts.Args...)
 	g.cmd = exec.Command(Binary(t), args...)
+	childproc.BindToParent(g.cmd)
 	g.cmd.Stdout = &g.logs
 	g.cmd.Stderr = &g.logs
 	if err := g.cmd.Start(); err != nil {

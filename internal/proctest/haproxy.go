@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/deploy/haproxy"
+	"github.com/parley-chat/parley/internal/childproc"
 )
 
 // HAProxy is a running haproxy process.
@@ -44,6 +45,7 @@ func StartHAProxy(t testing.TB, p haproxy.Params) *HAProxy {
 	}
 	// -db: stay in the foreground, log to stdout as configured.
 	h.cmd = exec.Command(bin, "-db", "-f", path)
+	childproc.BindToParent(h.cmd)
 	h.cmd.Stdout = &h.logs
 	h.cmd.Stderr = &h.logs
 	if err := h.cmd.Start(); err != nil {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/childproc"
 )
 
 // Options select how the server persists.
@@ -77,6 +79,7 @@ func (s *Server) start() error {
 		args = append(args, "--appendonly", "no")
 	}
 	cmd := exec.Command("redis-server", args...)
+	childproc.BindToParent(cmd) // a crashed test binary leaves no server behind
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
