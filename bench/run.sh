@@ -281,25 +281,35 @@ step_json() {
 	} else {ok: false, error: "bench failed"} end' "$2"
 }
 
-# steps NAME MEMBERS RATES URLARGS...: stepped fan-out until a step fails.
-steps() {
-	local name=$1 members=$2 rates=$3 r s
+# stepwise NAME RATES STEP ARGS...: runs `STEP RATE NAME ARGS...` (one step,
+# printing its summary object with .ok) for each rate in turn, until a step
+# is not sustainable; a failed step gets one retry, so one noisy run does not
+# end the stepping. Every recorded step goes to $OUT/NAME.steps.
+stepwise() {
+	local name=$1 rates=$2 step=$3 r s try
 	shift 3
 	: >"$OUT/$name.steps"
 	for r in $rates; do
-		local try
-		for try in 1 2; do # a failed step gets one retry: one noisy run does not end the stepping
-			log "$name: $members members, $r msgs/s$( ((try == 1)) || echo ' (retry)')"
-			bench "$OUT/$name-$r.json" "$@" --conns "$members" --rooms 1 --rate "$r" \
-				--warmup "$STEP_WARMUP" --duration "${STEP_SECS}s" --drain 3s --quiet
-			s=$(step_json "$members" "$OUT/$name-$r.json")
-			[[ $s == *'"rate"'* ]] || s=$(jq -c --argjson r "$r" '. + {rate: $r}' <<<"$s")
+		for try in 1 2; do
+			log "$name: $r msgs/s$( ((try == 1)) || echo ' (retry)')"
+			s=$("$step" "$r" "$name" "$@")
 			[[ $(jq -r .ok <<<"$s") == true ]] && break
 		done
 		echo "$s" >>"$OUT/$name.steps"
 		log "$name: $(jq -r '"delivered/s \(.delivered_per_sec // 0 | floor) p50 \(.p50 // "-") p99 \(.p99 // "-") ok \(.ok)"' <<<"$s")"
 		[[ $(jq -r .ok <<<"$s") == true ]] || break
 	done
+}
+
+# fanout_step RATE NAME MEMBERS URLARGS...: one fan-out step into one room.
+fanout_step() {
+	local r=$1 name=$2 members=$3 s
+	shift 3
+	bench "$OUT/$name-$r.json" "$@" --conns "$members" --rooms 1 --rate "$r" \
+		--warmup "$STEP_WARMUP" --duration "${STEP_SECS}s" --drain 3s --quiet
+	s=$(step_json "$members" "$OUT/$name-$r.json")
+	[[ $s == *'"rate"'* ]] || s=$(jq -c --argjson r "$r" '. + {rate: $r}' <<<"$s")
+	echo "$s"
 }
 
 # many NAME URLARGS RATE PIDS...: run the many-rooms load in the background,
@@ -340,30 +350,20 @@ many() {
 	log "$name: $(cat "$OUT/$name.sum")"
 }
 
-# capsteps NAME URLARGS: the many-rooms shape stepped over CAP_RATES until a
-# step is not sustainable (p99 >= CAP_P99 ms, delivery behind, or any loss).
-capsteps() {
-	local name=$1 urls=$2 r s try
-	: >"$OUT/$name.steps"
-	for r in $CAP_RATES; do
-		for try in 1 2; do
-			log "$name: $MANY_CONNS conns in rooms of 5, $r msgs/s$( ((try == 1)) || echo ' (retry)')"
-			# shellcheck disable=SC2086
-			bench "$OUT/$name-$r.json" $urls --conns "$MANY_CONNS" --members 5 --rate "$r" \
-				--warmup "${MANY_WARMUP}s" --duration "${CAP_SECS}s" --drain 3s --quiet
-			s=$(jq -c --argjson r "$r" --argjson lim "$CAP_P99" 'if .connections then {
-				rate: $r, sent_per_sec, delivered_per_sec, p50: .latency_ms.p50, p99: .latency_ms.p99,
-				missing, gaps, duplicates, dropped,
-				ok: (.latency_ms.p99 < $lim and .delivered_per_sec >= 0.95 * .sent_per_sec * 5
-					and .sent_per_sec >= 0.95 * $r and .missing == 0 and .gaps == 0
-					and .duplicates == 0 and .dropped == 0)
-			} else {rate: $r, ok: false, error: "bench failed"} end' "$OUT/$name-$r.json")
-			[[ $(jq -r .ok <<<"$s") == true ]] && break
-		done
-		echo "$s" >>"$OUT/$name.steps"
-		log "$name: $(jq -r '"delivered/s \(.delivered_per_sec // 0 | floor) p50 \(.p50 // "-") p99 \(.p99 // "-") ok \(.ok)"' <<<"$s")"
-		[[ $(jq -r .ok <<<"$s") == true ]] || break
-	done
+# cap_step RATE NAME URLARGS: one step of the many-rooms shape on capped
+# gateways; sustainable below CAP_P99 ms with everything sent and delivered.
+cap_step() {
+	local r=$1 name=$2 urls=$3
+	# shellcheck disable=SC2086
+	bench "$OUT/$name-$r.json" $urls --conns "$MANY_CONNS" --members 5 --rate "$r" \
+		--warmup "${MANY_WARMUP}s" --duration "${CAP_SECS}s" --drain 3s --quiet
+	jq -c --argjson r "$r" --argjson lim "$CAP_P99" 'if .connections then {
+		rate: $r, sent_per_sec, delivered_per_sec, p50: .latency_ms.p50, p99: .latency_ms.p99,
+		missing, gaps, duplicates, dropped,
+		ok: (.latency_ms.p99 < $lim and .delivered_per_sec >= 0.95 * .sent_per_sec * 5
+			and .sent_per_sec >= 0.95 * $r and .missing == 0 and .gaps == 0
+			and .duplicates == 0 and .dropped == 0)
+	} else {rate: $r, ok: false, error: "bench failed"} end' "$OUT/$name-$r.json"
 }
 
 # 1. Idle connections (first, on a fresh gateway 1).
@@ -389,14 +389,14 @@ jq -n --argjson b "$RSS0" --argjson a "$RSS1" --argjson n "$HELD" \
 log "idle: $(cat "$OUT/idle.sum")"
 
 # 2. Fan-out, and 3. the raw ceiling on the same steps.
-steps fanout "$FAN_CONNS" "$FAN_RATES" --url "${GW_URLS[0]}"
+stepwise fanout "$FAN_RATES" fanout_step "$FAN_CONNS" --url "${GW_URLS[0]}"
 RAWP=$(free_port)
 "$BENCH_BIN" bench --raw-serve "127.0.0.1:$RAWP" 2>"$TMP/raw.log" &
 RAW_PID=$!
 PIDS+=("$RAW_PID")
 wait_for grep -q 'raw fan-out server' "$TMP/raw.log"
 log "raw fan-out server on 127.0.0.1:$RAWP, pid $RAW_PID"
-steps raw "$FAN_CONNS" "$RAW_RATES" --url "ws://127.0.0.1:$RAWP/ws"
+stepwise raw "$RAW_RATES" fanout_step "$FAN_CONNS" --url "ws://127.0.0.1:$RAWP/ws"
 kill "$RAW_PID" 2>/dev/null || true
 wait "$RAW_PID" 2>/dev/null || true
 
@@ -415,8 +415,8 @@ many scale2 "${SCALE_URLS[*]}" "$SCALE_RATE" "${GW_PIDS[@]}"
 CAP_NOTE=""
 if [[ -n $(cap_root) ]] && cap "${GW_PIDS[0]}" gw1 && cap "${GW_PIDS[1]}" gw2; then
 	log "capped scaling: each gateway capped at $CAP_CORES core ($(cap_root) cgroups)"
-	capsteps cap1 "--url ${GW_URLS[0]}"
-	capsteps cap2 "${SCALE_URLS[*]}"
+	stepwise cap1 "$CAP_RATES" cap_step "--url ${GW_URLS[0]}"
+	stepwise cap2 "$CAP_RATES" cap_step "${SCALE_URLS[*]}"
 	uncap_all
 else
 	uncap_all

@@ -1,14 +1,9 @@
 package main
 
 import (
-	"os"
 	"testing"
 
 	"github.com/parley-chat/parley/internal/proctest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	proctest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m) }

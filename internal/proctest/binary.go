@@ -56,6 +56,16 @@ func Cleanup() {
 	}
 }
 
+// Main is the TestMain of a package whose tests use Binary: it runs the
+// tests, removes the binary and exits with their status.
+//
+//	func TestMain(m *testing.M) { proctest.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
+
 func moduleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {

@@ -3,7 +3,6 @@ package browser
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -21,11 +20,7 @@ import (
 	"github.com/parley-chat/parley/pkg/client"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	proctest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m) }
 
 // history is the gateways' retention (--history): small, so that a page
 // that misses more than this while its gateway hangs is told it could not
