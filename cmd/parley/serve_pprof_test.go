@@ -2,10 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"net/http"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,22 +24,8 @@ func TestHelpDocumentsPprofAddr(t *testing.T) {
 // --pprof-addr serves the profiles on its own listener only, and SIGTERM
 // closes that listener too.
 func TestPprofAddrServesProfilesOnItsOwnListener(t *testing.T) {
-	bin := proctest.Binary(t)
-	addr, paddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
-	cmd := exec.Command(bin, "serve", "--dev-auth", "--addr", addr, "--pprof-addr", paddr)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	paddr := proctest.FreeAddr(t)
+	g := proctest.StartGateway(t, proctest.GatewayOptions{Node: "pprof-1", Args: []string{"--pprof-addr", paddr}})
 	get := func(url string) (int, error) {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -55,26 +40,21 @@ func TestPprofAddrServesProfilesOnItsOwnListener(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("pprof not served after 10s; logs:\n%s", logs.String())
+			t.Fatalf("pprof not served after 10s; logs:\n%s", g.Logs())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if code, err := get("http://" + paddr + "/debug/pprof/heap"); err != nil || code != 200 {
 		t.Fatalf("heap profile: %d %v", code, err)
 	}
-	if code, err := get("http://" + addr + "/debug/pprof/cmdline"); err != nil || code == 200 {
+	if code, err := get("http://" + g.Addr + "/debug/pprof/cmdline"); err != nil || code == 200 {
 		t.Fatalf("the gateway's own listener answered /debug/pprof/ with %d %v; want it not served there", code, err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v; logs:\n%s", err, logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("process still running 20s after SIGTERM")
+	g.Terminate()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if code, err := g.Wait(ctx); err != nil || code != 0 {
+		t.Fatalf("exit after SIGTERM: code %d, %v; logs:\n%s", code, err, g.Logs())
 	}
 	if _, err := get("http://" + paddr + "/debug/pprof/cmdline"); err == nil {
 		t.Fatal("pprof listener still answers after exit")

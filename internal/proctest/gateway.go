@@ -16,7 +16,8 @@ import (
 
 // GatewayOptions configure one `parley serve` process.
 type GatewayOptions struct {
-	// Redis is the --redis URL. Required.
+	// Redis is the --redis URL. Empty: the embedded memory broker (one
+	// node only).
 	Redis string
 	// Node is the --node-id. Required.
 	Node string
