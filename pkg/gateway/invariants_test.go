@@ -203,12 +203,19 @@ func TestInvariant4_TrimmedHistoryReportsNotRecovered(t *testing.T) {
 	c.gws[0].g.Close() // replace with a gateway whose Redis keeps 5
 	n := c.addNodeWithRetention(t, 5)
 	a := login(t, n, "alice", "phone")
+	var epoch string
 	for i := 1; i <= 12; i++ {
-		a.post("r", fmt.Sprintf("m%d", i), fmt.Sprintf("m%d", i))
+		ack, _ := a.post("r", fmt.Sprintf("m%d", i), fmt.Sprintf("m%d", i))
+		epoch = ack.Epoch
+	}
+	if epoch == "" {
+		t.Fatal("ack carries no epoch")
 	}
 	b := login(t, n, "bob", "phone")
-	j := b.join("r", &protocol.Since{Epoch: "", Seq: 2})
-	if j.Recovered == nil || *j.Recovered || j.First != 8 || j.Seq != 12 {
+	// The same epoch, resuming after seq 2 of which history keeps only
+	// 8..12: the trimmed branch, not the epoch-changed one.
+	j := b.join("r", &protocol.Since{Epoch: epoch, Seq: 2})
+	if j.Recovered == nil || *j.Recovered || j.First != 8 || j.Seq != 12 || j.Epoch != epoch {
 		t.Fatalf("joined after trim = %+v, want recovered false, first 8, seq 12", j)
 	}
 	if ms := b.messages(5); seqsOf(ms) != "8,9,10,11,12" {

@@ -305,7 +305,7 @@ func (c *conn) send(f *protocol.Frame) {
 		c.brokerError(f.Ref, err)
 		return
 	}
-	c.sendFrame(&protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: ack.ID, Room: ack.Room, Seq: ack.Seq, TS: ack.TS})
+	c.sendFrame(&protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: ack.ID, Room: ack.Room, Seq: ack.Seq, Epoch: ack.Epoch, TS: ack.TS})
 }
 
 func (c *conn) publish(room, id, body string) (broker.Ack, error) {

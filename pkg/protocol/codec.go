@@ -72,6 +72,11 @@ func (f *Frame) Validate() error {
 		if f.Since != nil && f.Since.Seq < 0 {
 			return badFrame(`"since.seq" must not be negative`)
 		}
+		if f.Since != nil && f.Since.Epoch == "" && f.Since.Seq > 0 {
+			// Only an empty room has no epoch, and it has no seq either: a
+			// position past 0 in no epoch names nothing.
+			return badFrame(`"since" with "seq" > 0 needs the "epoch" that seq belongs to`)
+		}
 		return nil
 	case TypeSend:
 		if err := checkRoom(f.Room); err != nil {

@@ -42,6 +42,8 @@ func TestDecodeInvalid(t *testing.T) {
 		"{\"type\":\"ping\",\"x\":\"\xff\"}":                       "not valid UTF-8",
 		`{"type":"ping"} {"type":"ping"}`:                          "more than one value",
 		`{"type":"hello"}`:                                         `hello needs "token"`,
+		`{"type":"join","room":"g","since":{"epoch":"","seq":3}}`:  `needs the "epoch"`,
+		`{"type":"join","room":"g","since":{"seq":3}}`:             `needs the "epoch"`,
 	}
 	for in, want := range cases {
 		_, err := Decode([]byte(in))

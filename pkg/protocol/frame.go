@@ -68,6 +68,10 @@ type Frame struct {
 	// error
 	Code    string `json:"code,omitempty"`
 	Message string `json:"message,omitempty"`
+	// RetryAfterMS is set on rate_limited errors: how long, in
+	// milliseconds, the client should wait before it resends the refused
+	// request (with the same id, for a send).
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 // Message is a chat message as it is stored in a room's history and
