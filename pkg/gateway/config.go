@@ -3,6 +3,7 @@ package gateway
 import (
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"time"
 
@@ -42,9 +43,14 @@ type Config struct {
 	// HelloTimeout is how long a connection may take to send hello.
 	// Default 10s.
 	HelloTimeout time.Duration
-	// OutboundQueue is how many frames may wait for a slow connection before
-	// it is closed with 1013. Default 512.
+	// OutboundQueue is how many live frames may wait for a connection's
+	// writer, and OutboundBytes how many bytes of them, before the
+	// connection is closed with 1013 as a slow consumer. A catch-up (a
+	// join's missed messages, a history repair's merge) does not count:
+	// only a client that does not read fills them. Defaults 4096 frames
+	// and 2 MiB.
 	OutboundQueue int
+	OutboundBytes int
 	// ReadBufferSize and WriteBufferSize are the sizes of each connection's
 	// read and write buffers. A connection holds both for its whole life,
 	// idle or not, so they are most of what an idle connection costs;
@@ -78,9 +84,34 @@ type Config struct {
 	// and its assets. Set it to http.NotFoundHandler() to serve no page.
 	// Default: the embedded browser client, web.Handler().
 	Web http.Handler
-	// Registerer receives the gateway's metrics. Default: a new registry,
-	// served by MetricsHandler.
-	Registry *prometheus.Registry
+	// Registerer receives the gateway's metrics, and Gatherer is what
+	// /metrics (and MetricsHandler) serves. Set both to share an
+	// application's registry: the Go and process collectors are added
+	// unless it holds them already. Default: a new registry for both.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// PrivateMetrics keeps /metrics off the gateway's own handler (404),
+	// for an embedder that serves MetricsHandler on a private address
+	// (parley serve --metrics-addr). Default false: /metrics is served.
+	PrivateMetrics bool
+	// HealthInterval is how often the gateway checks its broker (Redis) in
+	// the background, each check bounded by the interval; /healthz/deep
+	// and the parley_redis_up metric answer from the last check, so they
+	// never wait on Redis. Default 1s.
+	HealthInterval time.Duration
+	// MaxConnsPerUser is how many connections one user may hold on this
+	// gateway; the next one is closed with 1008 after its hello. Default
+	// 100; -1 means no limit.
+	MaxConnsPerUser int
+	// MaxConnsPerIP is how many connections one client address may hold on
+	// this gateway; the next upgrade is answered HTTP 429. The address is
+	// the connection's peer, or, when the peer is in TrustedProxies, the
+	// last address X-Forwarded-For names. Default 0: no limit (behind a
+	// load balancer without TrustedProxies every client has its address).
+	MaxConnsPerIP int
+	// TrustedProxies are the networks whose X-Forwarded-For is believed
+	// (a load balancer's). Default none.
+	TrustedProxies []netip.Prefix
 }
 
 func (c *Config) setDefaults() {
@@ -108,7 +139,10 @@ func (c *Config) setDefaults() {
 		c.HelloTimeout = 10 * time.Second
 	}
 	if c.OutboundQueue <= 0 {
-		c.OutboundQueue = 512
+		c.OutboundQueue = 4096
+	}
+	if c.OutboundBytes <= 0 {
+		c.OutboundBytes = 2 << 20
 	}
 	if c.ReadBufferSize <= 0 {
 		c.ReadBufferSize = 1 << 10
@@ -140,7 +174,20 @@ func (c *Config) setDefaults() {
 	if c.Web == nil {
 		c.Web = web.Handler()
 	}
-	if c.Registry == nil {
-		c.Registry = prometheus.NewRegistry()
+	if c.Registerer == nil && c.Gatherer == nil {
+		r := prometheus.NewRegistry()
+		c.Registerer, c.Gatherer = r, r
+	}
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry() // counted, never served
+	}
+	if c.Gatherer == nil {
+		c.Gatherer = prometheus.NewRegistry() // serves nothing
+	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = time.Second
+	}
+	if c.MaxConnsPerUser == 0 {
+		c.MaxConnsPerUser = 100
 	}
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,15 +23,19 @@ type conn struct {
 	id     uint64
 
 	user, device string
-	plain        bool // plain-text mode
+	plain        bool       // plain-text mode
+	addr         netip.Addr // the client's address, counted against MaxConnsPerIP
+	counted      bool       // counted against MaxConnsPerUser (guarded by Gateway.mu)
 
-	members map[string]*member // reader-owned: rooms joined
+	members map[string]*member // owned by the request handler (see inbox): rooms joined
+	in      inbox              // client frames waiting to be handled
 
 	wg sync.WaitGroup // the writer and the pinger
 
 	qmu        sync.Mutex
 	queue      [][]byte
 	capped     int  // frames in queue that count against OutboundQueue
+	cappedSize int  // their bytes, against OutboundBytes
 	writing    bool // a writer goroutine is running
 	closing    bool // no more frames are accepted
 	closeCode  websocket.StatusCode
@@ -54,10 +59,11 @@ type conn struct {
 	wdWG      sync.WaitGroup // a firing in progress
 }
 
-// enqueueCatchUp queues a join's catch-up (bounded by the history size)
-// without counting it against OutboundQueue: a resume owed 1000 messages
-// must not be mistaken for a slow consumer.
-func (c *conn) enqueueCatchUp(frames [][]byte) {
+// enqueueCatchUp queues a catch-up (a join's missed messages, a repair's
+// merge: each bounded by the history size) without counting it against
+// OutboundQueue and OutboundBytes: a resume owed 1000 messages, or a burst
+// the gateway itself held back, must not be mistaken for a slow consumer.
+func (c *conn) enqueueCatchUp(frames ...[]byte) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if c.closing {
@@ -70,23 +76,23 @@ func (c *conn) enqueueCatchUp(frames [][]byte) {
 }
 
 // enqueue queues one text frame for the writer. It never blocks: when the
-// queue is full the connection is closed with 1013 instead (invariant 7).
+// frames waiting for the writer exceed OutboundQueue or OutboundBytes, the
+// connection is closed with 1013 instead (invariant 7).
 func (c *conn) enqueue(data []byte) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	if c.closing {
 		return
 	}
-	if c.capped >= c.g.cfg.OutboundQueue {
+	if c.capped >= c.g.cfg.OutboundQueue || c.cappedSize+len(data) > c.g.cfg.OutboundBytes {
 		c.slowConsumerLocked()
 		return
 	}
 	c.capped++
+	c.cappedSize += len(data)
 	c.queue = append(c.queue, data)
 	c.startWriterLocked()
 }
-
-func (c *conn) enqueueText(s string) { c.enqueue([]byte(s)) }
 
 // sendFrame encodes and queues a frame.
 func (c *conn) sendFrame(f *protocol.Frame) {
@@ -118,7 +124,7 @@ func (c *conn) slowConsumerLocked() {
 		return
 	}
 	c.g.metrics.slowCloses.Inc()
-	c.g.log.Info("closing slow consumer", "conn", c.id, "user", c.user, "queued", len(c.queue))
+	c.g.log.Info("closing slow consumer", "conn", c.id, "user", c.user, "queued", len(c.queue), "queued_bytes", c.cappedSize)
 	c.requestCloseLocked(protocol.CloseTryAgainLater, "slow consumer: outbound queue full; resume", false)
 }
 
@@ -137,7 +143,7 @@ func (c *conn) requestCloseLocked(code int, reason string, flush bool) {
 	c.closing = true
 	c.closeCode, c.closeWhy, c.flushFirst = websocket.StatusCode(code), reason, flush
 	if !flush {
-		c.queue, c.capped = nil, 0
+		c.queue, c.capped, c.cappedSize = nil, 0, 0
 	}
 	c.startWriterLocked()
 }
@@ -183,7 +189,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		batch, c.queue = c.queue, batch[:0]
-		c.capped = 0
+		c.capped, c.cappedSize = 0, 0
 		c.qmu.Unlock()
 
 		for i, f := range batch {

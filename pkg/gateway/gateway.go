@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,10 +23,15 @@ var ErrDraining = errors.New("gateway draining")
 // Gateway is one Parley gateway node. It is an http.Handler serving:
 //
 //	/ws and any other path with a WebSocket upgrade  the chat (v1 or plain text)
-//	/healthz  200 while the process runs
-//	/readyz   200 when the broker is reachable and subscribed and the node is not draining
-//	/metrics  Prometheus metrics
-//	/         the browser client (Config.Web) and its assets (/app.js, ...)
+//	/healthz       200 while the process runs
+//	/readyz        200 unless the node drains: whether a load balancer should send it
+//	               new connections. A broker (Redis) outage does not take the node
+//	               out: every node is equally affected, and its clients keep their
+//	               connections (sends answer unavailable) until the broker is back.
+//	/healthz/deep  the broker's health from the last background check, as JSON:
+//	               200 when it passed and the node is not draining, else 503
+//	/metrics       Prometheus metrics (unless Config.PrivateMetrics)
+//	/              the browser client (Config.Web) and its assets (/app.js, ...)
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
@@ -36,10 +44,16 @@ type Gateway struct {
 
 	draining atomic.Bool
 	nextID   atomic.Uint64
+	boot     string // random per process: keeps plain-text ids and guest names unique across restarts and nodes
 
-	mu    sync.Mutex
-	conns map[*conn]struct{}
-	wg    sync.WaitGroup // connection handlers
+	health atomic.Pointer[brokerHealth] // the last background check of the broker
+	bg     sync.WaitGroup                // the health prober
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	users  map[string]int     // connections per user (after hello), for MaxConnsPerUser
+	ips    map[netip.Addr]int // connections per client address, for MaxConnsPerIP
+	wg     sync.WaitGroup     // connection handlers
 }
 
 // New returns a Gateway and the broker it made with cfg.NewBroker.
@@ -55,8 +69,16 @@ func New(cfg Config) (*Gateway, error) {
 		ctx:    ctx,
 		cancel: cancel,
 		conns:  make(map[*conn]struct{}),
+		users:  make(map[string]int),
+		ips:    make(map[netip.Addr]int),
+		boot:   newBootID(),
 	}
-	g.metrics = newMetrics(cfg.Registry, cfg.NodeID)
+	m, err := newMetrics(cfg.Registerer, cfg.Gatherer, cfg.NodeID)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.metrics = m
 	g.hub = newHub(g)
 	b, err := cfg.NewBroker(g.hub)
 	if err != nil {
@@ -64,6 +86,9 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: broker: %w", err)
 	}
 	g.broker = b
+	g.health.Store(&brokerHealth{err: errors.New("not checked yet")})
+	g.bg.Add(1)
+	go g.probe()
 	return g, nil
 }
 
@@ -83,14 +108,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/healthz":
 		fmt.Fprintln(w, "ok")
 	case "/readyz":
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := g.Ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		// From state the node holds: never a call to Redis, so a frozen
+		// Redis cannot make the check time out.
+		if g.draining.Load() {
+			http.Error(w, "not ready: "+ErrDraining.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
+	case "/healthz/deep":
+		g.serveDeepHealth(w)
 	case "/metrics":
+		if g.cfg.PrivateMetrics {
+			http.NotFound(w, r)
+			return
+		}
 		g.metrics.handler().ServeHTTP(w, r)
 	default:
 		// Everything else is the browser client (Config.Web): the page at
@@ -99,7 +130,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Ready reports whether the node should receive new connections.
+// MetricsHandler serves the gateway's metrics (Config.Gatherer), for an
+// embedder that serves them on a private address.
+func (g *Gateway) MetricsHandler() http.Handler { return g.metrics.handler() }
+
+// Ready checks, now, that the node is not draining and that its broker
+// answers. It waits on the broker; the /readyz and /healthz/deep endpoints
+// do not (see Gateway).
 func (g *Gateway) Ready(ctx context.Context) error {
 	if g.draining.Load() {
 		return ErrDraining
@@ -122,6 +159,7 @@ func (g *Gateway) track(c *conn) bool {
 func (g *Gateway) untrack(c *conn) {
 	g.mu.Lock()
 	delete(g.conns, c)
+	g.releaseLocked(c)
 	g.mu.Unlock()
 	g.metrics.connections.Dec()
 	g.wg.Done()
@@ -133,6 +171,7 @@ func (g *Gateway) untrack(c *conn) {
 // every connection has ended or ctx is done.
 func (g *Gateway) Drain(ctx context.Context) error {
 	g.draining.Store(true)
+	g.metrics.draining.Set(1)
 	g.mu.Lock()
 	conns := make([]*conn, 0, len(g.conns))
 	for c := range g.conns {
@@ -176,7 +215,15 @@ func (g *Gateway) Close() error {
 	}
 	g.mu.Unlock()
 	g.wg.Wait()
+	g.bg.Wait()
 	err := g.broker.Close()
 	g.hub.wait() // history repairs: none starts once the broker stops delivering
 	return err
+}
+
+// newBootID returns 8 random hex digits.
+func newBootID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
 }

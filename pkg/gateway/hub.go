@@ -148,7 +148,7 @@ func (h *hub) join(ctx context.Context, c *conn, name string, since *protocol.Si
 	defer r.mu.Unlock()
 	if c.plain {
 		for _, env := range rng.Messages {
-			m.deliverPlain(env)
+			m.deliverPlain(env, true)
 		}
 	} else {
 		jf := &protocol.Frame{Type: protocol.TypeJoined, Ref: ref, Room: name, Epoch: rng.Epoch, Seq: rng.Seq, First: rng.First}
@@ -161,14 +161,14 @@ func (h *hub) join(ctx context.Context, c *conn, name string, since *protocol.Si
 		for _, env := range rng.Messages {
 			frames = append(frames, env.Raw)
 		}
-		c.enqueueCatchUp(frames)
+		c.enqueueCatchUp(frames...)
 	}
 	m.epoch, m.last = rng.Epoch, rng.Seq
 	m.pending = false
 	buf := m.buf
 	m.buf = nil
 	for _, env := range buf {
-		m.deliver(env)
+		m.deliver(env, true) // held back during the join: part of its catch-up
 	}
 	if !r.known {
 		r.known, r.epoch, r.last = true, rng.Epoch, rng.Seq
@@ -231,7 +231,7 @@ func (h *hub) Deliver(env broker.Envelope) {
 	case placeSeen:
 		// already delivered (a repair read it first)
 	case placeNext:
-		r.fanOut(env)
+		r.fanOut(env, false)
 	case placeHole:
 		why := "live gap"
 		if env.Epoch != r.epoch {
@@ -269,16 +269,18 @@ func (h *hub) Disconnected(err error) {
 
 // fanOut gives env to every member and advances the room. Called with
 // r.mu held; it never blocks: enqueue only appends to a bounded queue.
-func (r *room) fanOut(env broker.Envelope) {
+// catchUp marks what the gateway held back (a repair's merge): it does not
+// count against the members' outbound limits.
+func (r *room) fanOut(env broker.Envelope, catchUp bool) {
 	r.known, r.epoch, r.last = true, env.Epoch, env.Seq
 	for m := range r.members {
-		m.deliver(env)
+		m.deliver(env, catchUp)
 	}
 }
 
 // deliver gives env to one member, keeping its stream gapless and free of
 // duplicates. Called with room.mu held.
-func (m *member) deliver(env broker.Envelope) {
+func (m *member) deliver(env broker.Envelope, catchUp bool) {
 	if m.pending {
 		if len(m.buf) >= m.c.g.cfg.OutboundQueue {
 			m.c.slowConsumer()
@@ -292,7 +294,7 @@ func (m *member) deliver(env broker.Envelope) {
 			return
 		}
 		m.epoch, m.last = env.Epoch, env.Seq
-		m.deliverPlain(env)
+		m.deliverPlain(env, catchUp)
 		return
 	}
 	if env.Epoch != m.epoch {
@@ -315,14 +317,22 @@ func (m *member) deliver(env broker.Envelope) {
 		return
 	}
 	m.last = env.Seq
-	m.c.enqueue(env.Raw)
+	if catchUp {
+		m.c.enqueueCatchUp(env.Raw)
+	} else {
+		m.c.enqueue(env.Raw)
+	}
 }
 
 // deliverPlain gives a plain-text member the bare body of every message
 // not its own.
-func (m *member) deliverPlain(env broker.Envelope) {
+func (m *member) deliverPlain(env broker.Envelope, catchUp bool) {
 	if env.From == m.c.user && env.Device == m.c.device {
 		return
 	}
-	m.c.enqueueText(env.Body)
+	if catchUp {
+		m.c.enqueueCatchUp([]byte(env.Body))
+	} else {
+		m.c.enqueue([]byte(env.Body))
+	}
 }

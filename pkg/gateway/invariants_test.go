@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/broker/memory"
 	"github.com/parley-chat/parley/pkg/gateway"
 	"github.com/parley-chat/parley/pkg/protocol"
 )
@@ -327,30 +329,83 @@ func TestInvariant5_PubSubKilledWhileMessagesFlow(t *testing.T) {
 	}
 }
 
-// Invariant 5: /readyz is false while Redis is unreachable and comes back
-// by itself; sends meanwhile get "unavailable", never a hang.
-func TestInvariant5_ReadyzFollowsRedis(t *testing.T) {
-	c := newCluster(t, 1, nil)
+// Invariant 5 and 9: a Redis outage costs sends, not connections. /readyz
+// (the load balancer's check) stays 200, so no load balancer cuts the
+// node's clients; /healthz/deep and parley_redis_up say Redis is down;
+// sends get "unavailable" naming their ref, never a hang; when Redis is
+// back the same connection works again.
+func TestInvariant5_RedisOutageKeepsConnections(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *gateway.Config) { cfg.HealthInterval = 50 * time.Millisecond })
 	n := c.gws[0]
 	a := login(t, n, "alice", "phone")
 	a.join("r", nil)
 	if code := get(t, n, "/readyz"); code != 200 {
 		t.Fatalf("/readyz = %d with Redis up", code)
 	}
+	waitFor(t, 10*time.Second, "/healthz/deep to pass", func() bool { return get(t, n, "/healthz/deep") == 200 })
 	c.redis.Stop()
-	waitFor(t, 10*time.Second, "/readyz to turn 503", func() bool { return get(t, n, "/readyz") == 503 })
-	if get(t, n, "/healthz") != 200 {
-		t.Fatal("/healthz must stay 200 while Redis is down")
+	waitFor(t, 10*time.Second, "/healthz/deep to turn 503", func() bool { return get(t, n, "/healthz/deep") == 503 })
+	if v := scrapeValue(t, n, "parley_redis_up"); v != 0 {
+		t.Fatalf("parley_redis_up = %v with Redis down", v)
+	}
+	if get(t, n, "/readyz") != 200 || get(t, n, "/healthz") != 200 {
+		t.Fatal("/readyz and /healthz must stay 200 while Redis is down")
 	}
 	a.send(protocol.Frame{Type: "send", Ref: "x", Room: "r", ID: "down1", Body: "lost?"})
 	if f := a.expect("error"); f.Code != protocol.CodeUnavailable || f.Ref != "x" {
 		t.Fatalf("send with Redis down = %+v, want unavailable", f)
 	}
 	c.redis.Restart()
-	waitFor(t, 15*time.Second, "/readyz to come back", func() bool { return get(t, n, "/readyz") == 200 })
-	ack, _ := a.post("r", "up1", "back")
+	waitFor(t, 15*time.Second, "/healthz/deep to come back", func() bool { return get(t, n, "/healthz/deep") == 200 })
+	// The same connection, never closed: the resend of the refused
+	// message is stored once.
+	ack, _ := a.post("r", "down1", "lost?")
 	if ack.Seq != 1 {
 		t.Fatalf("ack after recovery = %+v", ack)
+	}
+	if m := a.messages(1)[0]; m.Seq != 1 || m.ID != "down1" {
+		t.Fatalf("message after recovery = %+v", m)
+	}
+}
+
+// frozenReady is a broker whose health check never answers, as a
+// SIGSTOPped Redis does.
+type frozenReady struct{ broker.Broker }
+
+func (frozenReady) Ready(ctx context.Context) error {
+	<-ctx.Done()
+	return fmt.Errorf("frozen: %w", broker.ErrUnavailable)
+}
+
+// /readyz and /healthz/deep answer from state the gateway holds: a broker
+// that never answers its health check cannot make them hang.
+func TestHealthEndpointsNeverWaitOnTheBroker(t *testing.T) {
+	g, err := gateway.New(gateway.Config{
+		NodeID: "frozen", DevAuth: true, Logger: quietLogger(),
+		HealthInterval: time.Hour, // one check, that never ends before Close
+		NewBroker: func(h broker.Handler) (broker.Broker, error) {
+			return frozenReady{memory.New(memory.Config{Handler: h})}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(func() { srv.Close(); _ = g.Close() })
+	hc := http.Client{Timeout: 5 * time.Second}
+	for _, path := range []string{"/readyz", "/healthz/deep", "/healthz"} {
+		resp, err := hc.Get(srv.URL + path)
+		if err != nil {
+			t.Fatalf("%s did not answer: %v", path, err)
+		}
+		resp.Body.Close()
+		want := 200
+		if path == "/healthz/deep" {
+			want = 503 // not checked yet
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("%s = %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 }
 

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,14 +19,17 @@ type metrics struct {
 	slowCloses     prometheus.Counter
 	pubsubLost     prometheus.Counter
 	gapsRepaired   prometheus.Counter
+	brokerUp       prometheus.Gauge
+	draining       prometheus.Gauge
+	refused        *prometheus.CounterVec
 	errors         *prometheus.CounterVec
-	registry       *prometheus.Registry
+	gatherer       prometheus.Gatherer
 }
 
-func newMetrics(reg *prometheus.Registry, node string) *metrics {
+func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string) (*metrics, error) {
 	labels := prometheus.Labels{"node": node}
 	m := &metrics{
-		registry: reg,
+		gatherer: gat,
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_connections",
 			Help: "Open WebSocket connections.", ConstLabels: labels}),
 		rooms: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_rooms",
@@ -42,15 +47,30 @@ func newMetrics(reg *prometheus.Registry, node string) *metrics {
 			Help: "Losses of the pub/sub connection (each followed by a reconnect and a history re-read).", ConstLabels: labels}),
 		gapsRepaired: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_gaps_repaired_total",
 			Help: "Messages that pub/sub lost and the gateway re-read from history.", ConstLabels: labels}),
+		brokerUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_redis_up",
+			Help: "1 when the last health check of the message store (Redis) passed, else 0.", ConstLabels: labels}),
+		draining: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_draining",
+			Help: "1 while the node drains (SIGTERM), else 0.", ConstLabels: labels}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_connections_refused_total",
+			Help: "Connections refused by a limit, by reason.", ConstLabels: labels}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_errors_total",
 			Help: "Error frames sent, by code.", ConstLabels: labels}, []string{"code"}),
 	}
-	reg.MustRegister(m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
-		m.slowCloses, m.pubsubLost, m.gapsRepaired, m.errors)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
+	for _, c := range []prometheus.Collector{m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
+		m.slowCloses, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	// An embedder's registry may hold the process-wide collectors already.
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
 }
 
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
 }

@@ -33,18 +33,27 @@ func (c *conn) servePlain(target *url.URL) {
 	q := target.Query()
 	user := q.Get("user")
 	if user == "" && q.Get("token") == "" && c.g.cfg.DevAuth {
-		user = fmt.Sprintf("guest-%d", c.id)
+		// The boot id keeps guests of different gateways, and of one
+		// gateway before and after a restart, apart.
+		user = fmt.Sprintf("guest-%s-%d", c.g.boot, c.id)
 	}
 	u, err := c.g.authenticate(q.Get("token"), user)
 	if err != nil {
 		c.closeWith(protocol.ClosePolicy, err.Error(), true)
 		return
 	}
-	c.user, c.device = u, fmt.Sprintf("text-%s-%d", c.g.cfg.NodeID, c.id)
+	// Message ids are <device>-<n>: the boot id makes them unique across
+	// restarts of this node, whose connection numbers start again at 1;
+	// without it a new client's first messages would be taken for resends
+	// of an old one's within the idempotency window, and dropped.
+	c.user, c.device = u, fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id)
+	if !c.admit("") {
+		return
+	}
 
 	var m *member
 	c.offStack(func() {
-		ctx, cancel := c.requestCtx()
+		ctx, cancel := c.requestCtx(nowFunc())
 		m, err = c.g.hub.join(ctx, c, room, nil, "")
 		cancel()
 	})
@@ -62,13 +71,19 @@ func (c *conn) servePlain(target *url.URL) {
 			c.logEnd(err)
 			return
 		}
-		switch {
-		case !lim.allow(nowFunc()):
-			if lim.denied > c.g.cfg.RateBurst {
-				c.closeWith(protocol.ClosePolicy, "flood: too many messages", true)
+		// Plain-text clients cannot be told that a frame was refused, so
+		// the rate limit paces them instead: over the limit, the frame
+		// waits until a token is there and the next one waits in the
+		// socket meanwhile. Nothing a plain-text client sends is dropped.
+		now := nowFunc()
+		if !lim.allow(now) {
+			if !pause(c.ctx, lim.retryAfter()) {
 				return
 			}
-			continue
+			now = nowFunc()
+			lim.allow(now)
+		}
+		switch {
 		case typ != websocket.MessageText || !utf8.Valid(data):
 			c.closeWith(protocol.CloseUnsupportedData, "plain-text mode takes UTF-8 text frames only", true)
 			return
@@ -79,7 +94,7 @@ func (c *conn) servePlain(target *url.URL) {
 			continue
 		}
 		n++
-		c.offStack(func() { _, err = c.publish(room, fmt.Sprintf("%s-%d", c.device, n), string(data)) })
+		c.offStack(func() { _, err = c.publish(now, room, fmt.Sprintf("%s-%d", c.device, n), string(data)) })
 		if err != nil {
 			c.g.log.Warn("plain-text publish failed", "conn", c.id, "err", err)
 			c.closeWith(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)

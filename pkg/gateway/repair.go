@@ -22,14 +22,6 @@ const (
 	// with each further failure (100ms, 200ms, 400ms: under a second of
 	// pauses before giving up, plus the reads' own RequestTimeouts).
 	repairBackoff = 100 * time.Millisecond
-	// repairBufferQueues bounds the live envelopes a room buffers while it
-	// repairs, in OutboundQueues (default 4 x 512 = 2048 envelopes). When
-	// more arrive, the buffer is dropped and the repair reads through to
-	// the head instead: history holds them (up to its retention), and a
-	// merge that fans out several outbound queues' worth at once closes
-	// most members as slow consumers anyway, so a bigger buffer would only
-	// hold more memory per room.
-	repairBufferQueues = 4
 	// repairReads bounds the history reads repairs make at once. A
 	// reconnect of the pub/sub connection starts a repair in every room of
 	// the node; they queue for these slots instead of all asking Redis (and
@@ -77,11 +69,13 @@ func (r *room) placeLocked(env broker.Envelope) placement {
 }
 
 // bufferLocked keeps env for the running repair. A buffer over its bound
-// is dropped, and the repair owes a round that reads through to the head.
-// Called with r.mu held.
+// (OutboundQueue envelopes) is dropped, and the repair owes a round that
+// reads through to the head: history holds them (up to its retention), so
+// a bigger buffer would only hold more memory per room. Called with r.mu
+// held.
 func (h *hub) bufferLocked(r *room, env broker.Envelope) {
 	rs := &r.repair
-	if limit := repairBufferQueues * h.g.cfg.OutboundQueue; len(rs.buf) >= limit {
+	if len(rs.buf) >= h.g.cfg.OutboundQueue {
 		h.g.log.Warn("repair buffer full; dropping it, history will be read to the head",
 			"room", r.name, "dropped", len(rs.buf))
 		clear(rs.buf) // let the envelopes go; keep the backing array
@@ -237,7 +231,7 @@ func (h *hub) mergeLocked(r *room, rng broker.Range, mark uint64, why string) (h
 		if r.placeLocked(env) == placeSeen {
 			continue
 		}
-		r.fanOut(env)
+		r.fanOut(env, true)
 		if !live[env.Seq] {
 			n++
 		}
@@ -256,7 +250,7 @@ func (h *hub) mergeLocked(r *room, rng broker.Range, mark uint64, why string) (h
 		switch r.placeLocked(env) {
 		case placeSeen:
 		case placeNext:
-			r.fanOut(env)
+			r.fanOut(env, true)
 		case placeHole:
 			rest := copy(buf, buf[i:])
 			clear(buf[rest:])
@@ -279,7 +273,7 @@ func (h *hub) giveUpLocked(r *room) {
 		"room", r.name, "buffered", len(r.repair.buf))
 	for _, env := range r.repair.buf {
 		if r.placeLocked(env) != placeSeen {
-			r.fanOut(env)
+			r.fanOut(env, true)
 		}
 	}
 	r.finishRepairLocked()

@@ -20,12 +20,25 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "gateway draining: connect to another node", http.StatusServiceUnavailable)
 		return
 	}
+	addr := g.clientAddr(r)
+	g.mu.Lock()
+	admitted := g.admitAddrLocked(addr)
+	g.mu.Unlock()
+	if !admitted {
+		g.metrics.refused.WithLabelValues("per_ip").Inc()
+		g.log.Info("connection refused: too many from one address", "limit", g.cfg.MaxConnsPerIP)
+		http.Error(w, fmt.Sprintf("too many connections from your address (limit %d per gateway)", g.cfg.MaxConnsPerIP), http.StatusTooManyRequests)
+		return
+	}
 	lw := &leanWriter{ResponseWriter: w, readSize: g.cfg.ReadBufferSize, writeSize: g.cfg.WriteBufferSize}
 	ws, err := websocket.Accept(lw, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{protocol.Subprotocol},
 		OriginPatterns: g.cfg.AllowedOrigins,
 	})
 	if err != nil {
+		g.mu.Lock()
+		g.releaseLocked(&conn{addr: addr})
+		g.mu.Unlock()
 		g.log.Info("websocket upgrade refused", "err", err, "remote", r.RemoteAddr)
 		return // Accept wrote the HTTP error
 	}
@@ -38,8 +51,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 		id:      g.nextID.Add(1),
 		plain:   ws.Subprotocol() != protocol.Subprotocol,
 		members: make(map[string]*member),
+		addr:    addr,
 	}
 	if !g.track(c) {
+		g.mu.Lock()
+		g.releaseLocked(c)
+		g.mu.Unlock()
 		cancel()
 		_ = ws.Close(protocol.CloseServiceRestart, "gateway shutting down")
 		return
@@ -100,11 +117,22 @@ func (c *conn) logEnd(err error) {
 	}
 }
 
-// serveV1 runs protocol v1: hello, then requests until the connection ends.
+// serveV1 runs protocol v1: hello, then requests until the connection
+// ends. The reader charges each frame to the rate limit as it arrives and
+// queues it in the inbox, whose handler goroutine handles frames in order;
+// a frame over the limit is answered rate_limited (naming its ref, with
+// retry_after_ms) and dropped.
 func (c *conn) serveV1() {
 	if !c.hello() {
 		return
 	}
+	c.in.handle = c.handleRequest
+	defer func() {
+		// End the request in progress and wait for the handler: the
+		// memberships it owns are the caller's to clean up next.
+		c.cancel()
+		c.in.close()
+	}()
 	lim := newBucket(c.g.cfg.RateLimit, c.g.cfg.RateBurst)
 	for {
 		data, typ, err := c.read(c.ctx)
@@ -112,20 +140,50 @@ func (c *conn) serveV1() {
 			c.logEnd(err)
 			return
 		}
-		if !lim.allow(time.Now()) {
+		now := nowFunc()
+		if !lim.allow(now) {
+			c.refuse(data, typ, lim)
 			if lim.denied > c.g.cfg.RateBurst {
-				c.sendError("", protocol.CodeRateLimited, "flood: connection closed")
+				// The frames accepted before the flood are answered first.
+				c.in.wg.Wait()
 				c.closeWith(protocol.ClosePolicy, "flood: too many frames", true)
 				return
 			}
-			c.sendError("", protocol.CodeRateLimited, fmt.Sprintf("more than %g frames per second; frame dropped", c.g.cfg.RateLimit))
 			continue
 		}
-		c.offStack(func() {
-			if f := c.decode(data, typ); f != nil {
-				c.handle(f)
-			}
-		})
+		held, ok := c.in.push(c.ctx, request{data: data, typ: typ, arrived: now})
+		if !ok {
+			return
+		}
+		lim.hold(held)
+	}
+}
+
+// refuse answers a frame over the rate limit: rate_limited with the
+// frame's ref when it has one, and when to send again.
+func (c *conn) refuse(data []byte, typ websocket.MessageType, lim *bucket) {
+	ref := ""
+	if typ == websocket.MessageText {
+		if f, _ := protocol.Decode(data); f != nil {
+			ref = f.Ref
+		}
+	}
+	msg := fmt.Sprintf("more than %g frames per second; this frame was dropped: send it again after retry_after_ms", c.g.cfg.RateLimit)
+	if lim.denied > c.g.cfg.RateBurst {
+		msg = "flood: connection closed"
+	}
+	c.g.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
+	f := protocol.ErrorFrame(ref, protocol.CodeRateLimited, msg)
+	f.RetryAfterMS = lim.retryAfter().Milliseconds()
+	c.sendFrame(f)
+}
+
+// handleRequest handles one queued client frame on the inbox's handler
+// goroutine.
+func (c *conn) handleRequest(r request) {
+	defer c.recoverRequest()
+	if f := c.decode(r.data, r.typ); f != nil {
+		c.handle(f, r.arrived)
 	}
 }
 
@@ -189,9 +247,26 @@ func (c *conn) helloFrame(data []byte, typ websocket.MessageType) (done, ok bool
 		return true, false
 	}
 	c.user, c.device = user, f.Device
+	if !c.admit(f.Ref) {
+		return true, false
+	}
 	c.sendFrame(&protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID})
 	c.g.log.Debug("hello", "conn", c.id, "user", user, "device", f.Device)
 	return true, true
+}
+
+// admit counts the connection against its user's limit, or answers and
+// closes it with 1008 when the user has MaxConnsPerUser already.
+func (c *conn) admit(ref string) bool {
+	if c.g.admitUser(c) {
+		return true
+	}
+	c.g.metrics.refused.WithLabelValues("per_user").Inc()
+	c.g.log.Info("connection refused: too many for one user", "conn", c.id, "user", c.user, "limit", c.g.cfg.MaxConnsPerUser)
+	why := fmt.Sprintf("too many connections for this user (limit %d per gateway)", c.g.cfg.MaxConnsPerUser)
+	c.sendError(ref, protocol.CodeForbidden, why)
+	c.closeWith(protocol.ClosePolicy, why, true)
+	return false
 }
 
 // offStack runs fn, the handling of one client frame, on a goroutine of
@@ -224,17 +299,19 @@ func (c *conn) recoverRequest() {
 	}
 	c.g.log.Error("panic while handling a client frame; closing the connection",
 		"conn", c.id, "user", c.user, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	c.in.stop() // nothing more is handled on a connection being closed
 	c.closeWith(protocol.CloseInternal, "internal error", false)
 }
 
-func (c *conn) handle(f *protocol.Frame) {
+// handle handles one decoded request that arrived at arrived.
+func (c *conn) handle(f *protocol.Frame, arrived time.Time) {
 	switch f.Type {
 	case protocol.TypeHello:
 		c.sendError(f.Ref, protocol.CodeBadRequest, "already said hello")
 	case protocol.TypePing:
 		c.sendFrame(&protocol.Frame{Type: protocol.TypePong, Ref: f.Ref})
 	case protocol.TypeJoin:
-		c.join(f)
+		c.join(f, arrived)
 	case protocol.TypeLeave:
 		if m := c.members[f.Room]; m != nil {
 			delete(c.members, f.Room)
@@ -242,14 +319,16 @@ func (c *conn) handle(f *protocol.Frame) {
 		}
 		c.sendFrame(&protocol.Frame{Type: protocol.TypeLeft, Ref: f.Ref, Room: f.Room})
 	case protocol.TypeSend:
-		c.send(f)
+		c.send(f, arrived)
 	case protocol.TypeHistory:
-		c.history(f)
+		c.history(f, arrived)
 	}
 }
 
-func (c *conn) requestCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+// requestCtx bounds the broker calls of a request that arrived at arrived:
+// RequestTimeout counts from its arrival, not from when its turn came.
+func (c *conn) requestCtx(arrived time.Time) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(c.ctx, arrived.Add(c.g.cfg.RequestTimeout))
 }
 
 // brokerError answers a failed broker call.
@@ -273,7 +352,7 @@ func (c *conn) checkRoomAccess(ref, room string) bool {
 	return true
 }
 
-func (c *conn) join(f *protocol.Frame) {
+func (c *conn) join(f *protocol.Frame, arrived time.Time) {
 	if !c.checkRoomAccess(f.Ref, f.Room) {
 		return
 	}
@@ -282,7 +361,7 @@ func (c *conn) join(f *protocol.Frame) {
 		delete(c.members, f.Room)
 		c.g.hub.remove(old)
 	}
-	ctx, cancel := c.requestCtx()
+	ctx, cancel := c.requestCtx(arrived)
 	defer cancel()
 	m, err := c.g.hub.join(ctx, c, f.Room, f.Since, f.Ref)
 	if err != nil {
@@ -292,7 +371,7 @@ func (c *conn) join(f *protocol.Frame) {
 	c.members[f.Room] = m
 }
 
-func (c *conn) send(f *protocol.Frame) {
+func (c *conn) send(f *protocol.Frame, arrived time.Time) {
 	if !c.checkRoomAccess(f.Ref, f.Room) {
 		return
 	}
@@ -300,7 +379,7 @@ func (c *conn) send(f *protocol.Frame) {
 		c.sendError(f.Ref, protocol.CodeTooLarge, fmt.Sprintf("body is %d bytes; the limit is %d", len(f.Body), c.g.cfg.MaxBodyBytes))
 		return
 	}
-	ack, err := c.publish(f.Room, f.ID, f.Body)
+	ack, err := c.publish(arrived, f.Room, f.ID, f.Body)
 	if err != nil {
 		c.brokerError(f.Ref, err)
 		return
@@ -308,8 +387,8 @@ func (c *conn) send(f *protocol.Frame) {
 	c.sendFrame(&protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: ack.ID, Room: ack.Room, Seq: ack.Seq, Epoch: ack.Epoch, TS: ack.TS})
 }
 
-func (c *conn) publish(room, id, body string) (broker.Ack, error) {
-	ctx, cancel := c.requestCtx()
+func (c *conn) publish(arrived time.Time, room, id, body string) (broker.Ack, error) {
+	ctx, cancel := c.requestCtx(arrived)
 	defer cancel()
 	start := time.Now()
 	ack, err := c.g.broker.Publish(ctx, broker.Publication{Room: room, ID: id, From: c.user, Device: c.device, Body: body})
@@ -322,7 +401,7 @@ func (c *conn) publish(room, id, body string) (broker.Ack, error) {
 // maxHistoryPage caps one history reply.
 const maxHistoryPage = 200
 
-func (c *conn) history(f *protocol.Frame) {
+func (c *conn) history(f *protocol.Frame, arrived time.Time) {
 	if !c.checkRoomAccess(f.Ref, f.Room) {
 		return
 	}
@@ -331,7 +410,7 @@ func (c *conn) history(f *protocol.Frame) {
 		limit = 50
 	}
 	limit = min(limit, maxHistoryPage)
-	ctx, cancel := c.requestCtx()
+	ctx, cancel := c.requestCtx(arrived)
 	defer cancel()
 	rng, err := c.g.broker.Before(ctx, f.Room, f.Before, limit)
 	if err != nil {

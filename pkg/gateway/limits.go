@@ -1,0 +1,84 @@
+package gateway
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// clientAddr is the address a connection counts against for MaxConnsPerIP:
+// its peer, or, when the peer is a trusted proxy, the last address of
+// X-Forwarded-For (the one the proxy itself appended).
+func (g *Gateway) clientAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	peer = peer.Unmap()
+	if !g.trusted(peer) {
+		return peer
+	}
+	xff := r.Header.Values("X-Forwarded-For")
+	if len(xff) == 0 {
+		return peer
+	}
+	parts := strings.Split(xff[len(xff)-1], ",")
+	if a, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
+		return a.Unmap()
+	}
+	return peer
+}
+
+func (g *Gateway) trusted(a netip.Addr) bool {
+	for _, p := range g.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// admitAddr counts a new connection from addr in, unless addr holds
+// MaxConnsPerIP already. Called with g.mu held.
+func (g *Gateway) admitAddrLocked(addr netip.Addr) bool {
+	if g.cfg.MaxConnsPerIP <= 0 || !addr.IsValid() {
+		return true
+	}
+	if g.ips[addr] >= g.cfg.MaxConnsPerIP {
+		return false
+	}
+	g.ips[addr]++
+	return true
+}
+
+// admitUser counts c in as a connection of its user, unless the user
+// holds MaxConnsPerUser on this node already.
+func (g *Gateway) admitUser(c *conn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cfg.MaxConnsPerUser > 0 && g.users[c.user] >= g.cfg.MaxConnsPerUser {
+		return false
+	}
+	g.users[c.user]++
+	c.counted = true
+	return true
+}
+
+// release counts c out of its user and address. Called with g.mu held.
+func (g *Gateway) releaseLocked(c *conn) {
+	if c.counted {
+		if g.users[c.user]--; g.users[c.user] <= 0 {
+			delete(g.users, c.user)
+		}
+	}
+	if g.cfg.MaxConnsPerIP > 0 && c.addr.IsValid() {
+		if g.ips[c.addr]--; g.ips[c.addr] <= 0 {
+			delete(g.ips, c.addr)
+		}
+	}
+}
