@@ -279,8 +279,8 @@ func TestRepair_ReadErrorsDoNotWedgeTheRoom(t *testing.T) {
 
 // A repair that waits long enough for its buffer to overflow drops it and
 // reads history through to the head: the member still sees every seq in
-// order, each once (a merge is a catch-up: it never closes a member that
-// reads as a slow consumer; the test still accepts a 1013 and a resume).
+// order, each once, and is never closed: a merge is a catch-up, which does
+// not count against the member's outbound limits (its queue holds 16).
 func TestRepair_BufferOverflowReadsThroughToHead(t *testing.T) {
 	c := newCluster(t, 0, nil)
 	const queue = 16 // the repair buffer holds one queue: 16 envelopes
@@ -305,35 +305,10 @@ func TestRepair_BufferOverflowReadsThroughToHead(t *testing.T) {
 	gb.armed.Store(false)  // later rounds read freely
 	gb.release <- nil
 
-	var got []protocol.Frame
-	closed := false
-	for len(got) < last-2 {
-		f, err := alice.tryNext(10 * time.Second)
-		if err != nil {
-			if !strings.Contains(err.Error(), "connection ended") {
-				t.Fatalf("alice: stream stalled after %s: %v", seqsOf(got), err)
-			}
-			closed = true
-			break
-		}
-		if f.Type != "message" {
-			t.Fatalf("alice: got %+v", f)
-		}
-		got = append(got, f)
-	}
+	// The merge is a catch-up, however much of it there is: alice, who
+	// reads, gets every seq in order and is never closed.
+	got := alice.messages(last - 2)
 	wantSeqs(t, "alice", got, 3)
-	resumeFrom := int64(2 + len(got))
-	if closed {
-		if code, reason := alice.closeStatus(); code != protocol.CloseTryAgainLater {
-			t.Fatalf("alice closed with %d %q, want 1013", code, reason)
-		}
-		alice = login(t, n, "alice", "phone")
-		j := alice.join("a", &protocol.Since{Epoch: c.epochOf(t, "a"), Seq: resumeFrom})
-		if j.Recovered == nil || !*j.Recovered || j.Seq != last {
-			t.Fatalf("resume from %d: joined %+v", resumeFrom, j)
-		}
-		wantSeqs(t, "alice", alice.messages(int(last-resumeFrom)), resumeFrom+1)
-	}
 	publish(t, n, "a", fmt.Sprintf("a%d", last+1))
 	expectPrompt(t, alice, 5*time.Second, last+1, fmt.Sprintf("a%d", last+1))
 	alice.quiet(100 * time.Millisecond)
