@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -24,10 +25,16 @@ import (
 
 type serveConfig struct {
 	addr, redisURL, nodeID, jwtSecret, origins, logLevel string
-	pprofAddr                                            string
+	pprofAddr, metricsAddr, trustedProxies               string
 	history, backlog                                     int
 	devAuth                                              bool
 	drainTimeout, drainSpread                            time.Duration
+
+	// limits
+	maxFrame, maxBody, rateBurst, outboundQueue, outboundBytes int
+	maxConnsPerUser, maxConnsPerIP                             int
+	rateLimit                                                  float64
+	helloTimeout                                               time.Duration
 }
 
 func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
@@ -45,6 +52,17 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")
 	fs.DurationVar(&cfg.drainTimeout, "drain-timeout", 20*time.Second, "how long SIGTERM waits for connections to leave")
 	fs.DurationVar(&cfg.drainSpread, "drain-spread", 3*time.Second, "time over which SIGTERM spreads the 1012 closes; keep it under the load balancer's mark-down time")
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "serve /metrics on this separate address (e.g. :9090) instead of the gateway's own listener; empty: on the gateway's listener")
+	fs.IntVar(&cfg.maxFrame, "max-frame-bytes", 64<<10, "largest frame a client may send (larger: close 1009)")
+	fs.IntVar(&cfg.maxBody, "max-body-bytes", 4<<10, "largest message body (larger: error too_large)")
+	fs.Float64Var(&cfg.rateLimit, "rate-limit", 20, "frames per second a connection may send, sustained")
+	fs.IntVar(&cfg.rateBurst, "rate-burst", 40, "frames a connection may send at once above the rate; more than this many refused in a row closes it (1008 flood)")
+	fs.IntVar(&cfg.outboundQueue, "outbound-queue", 4096, "live frames that may wait for a connection's writer before it is closed as a slow consumer (1013)")
+	fs.IntVar(&cfg.outboundBytes, "outbound-bytes", 2<<20, "bytes of live frames that may wait for a connection's writer before it is closed as a slow consumer (1013)")
+	fs.IntVar(&cfg.maxConnsPerUser, "max-conns-per-user", 100, "connections one user may hold on this gateway (more: close 1008); -1: no limit")
+	fs.IntVar(&cfg.maxConnsPerIP, "max-conns-per-ip", 0, "connections one client address may hold on this gateway (more: HTTP 429); 0: no limit")
+	fs.StringVar(&cfg.trustedProxies, "trusted-proxies", "", "comma-separated networks (CIDR) of load balancers whose X-Forwarded-For names the client address")
+	fs.DurationVar(&cfg.helloTimeout, "hello-timeout", 10*time.Second, "how long a connection may take to send hello (else close 1008)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns one gateway node. Each flag may also be set as PARLEY_<FLAG> (e.g. PARLEY_REDIS, PARLEY_NODE_ID).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -94,18 +112,46 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "parley serve: --history, --backlog, --drain-spread and --drain-timeout must be positive")
 		return 2
 	}
+	if cfg.maxFrame <= 0 || cfg.maxBody <= 0 || cfg.rateLimit <= 0 || cfg.rateBurst <= 0 || cfg.outboundQueue <= 0 ||
+		cfg.outboundBytes <= 0 || cfg.helloTimeout <= 0 || cfg.maxConnsPerUser == 0 || cfg.maxConnsPerUser < -1 || cfg.maxConnsPerIP < 0 {
+		fmt.Fprintln(stderr, "parley serve: --max-frame-bytes, --max-body-bytes, --rate-limit, --rate-burst, --outbound-queue, --outbound-bytes and --hello-timeout must be positive; --max-conns-per-user positive or -1; --max-conns-per-ip 0 or more")
+		return 2
+	}
+	var proxies []netip.Prefix
+	for _, p := range strings.Split(cfg.trustedProxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley serve: --trusted-proxies: %q is not a network like 10.0.0.0/8: %v\n", p, err)
+			return 2
+		}
+		proxies = append(proxies, pfx)
+	}
 	if !cfg.devAuth && cfg.jwtSecret == "" {
 		fmt.Fprintln(stderr, "parley serve: set --jwt-secret (PARLEY_JWT_SECRET), or --dev-auth for development")
 		return 2
 	}
 
 	gcfg := gateway.Config{
-		NodeID:      cfg.nodeID,
-		DrainSpread: cfg.drainSpread,
-		Backlog:     cfg.backlog,
-		DevAuth:     cfg.devAuth,
-		JWTSecret:   []byte(cfg.jwtSecret),
-		Logger:      log,
+		NodeID:          cfg.nodeID,
+		DrainSpread:     cfg.drainSpread,
+		Backlog:         cfg.backlog,
+		DevAuth:         cfg.devAuth,
+		JWTSecret:       []byte(cfg.jwtSecret),
+		Logger:          log,
+		MaxFrameBytes:   int64(cfg.maxFrame),
+		MaxBodyBytes:    cfg.maxBody,
+		RateLimit:       cfg.rateLimit,
+		RateBurst:       cfg.rateBurst,
+		OutboundQueue:   cfg.outboundQueue,
+		OutboundBytes:   cfg.outboundBytes,
+		MaxConnsPerUser: cfg.maxConnsPerUser,
+		MaxConnsPerIP:   cfg.maxConnsPerIP,
+		TrustedProxies:  proxies,
+		HelloTimeout:    cfg.helloTimeout,
+		PrivateMetrics:  cfg.metricsAddr != "",
 	}
 	if cfg.origins != "" {
 		for _, o := range strings.Split(cfg.origins, ",") {
@@ -159,6 +205,33 @@ func serve(args []string, stderr io.Writer) int {
 	} else {
 		close(pprofDone)
 	}
+	var metricsSrv *http.Server
+	metricsDone := make(chan struct{})
+	if cfg.metricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.metricsAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley serve: --metrics-addr: listen %s: %v\n", cfg.metricsAddr, err)
+			_ = ln.Close()
+			if pprofSrv != nil {
+				_ = pprofSrv.Close()
+			}
+			<-pprofDone
+			_ = g.Close()
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", g.MetricsHandler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			defer close(metricsDone)
+			if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("metrics server stopped", "err", err)
+			}
+		}()
+		log.Info("serving metrics", "addr", mln.Addr().String())
+	} else {
+		close(metricsDone)
+	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -171,23 +244,42 @@ func serve(args []string, stderr io.Writer) int {
 	select {
 	case sig := <-sigs:
 		log.Info("signal received: draining", "signal", sig.String())
+		// Stop accepting first: the listener closes, so the load balancer's
+		// next connection to this node is refused and it retries another
+		// gateway at once, instead of sending reconnecting clients here
+		// until its health checks mark the node down. Shutdown closes the
+		// listener and idle HTTP connections at once, then waits for
+		// requests in progress (upgraded WebSockets are the gateway's, not
+		// the server's, and are drained below).
+		shut := make(chan struct{})
+		go func() {
+			defer close(shut)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = srv.Shutdown(ctx)
+			cancel()
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
 		if err := g.Drain(ctx); err != nil {
 			log.Warn("drain incomplete", "err", err)
 		}
 		cancel()
+		<-shut
 	case err := <-served:
 		log.Error("http server stopped", "err", err)
 		code = 1
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = srv.Shutdown(ctx)
-	cancel()
 	if pprofSrv != nil {
 		// Close, not Shutdown: a CPU profile in progress must not hold the exit.
 		_ = pprofSrv.Close()
 	}
 	<-pprofDone
+	if metricsSrv != nil {
+		_ = metricsSrv.Close()
+	}
+	<-metricsDone
 	if err := g.Close(); err != nil {
 		log.Warn("close", "err", err)
 	}
