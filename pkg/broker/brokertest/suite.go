@@ -203,6 +203,43 @@ func Run(t *testing.T, newBroker Factory) {
 		}
 	})
 
+	// The idempotency key is the pair (From, ID), and both may contain ':'
+	// (user names follow the room-name rule; ids are printable ASCII): user
+	// "a" with id "b:c" and user "a:b" with id "c" are two different sends.
+	t.Run("IdempotencyKeySeparatesUserFromID", func(t *testing.T) {
+		b, _ := setup(t, 10)
+		a1 := pub(t, b, "idem-pair", "a", "b:c", "from a")
+		a2 := pub(t, b, "idem-pair", "a:b", "c", "from a:b")
+		if a1.Duplicate || a1.Seq != 1 || a2.Duplicate || a2.Seq != 2 {
+			t.Fatalf("acks = %+v and %+v, want both fresh with seqs 1 and 2", a1, a2)
+		}
+		r, err := b.After(ctx, "idem-pair", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bodies(r.Messages); len(got) != 2 || got[0] != "1:from a" || got[1] != "2:from a:b" {
+			t.Fatalf("history = %q, want [1:from a 2:from a:b]", got)
+		}
+		if m := r.Messages[1]; m.From != "a:b" || m.ID != "c" {
+			t.Fatalf("second message is from %q with id %q, want a:b and c", m.From, m.ID)
+		}
+		// A real resend of either is still recognised.
+		for _, c := range []struct {
+			from, id string
+			orig     broker.Ack
+		}{{"a", "b:c", a1}, {"a:b", "c", a2}} {
+			again := pub(t, b, "idem-pair", c.from, c.id, "resent")
+			want := c.orig
+			want.Duplicate = true
+			if again != want {
+				t.Fatalf("resend of (%s, %s): ack %+v, want the original %+v marked duplicate", c.from, c.id, again, want)
+			}
+		}
+		if pos, _ := b.Head(ctx, "idem-pair"); pos.Seq != 2 {
+			t.Fatalf("head after resends = %+v, want seq 2", pos)
+		}
+	})
+
 	t.Run("RetentionTrims", func(t *testing.T) {
 		b, _ := setup(t, 5)
 		for i := 1; i <= 12; i++ {

@@ -136,6 +136,15 @@ func (b *Broker) key(room, kind string) string {
 	return b.cfg.Prefix + ":{" + room + "}:" + kind
 }
 
+// idemKind names the idempotency key of the pair (from, id) within a room:
+// "idem:<len(from)>:<from>:<id>". Both may contain ':', so the length of
+// from says where it ends; without it user "a" with id "b:c" and user "a:b"
+// with id "c" would share a key, and the second send would be acked as a
+// duplicate of the first and never stored.
+func idemKind(from, id string) string {
+	return "idem:" + strconv.Itoa(len(from)) + ":" + from + ":" + id
+}
+
 func (b *Broker) channel(room string) string { return b.cfg.Prefix + ":{" + room + "}" }
 
 func (b *Broker) roomOf(channel string) (string, bool) {
@@ -177,7 +186,7 @@ func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack,
 		p.TS = broker.Now()
 	}
 	head, tail := broker.EnvelopeParts(p)
-	keys := []string{b.key(p.Room, "meta"), b.key(p.Room, "log"), b.key(p.Room, "idem:"+p.From+":"+p.ID)}
+	keys := []string{b.key(p.Room, "meta"), b.key(p.Room, "log"), b.key(p.Room, idemKind(p.From, p.ID))}
 	res, err := b.enqueue(ctx, &publishReq{
 		ctx:  ctx,
 		keys: keys,

@@ -54,7 +54,7 @@ func TestIdempotencyKeyTTL(t *testing.T) {
 	if _, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "x1", From: "alice", Body: "hi"}); err != nil {
 		t.Fatal(err)
 	}
-	ttl, err := srv.Client().PTTL(ctx, "ttl:{r}:idem:alice:x1").Result()
+	ttl, err := srv.Client().PTTL(ctx, "ttl:{r}:idem:5:alice:x1").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
