@@ -255,8 +255,12 @@ func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error)
 }
 
 // Subscribe implements broker.Broker: it sends SUBSCRIBE on the shared
-// pub/sub connection and waits for Redis to confirm it.
+// pub/sub connection and waits for Redis to confirm it. If ctx ends first,
+// Subscribe undoes itself before it returns the error (see abandon).
 func (b *Broker) Subscribe(ctx context.Context, room string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redis subscribe %s: %w: %w", room, broker.ErrUnavailable, err)
+	}
 	ch := b.channel(room)
 	done := make(chan struct{})
 	b.mu.Lock()
@@ -270,26 +274,69 @@ func (b *Broker) Subscribe(ctx context.Context, room string) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		b.dropWaiter(ch, done)
+		if b.abandon(ch, done) {
+			return nil // confirmed after all: the subscription stands
+		}
 		return fmt.Errorf("redis subscribe %s: %w: %w", room, broker.ErrUnavailable, ctx.Err())
 	case <-b.ctx.Done():
 		return broker.ErrClosed
 	}
 }
 
-func (b *Broker) dropWaiter(ch string, done chan struct{}) {
+// abandonCtx is the context of the UNSUBSCRIBE that undoes a failed
+// Subscribe. It is cancelled and has no deadline. go-redis takes only the
+// deadline of a context for a write, so on a live connection the
+// UNSUBSCRIBE still goes out, bounded by WriteTimeout (a deadline already
+// past would fail the write, and go-redis would drop the whole connection
+// for it). With no connection go-redis dials first, and a cancelled context
+// ends that dial at once: a failed Subscribe does not wait a dial timeout
+// more, and the connection dialed later subscribes only go-redis's set,
+// which no longer holds the channel.
+var abandonCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// abandon undoes a Subscribe whose ctx ended before Redis confirmed it, so
+// that a failed Subscribe leaves nothing to undo: the caller treats the room
+// as not subscribed and will not call Unsubscribe. It reports true if the
+// confirmation came first after all, and then undoes nothing.
+//
+// Once abandon returns false nothing of the channel reaches the Handler:
+// the channel is out of b.subs, so its messages are dropped and a late
+// confirmation of the SUBSCRIBE already sent is not reported (see
+// confirmed); it is out of go-redis's set (PubSub.Unsubscribe removes it
+// before sending, even when the send fails), so no reconnection subscribes
+// it again; and on a live connection UNSUBSCRIBE follows the SUBSCRIBE.
+func (b *Broker) abandon(ch string, done chan struct{}) (confirmed bool) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	if !b.dropWaiterLocked(ch, done) {
+		b.mu.Unlock()
+		return true // confirmed took the waiter: done is closed or about to be
+	}
+	delete(b.subs, ch)
+	b.mu.Unlock()
+	if err := b.ps.Unsubscribe(abandonCtx, ch); err != nil {
+		b.cfg.Logger.Debug("redis: UNSUBSCRIBE of a failed subscribe not sent; the channel is out of the set", "channel", ch, "err", err)
+	}
+	return false
+}
+
+// dropWaiterLocked removes done from the channel's waiters and reports
+// whether it was still there. Called with b.mu held.
+func (b *Broker) dropWaiterLocked(ch string, done chan struct{}) bool {
 	ws := b.waiters[ch]
 	for i, w := range ws {
 		if w == done {
 			b.waiters[ch] = append(ws[:i], ws[i+1:]...)
-			break
+			if len(b.waiters[ch]) == 0 {
+				delete(b.waiters, ch)
+			}
+			return true
 		}
 	}
-	if len(b.waiters[ch]) == 0 {
-		delete(b.waiters, ch)
-	}
+	return false
 }
 
 // Unsubscribe implements broker.Broker. Messages of the room still in
@@ -392,12 +439,17 @@ func (b *Broker) receive() {
 	}
 }
 
+// confirmed handles Redis's confirmation of a SUBSCRIBE, the first one or
+// a resubscription after a reconnect. A channel no longer in b.subs is not
+// reported: its Subscribe failed and was undone, or it was unsubscribed, and
+// an UNSUBSCRIBE follows on the connection.
 func (b *Broker) confirmed(ch string) {
 	b.mu.Lock()
 	ws := b.waiters[ch]
 	delete(b.waiters, ch)
+	live := b.subs[ch]
 	b.mu.Unlock()
-	if room, ok := b.roomOf(ch); ok && b.cfg.Handler != nil {
+	if room, ok := b.roomOf(ch); ok && live && b.cfg.Handler != nil {
 		b.cfg.Handler.Subscribed(room)
 	}
 	for _, w := range ws {
