@@ -67,6 +67,16 @@ type Broker struct {
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // channel -> Subscribe calls waiting for confirmation
 	subs    map[string]bool            // channels subscribed and not unsubscribed
+
+	pingMu sync.Mutex
+	ping   *pingCall // Ready's PING in flight, if any
+}
+
+// pingCall is one PING for Ready, shared by the Ready calls that come
+// while it is in flight.
+type pingCall struct {
+	done chan struct{} // closed when err is set
+	err  error
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -352,10 +362,24 @@ func (b *Broker) Unsubscribe(ctx context.Context, room string) error {
 }
 
 // Ready implements broker.Broker: Redis answers PING and the pub/sub
-// connection is up.
+// connection is up. It returns when ctx ends even if the PING has not: the
+// client does not set ContextTimeoutEnabled, so go-redis bounds the read of
+// the reply by ReadTimeout (3s), not by ctx, and a stalled Redis would hold
+// a 1s readiness probe for 3s. The PING goes on in the background; Ready
+// calls made meanwhile wait for it instead of sending more, so a stalled
+// Redis sees one PING at a time however often Ready is called.
 func (b *Broker) Ready(ctx context.Context) error {
-	if err := b.client.Ping(ctx).Err(); err != nil {
-		return unavailable("ping", err)
+	call := b.startPing()
+	if call == nil {
+		return broker.ErrClosed
+	}
+	select {
+	case <-call.done:
+		if call.err != nil {
+			return unavailable("ping", call.err)
+		}
+	case <-ctx.Done():
+		return unavailable("ping", ctx.Err())
 	}
 	if !b.healthy.Load() {
 		return fmt.Errorf("redis: %w: pub/sub connection down", broker.ErrUnavailable)
@@ -363,14 +387,46 @@ func (b *Broker) Ready(ctx context.Context) error {
 	return nil
 }
 
+// startPing returns Ready's PING in flight, starting one if there is none,
+// or nil once the broker is closed.
+func (b *Broker) startPing() *pingCall {
+	b.pingMu.Lock()
+	defer b.pingMu.Unlock()
+	if b.ctx.Err() != nil {
+		return nil // closed: Close may be waiting for the last PING already
+	}
+	if b.ping != nil {
+		return b.ping
+	}
+	call := &pingCall{done: make(chan struct{})}
+	b.ping = call
+	go func() {
+		err := b.client.Ping(b.ctx).Err()
+		b.pingMu.Lock()
+		b.ping = nil
+		b.pingMu.Unlock()
+		call.err = err
+		close(call.done)
+	}()
+	return call
+}
+
 // Close implements broker.Broker.
 func (b *Broker) Close() error {
 	b.cancel()
+	// No PING starts after the cancel (startPing checks under pingMu), so
+	// this is the last one; closing the client ends it.
+	b.pingMu.Lock()
+	ping := b.ping
+	b.pingMu.Unlock()
 	err := b.ps.Close()
 	b.wg.Wait()
 	b.closeQueue()
 	if err2 := b.client.Close(); err == nil {
 		err = err2
+	}
+	if ping != nil {
+		<-ping.done
 	}
 	if errors.Is(err, goredis.ErrClosed) {
 		err = nil

@@ -315,3 +315,32 @@ func TestLateConfirmationOfFailedSubscribeIsIgnored(t *testing.T) {
 	}
 	rec.AssertOnly(t, "control", "sentinel")
 }
+
+// The gateway probes Ready every second with a 1 s timeout, so Ready must
+// end with its ctx even when Redis stalls (frozen, not refusing), well
+// before go-redis's 3 s read timeout. Twice: the second call finds the
+// first one's PING still unanswered and must not wait for it either. The
+// deferred Close, run while Redis is still frozen, must not wait for it.
+func TestReadyEndsWithItsContextWhenRedisStalls(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := newBroker(t, srv, nil, 100)
+	defer b.Close()
+	waitReady(t, b, 10*time.Second)
+
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		start := time.Now()
+		err := b.Ready(ctx)
+		took := time.Since(start)
+		cancel()
+		if !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatalf("Ready %d with Redis frozen: %v, want an error wrapping ErrUnavailable", i+1, err)
+		}
+		if took > 1500*time.Millisecond {
+			t.Fatalf("Ready %d with Redis frozen and a 500ms context took %v (%v)", i+1, took, err)
+		}
+		t.Logf("Ready %d: %v after %v", i+1, err, took.Round(time.Millisecond))
+	}
+}
