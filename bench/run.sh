@@ -439,7 +439,7 @@ PUB_RPS=$(redis-benchmark -p "$RP" -n "$REDIS_N" -c 50 -q PUBLISH 'parley:{bench
 SHA=$(redis-cli -p "$RP" SCRIPT LOAD "$(cat "$TMP/publish.lua")")
 log "redis-benchmark: EVALSHA $SHA (publish script)"
 EV_RPS=$(redis-benchmark -p "$RP" -n "$REDIS_N" -c 50 -r 1000000000 -q EVALSHA "$SHA" 3 \
-	'parley:{bench}:meta' 'parley:{bench}:log' 'parley:{bench}:idem:bench:__rand_int__' \
+	'parley:{bench}:meta' 'parley:{bench}:log' 'parley:{bench}:idem:5:bench:__rand_int__' \
 	'{"type":"message","room":"bench","seq":' \
 	'"id":"c-1","from":"bench","device":"bench","ts":"2026-11-22T10:00:00.000Z","body":"'"$BODY"'"}' \
 	1000 120000 e1 'parley:{bench}' '2026-11-22T10:00:00.000Z' | rps)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,6 +139,31 @@ func (s *Server) kill() {
 
 // Stop kills the server (SIGKILL, like a crash) and waits for it to exit.
 func (s *Server) Stop() { s.kill() }
+
+// Freeze stops the server with SIGSTOP: it keeps its port and its
+// connections, and the kernel still accepts new ones, but it answers
+// nothing, like a stalled host. Thaw resumes it; a test that freezes
+// registers Thaw with t.Cleanup, so a failing test leaves no server stopped.
+func (s *Server) Freeze() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+}
+
+// Thaw resumes a frozen server (SIGCONT). It does nothing to a server that
+// is not running or not frozen.
+func (s *Server) Thaw() {
+	s.t.Helper()
+	s.signal(syscall.SIGCONT)
+}
+
+func (s *Server) signal(sig syscall.Signal) {
+	if s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Errorf("redistest: %v to redis-server on port %d: %v", sig, s.Port, err)
+	}
+}
 
 // Prepare reserves a port and a directory for a server but does not start
 // it: URL and Addr are valid at once, and Run starts the server later. Tests

@@ -81,7 +81,10 @@ type Broker interface {
 	// Subscribe starts live delivery of room to the Handler. It returns once
 	// the subscription is active: every message published after Subscribe
 	// returns is delivered. Subscriptions are not counted: the caller
-	// subscribes once per room.
+	// subscribes once per room, and calls for one room (Subscribe,
+	// Unsubscribe) are not concurrent. When Subscribe returns an error, the
+	// room is not subscribed: nothing of it is delivered (no message, no
+	// Subscribed) and nothing is left to undo.
 	Subscribe(ctx context.Context, room string) error
 	// Unsubscribe stops live delivery of room.
 	Unsubscribe(ctx context.Context, room string) error

@@ -5,6 +5,7 @@ package brokertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -86,6 +87,33 @@ func (r *Recorder) WaitFor(t testing.TB, timeout time.Duration, msg string, cond
 		case <-r.changed:
 		case <-deadline.C:
 			t.Fatalf("timed out after %v waiting for %s", timeout, msg)
+		}
+	}
+}
+
+// AssertOnly waits until the envelope with id sentinel of room arrives and
+// then requires that nothing but it was delivered and that room is the only
+// room Subscribed was called for. The Handler is called in delivery order,
+// so the sentinel, published last, closes the check: nothing else arrived
+// before it. Tests of what must not be delivered publish it last.
+func (r *Recorder) AssertOnly(t testing.TB, room, sentinel string) {
+	t.Helper()
+	var envs []broker.Envelope
+	var subscribed []string
+	r.WaitFor(t, 10*time.Second, "the sentinel "+room+"/"+sentinel, func(e []broker.Envelope, s []string) bool {
+		envs, subscribed = append(envs[:0], e...), append(subscribed[:0], s...)
+		return len(e) > 0 && e[len(e)-1].Room == room && e[len(e)-1].ID == sentinel
+	})
+	if len(envs) != 1 {
+		t.Errorf("%d envelope(s) arrived before the sentinel, want none:", len(envs)-1)
+		for _, e := range envs[:len(envs)-1] {
+			t.Errorf("  %s", e.Raw)
+		}
+	}
+	for _, s := range subscribed {
+		if s != room {
+			t.Errorf("Subscribed(%q) was called; only %q was subscribed (all calls: %q)", s, room, subscribed)
+			break
 		}
 	}
 }
@@ -203,6 +231,43 @@ func Run(t *testing.T, newBroker Factory) {
 		}
 	})
 
+	// The idempotency key is the pair (From, ID), and both may contain ':'
+	// (user names follow the room-name rule; ids are printable ASCII): user
+	// "a" with id "b:c" and user "a:b" with id "c" are two different sends.
+	t.Run("IdempotencyKeySeparatesUserFromID", func(t *testing.T) {
+		b, _ := setup(t, 10)
+		a1 := pub(t, b, "idem-pair", "a", "b:c", "from a")
+		a2 := pub(t, b, "idem-pair", "a:b", "c", "from a:b")
+		if a1.Duplicate || a1.Seq != 1 || a2.Duplicate || a2.Seq != 2 {
+			t.Fatalf("acks = %+v and %+v, want both fresh with seqs 1 and 2", a1, a2)
+		}
+		r, err := b.After(ctx, "idem-pair", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bodies(r.Messages); len(got) != 2 || got[0] != "1:from a" || got[1] != "2:from a:b" {
+			t.Fatalf("history = %q, want [1:from a 2:from a:b]", got)
+		}
+		if m := r.Messages[1]; m.From != "a:b" || m.ID != "c" {
+			t.Fatalf("second message is from %q with id %q, want a:b and c", m.From, m.ID)
+		}
+		// A real resend of either is still recognised.
+		for _, c := range []struct {
+			from, id string
+			orig     broker.Ack
+		}{{"a", "b:c", a1}, {"a:b", "c", a2}} {
+			again := pub(t, b, "idem-pair", c.from, c.id, "resent")
+			want := c.orig
+			want.Duplicate = true
+			if again != want {
+				t.Fatalf("resend of (%s, %s): ack %+v, want the original %+v marked duplicate", c.from, c.id, again, want)
+			}
+		}
+		if pos, _ := b.Head(ctx, "idem-pair"); pos.Seq != 2 {
+			t.Fatalf("head after resends = %+v, want seq 2", pos)
+		}
+	})
+
 	t.Run("RetentionTrims", func(t *testing.T) {
 		b, _ := setup(t, 5)
 		for i := 1; i <= 12; i++ {
@@ -308,6 +373,30 @@ func Run(t *testing.T, newBroker Factory) {
 				t.Fatal("delivered a message published after Unsubscribe")
 			}
 		}
+	})
+
+	// A Subscribe that fails leaves nothing behind: the caller treats the
+	// room as not subscribed and never unsubscribes it. Nothing of the room
+	// reaches the Handler, neither Subscribed nor its messages; a control
+	// room subscribed afterwards and published to last shows that
+	// everything before it has been handled.
+	t.Run("FailedSubscribeLeavesNothing", func(t *testing.T) {
+		b, rec := setup(t, 10)
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		err := b.Subscribe(cancelled, "failed")
+		if err == nil {
+			t.Fatal("Subscribe with a cancelled context succeeded")
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Subscribe with a cancelled context: %v, want an error wrapping context.Canceled", err)
+		}
+		if err := b.Subscribe(ctx, "control"); err != nil {
+			t.Fatal(err)
+		}
+		pub(t, b, "failed", "u", "m1", "must not arrive")
+		pub(t, b, "control", "u", "sentinel", "last")
+		rec.AssertOnly(t, "control", "sentinel")
 	})
 
 	t.Run("ConcurrentPublishersGetDistinctSeqs", func(t *testing.T) {

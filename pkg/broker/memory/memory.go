@@ -7,6 +7,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -227,8 +228,12 @@ func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error)
 	return b.rangeOf(room, 1, 0, 0, false).Position, nil
 }
 
-// Subscribe implements broker.Broker.
+// Subscribe implements broker.Broker. Nothing here waits, but a ctx that
+// has already ended fails it, as it would fail the Redis broker's.
 func (b *Broker) Subscribe(ctx context.Context, room string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory subscribe %s: %w", room, err)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {

@@ -67,6 +67,16 @@ type Broker struct {
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // channel -> Subscribe calls waiting for confirmation
 	subs    map[string]bool            // channels subscribed and not unsubscribed
+
+	pingMu sync.Mutex
+	ping   *pingCall // Ready's PING in flight, if any
+}
+
+// pingCall is one PING for Ready, shared by the Ready calls that come
+// while it is in flight.
+type pingCall struct {
+	done chan struct{} // closed when err is set
+	err  error
 }
 
 var _ broker.Broker = (*Broker)(nil)
@@ -136,6 +146,15 @@ func (b *Broker) key(room, kind string) string {
 	return b.cfg.Prefix + ":{" + room + "}:" + kind
 }
 
+// idemKind names the idempotency key of the pair (from, id) within a room:
+// "idem:<len(from)>:<from>:<id>". Both may contain ':', so the length of
+// from says where it ends; without it user "a" with id "b:c" and user "a:b"
+// with id "c" would share a key, and the second send would be acked as a
+// duplicate of the first and never stored.
+func idemKind(from, id string) string {
+	return "idem:" + strconv.Itoa(len(from)) + ":" + from + ":" + id
+}
+
 func (b *Broker) channel(room string) string { return b.cfg.Prefix + ":{" + room + "}" }
 
 func (b *Broker) roomOf(channel string) (string, bool) {
@@ -177,7 +196,7 @@ func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack,
 		p.TS = broker.Now()
 	}
 	head, tail := broker.EnvelopeParts(p)
-	keys := []string{b.key(p.Room, "meta"), b.key(p.Room, "log"), b.key(p.Room, "idem:"+p.From+":"+p.ID)}
+	keys := []string{b.key(p.Room, "meta"), b.key(p.Room, "log"), b.key(p.Room, idemKind(p.From, p.ID))}
 	res, err := b.enqueue(ctx, &publishReq{
 		ctx:  ctx,
 		keys: keys,
@@ -246,8 +265,12 @@ func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error)
 }
 
 // Subscribe implements broker.Broker: it sends SUBSCRIBE on the shared
-// pub/sub connection and waits for Redis to confirm it.
+// pub/sub connection and waits for Redis to confirm it. If ctx ends first,
+// Subscribe undoes itself before it returns the error (see abandon).
 func (b *Broker) Subscribe(ctx context.Context, room string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redis subscribe %s: %w: %w", room, broker.ErrUnavailable, err)
+	}
 	ch := b.channel(room)
 	done := make(chan struct{})
 	b.mu.Lock()
@@ -261,26 +284,69 @@ func (b *Broker) Subscribe(ctx context.Context, room string) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		b.dropWaiter(ch, done)
+		if b.abandon(ch, done) {
+			return nil // confirmed after all: the subscription stands
+		}
 		return fmt.Errorf("redis subscribe %s: %w: %w", room, broker.ErrUnavailable, ctx.Err())
 	case <-b.ctx.Done():
 		return broker.ErrClosed
 	}
 }
 
-func (b *Broker) dropWaiter(ch string, done chan struct{}) {
+// abandonCtx is the context of the UNSUBSCRIBE that undoes a failed
+// Subscribe. It is cancelled and has no deadline. go-redis takes only the
+// deadline of a context for a write, so on a live connection the
+// UNSUBSCRIBE still goes out, bounded by WriteTimeout (a deadline already
+// past would fail the write, and go-redis would drop the whole connection
+// for it). With no connection go-redis dials first, and a cancelled context
+// ends that dial at once: a failed Subscribe does not wait a dial timeout
+// more, and the connection dialed later subscribes only go-redis's set,
+// which no longer holds the channel.
+var abandonCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// abandon undoes a Subscribe whose ctx ended before Redis confirmed it, so
+// that a failed Subscribe leaves nothing to undo: the caller treats the room
+// as not subscribed and will not call Unsubscribe. It reports true if the
+// confirmation came first after all, and then undoes nothing.
+//
+// Once abandon returns false nothing of the channel reaches the Handler:
+// the channel is out of b.subs, so its messages are dropped and a late
+// confirmation of the SUBSCRIBE already sent is not reported (see
+// confirmed); it is out of go-redis's set (PubSub.Unsubscribe removes it
+// before sending, even when the send fails), so no reconnection subscribes
+// it again; and on a live connection UNSUBSCRIBE follows the SUBSCRIBE.
+func (b *Broker) abandon(ch string, done chan struct{}) (confirmed bool) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	if !b.dropWaiterLocked(ch, done) {
+		b.mu.Unlock()
+		return true // confirmed took the waiter: done is closed or about to be
+	}
+	delete(b.subs, ch)
+	b.mu.Unlock()
+	if err := b.ps.Unsubscribe(abandonCtx, ch); err != nil {
+		b.cfg.Logger.Debug("redis: UNSUBSCRIBE of a failed subscribe not sent; the channel is out of the set", "channel", ch, "err", err)
+	}
+	return false
+}
+
+// dropWaiterLocked removes done from the channel's waiters and reports
+// whether it was still there. Called with b.mu held.
+func (b *Broker) dropWaiterLocked(ch string, done chan struct{}) bool {
 	ws := b.waiters[ch]
 	for i, w := range ws {
 		if w == done {
 			b.waiters[ch] = append(ws[:i], ws[i+1:]...)
-			break
+			if len(b.waiters[ch]) == 0 {
+				delete(b.waiters, ch)
+			}
+			return true
 		}
 	}
-	if len(b.waiters[ch]) == 0 {
-		delete(b.waiters, ch)
-	}
+	return false
 }
 
 // Unsubscribe implements broker.Broker. Messages of the room still in
@@ -296,10 +362,24 @@ func (b *Broker) Unsubscribe(ctx context.Context, room string) error {
 }
 
 // Ready implements broker.Broker: Redis answers PING and the pub/sub
-// connection is up.
+// connection is up. It returns when ctx ends even if the PING has not: the
+// client does not set ContextTimeoutEnabled, so go-redis bounds the read of
+// the reply by ReadTimeout (3s), not by ctx, and a stalled Redis would hold
+// a 1s readiness probe for 3s. The PING goes on in the background; Ready
+// calls made meanwhile wait for it instead of sending more, so a stalled
+// Redis sees one PING at a time however often Ready is called.
 func (b *Broker) Ready(ctx context.Context) error {
-	if err := b.client.Ping(ctx).Err(); err != nil {
-		return unavailable("ping", err)
+	call := b.startPing()
+	if call == nil {
+		return broker.ErrClosed
+	}
+	select {
+	case <-call.done:
+		if call.err != nil {
+			return unavailable("ping", call.err)
+		}
+	case <-ctx.Done():
+		return unavailable("ping", ctx.Err())
 	}
 	if !b.healthy.Load() {
 		return fmt.Errorf("redis: %w: pub/sub connection down", broker.ErrUnavailable)
@@ -307,14 +387,46 @@ func (b *Broker) Ready(ctx context.Context) error {
 	return nil
 }
 
+// startPing returns Ready's PING in flight, starting one if there is none,
+// or nil once the broker is closed.
+func (b *Broker) startPing() *pingCall {
+	b.pingMu.Lock()
+	defer b.pingMu.Unlock()
+	if b.ctx.Err() != nil {
+		return nil // closed: Close may be waiting for the last PING already
+	}
+	if b.ping != nil {
+		return b.ping
+	}
+	call := &pingCall{done: make(chan struct{})}
+	b.ping = call
+	go func() {
+		err := b.client.Ping(b.ctx).Err()
+		b.pingMu.Lock()
+		b.ping = nil
+		b.pingMu.Unlock()
+		call.err = err
+		close(call.done)
+	}()
+	return call
+}
+
 // Close implements broker.Broker.
 func (b *Broker) Close() error {
 	b.cancel()
+	// No PING starts after the cancel (startPing checks under pingMu), so
+	// this is the last one; closing the client ends it.
+	b.pingMu.Lock()
+	ping := b.ping
+	b.pingMu.Unlock()
 	err := b.ps.Close()
 	b.wg.Wait()
 	b.closeQueue()
 	if err2 := b.client.Close(); err == nil {
 		err = err2
+	}
+	if ping != nil {
+		<-ping.done
 	}
 	if errors.Is(err, goredis.ErrClosed) {
 		err = nil
@@ -383,12 +495,17 @@ func (b *Broker) receive() {
 	}
 }
 
+// confirmed handles Redis's confirmation of a SUBSCRIBE, the first one or
+// a resubscription after a reconnect. A channel no longer in b.subs is not
+// reported: its Subscribe failed and was undone, or it was unsubscribed, and
+// an UNSUBSCRIBE follows on the connection.
 func (b *Broker) confirmed(ch string) {
 	b.mu.Lock()
 	ws := b.waiters[ch]
 	delete(b.waiters, ch)
+	live := b.subs[ch]
 	b.mu.Unlock()
-	if room, ok := b.roomOf(ch); ok && b.cfg.Handler != nil {
+	if room, ok := b.roomOf(ch); ok && live && b.cfg.Handler != nil {
 		b.cfg.Handler.Subscribed(room)
 	}
 	for _, w := range ws {

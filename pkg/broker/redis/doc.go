@@ -3,10 +3,13 @@
 //
 // Per room R (with {R} a hash tag, so a room lives on one Cluster slot):
 //
-//	<prefix>:{R}:meta              hash: seq (last assigned), epoch
-//	<prefix>:{R}:log               list: the last Retention envelopes, oldest first
-//	<prefix>:{R}:idem:<user>:<id>  string: the ack of an idempotent send, with a TTL
-//	channel <prefix>:{R}           pub/sub: each envelope as it is published
+//	<prefix>:{R}:meta                 hash: seq (last assigned), epoch
+//	<prefix>:{R}:log                  list: the last Retention envelopes, oldest first
+//	<prefix>:{R}:idem:<n>:<user>:<id> string: the ack of an idempotent send, with a TTL
+//	channel <prefix>:{R}              pub/sub: each envelope as it is published
+//
+// In the idempotency key n is the length of user in bytes, in decimal: user
+// and id may both contain ':', and n says where the user ends.
 //
 // Publish is one Lua script run with EVALSHA: idempotency check, seq and
 // epoch, RPUSH and LTRIM, the ack stored under the idempotency key, PUBLISH.

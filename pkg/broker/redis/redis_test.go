@@ -54,7 +54,7 @@ func TestIdempotencyKeyTTL(t *testing.T) {
 	if _, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "x1", From: "alice", Body: "hi"}); err != nil {
 		t.Fatal(err)
 	}
-	ttl, err := srv.Client().PTTL(ctx, "ttl:{r}:idem:alice:x1").Result()
+	ttl, err := srv.Client().PTTL(ctx, "ttl:{r}:idem:5:alice:x1").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,5 +169,178 @@ func TestPublishUnavailable(t *testing.T) {
 	}
 	if err := b.Ready(ctx); err == nil {
 		t.Fatal("Ready with Redis down")
+	}
+}
+
+// waitReady polls Ready until it answers nil, failing the test after timeout.
+func waitReady(t *testing.T, b *redis.Broker, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := b.Ready(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker not ready after %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitNotReady polls Ready until it answers an error: the broker has seen
+// Redis go.
+func waitNotReady(t *testing.T, b *redis.Broker, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := b.Ready(ctx)
+		cancel()
+		if err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker still ready %v after Redis went", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Subscribes that fail while Redis is down leave nothing behind: once Redis
+// is back, the broker's reconnection subscribes none of their channels and
+// none of their messages reach the Handler. (The gateway treats a failed
+// Subscribe as "not subscribed" and never unsubscribes, so anything left
+// would stay subscribed for good.)
+func TestFailedSubscribesDuringOutageLeaveNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := brokertest.NewRecorder()
+	const prefix = "outage"
+	b, err := redis.New(redis.Config{URL: srv.URL(), Prefix: prefix, Handler: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitReady(t, b, 10*time.Second)
+
+	srv.Stop()
+	waitNotReady(t, b, 10*time.Second)
+	var rooms []string
+	for i := range 20 {
+		room := fmt.Sprintf("room-%02d", i)
+		rooms = append(rooms, room)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		err := b.Subscribe(ctx, room)
+		cancel()
+		if err == nil {
+			t.Fatalf("Subscribe(%s) with Redis down succeeded", room)
+		}
+		if !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatalf("Subscribe(%s) with Redis down: %v, want ErrUnavailable", room, err)
+		}
+	}
+
+	srv.Run()
+	// Ready means the pub/sub connection answered a PING sent after it
+	// (re)subscribed go-redis's channel set, so Redis holds that set now.
+	waitReady(t, b, 15*time.Second)
+	ctx := context.Background()
+	chans, err := srv.Client().PubSubChannels(ctx, prefix+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chans) != 0 {
+		t.Fatalf("after Redis came back the broker is subscribed to %q, want nothing: every Subscribe failed", chans)
+	}
+
+	if err := b.Subscribe(ctx, "control"); err != nil {
+		t.Fatal(err)
+	}
+	for _, room := range rooms {
+		if _, err := b.Publish(ctx, broker.Publication{Room: room, ID: "m1", From: "u", Body: "must not arrive"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Publish(ctx, broker.Publication{Room: "control", ID: "sentinel", From: "u", Body: "last"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.AssertOnly(t, "control", "sentinel")
+}
+
+// A Subscribe that fails while Redis stalls has already sent SUBSCRIBE on
+// the live pub/sub connection. Undoing it sends UNSUBSCRIBE behind it, and
+// the confirmation that arrives once Redis resumes is not reported to the
+// Handler, nor are the room's messages delivered.
+func TestLateConfirmationOfFailedSubscribeIsIgnored(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := brokertest.NewRecorder()
+	const prefix = "late"
+	b, err := redis.New(redis.Config{URL: srv.URL(), Prefix: prefix, Handler: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitReady(t, b, 10*time.Second)
+
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err = b.Subscribe(ctx, "stalled")
+	cancel()
+	if !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("Subscribe while Redis is frozen: %v, want an error wrapping ErrUnavailable", err)
+	}
+	srv.Thaw()
+
+	// control's SUBSCRIBE follows stalled's SUBSCRIBE and UNSUBSCRIBE on the
+	// same connection, so once it is confirmed Redis has handled them all.
+	bg := context.Background()
+	if err := b.Subscribe(bg, "control"); err != nil {
+		t.Fatal(err)
+	}
+	chans, err := srv.Client().PubSubChannels(bg, prefix+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := prefix + ":{control}"; len(chans) != 1 || chans[0] != want {
+		t.Fatalf("Redis has the broker subscribed to %q, want only %s", chans, want)
+	}
+	if _, err := b.Publish(bg, broker.Publication{Room: "stalled", ID: "m1", From: "u", Body: "must not arrive"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(bg, broker.Publication{Room: "control", ID: "sentinel", From: "u", Body: "last"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.AssertOnly(t, "control", "sentinel")
+}
+
+// The gateway probes Ready every second with a 1 s timeout, so Ready must
+// end with its ctx even when Redis stalls (frozen, not refusing), well
+// before go-redis's 3 s read timeout. Twice: the second call finds the
+// first one's PING still unanswered and must not wait for it either. The
+// deferred Close, run while Redis is still frozen, must not wait for it.
+func TestReadyEndsWithItsContextWhenRedisStalls(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := newBroker(t, srv, nil, 100)
+	defer b.Close()
+	waitReady(t, b, 10*time.Second)
+
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		start := time.Now()
+		err := b.Ready(ctx)
+		took := time.Since(start)
+		cancel()
+		if !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatalf("Ready %d with Redis frozen: %v, want an error wrapping ErrUnavailable", i+1, err)
+		}
+		if took > 1500*time.Millisecond {
+			t.Fatalf("Ready %d with Redis frozen and a 500ms context took %v (%v)", i+1, took, err)
+		}
+		t.Logf("Ready %d: %v after %v", i+1, err, took.Round(time.Millisecond))
 	}
 }
