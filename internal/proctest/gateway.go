@@ -102,8 +102,10 @@ func (g *Gateway) WaitStatus(path string, want int, timeout time.Duration) {
 	g.t.Fatalf("gateway %s: %s = %d after %v, want %d; log:\n%s", g.Node, path, last, timeout, want, g.logs.String())
 }
 
-// WaitReady waits until /readyz answers 200.
-func (g *Gateway) WaitReady(timeout time.Duration) { g.WaitStatus("/readyz", 200, timeout) }
+// WaitReady waits until /healthz/deep answers 200: the gateway is not
+// draining and its last check found Redis reachable. (/readyz alone does
+// not wait for Redis.)
+func (g *Gateway) WaitReady(timeout time.Duration) { g.WaitStatus("/healthz/deep", 200, timeout) }
 
 // Kill sends SIGKILL and waits for the process to exit.
 func (g *Gateway) Kill() {

@@ -68,9 +68,11 @@ func (r *raw) send(ctx context.Context, id string) protocol.Frame {
 	return r.read(ctx)
 }
 
-// A gateway whose Redis is down at start starts anyway, stays unready and
-// answers sends with "unavailable"; it becomes ready by itself when Redis
-// comes. When Redis dies under it later, the same happens again and it
+// A gateway whose Redis is down at start starts anyway, takes connections
+// (/readyz 200: a Redis outage is not a reason for the load balancer to
+// drop it), reports the outage on /healthz/deep and answers sends with
+// "unavailable"; it recovers by itself when Redis comes. When Redis dies
+// under it later, the same happens again, on the same connection, and it
 // recovers again.
 func TestGatewayWithoutRedis(t *testing.T) {
 	rs := redistest.Prepare(t, redistest.Options{AOF: true})
@@ -79,9 +81,10 @@ func TestGatewayWithoutRedis(t *testing.T) {
 	defer cancel()
 
 	g.WaitStatus("/healthz", 200, 20*time.Second)
-	if s := g.Status("/readyz"); s != 503 {
-		t.Fatalf("/readyz = %d with Redis down at start, want 503", s)
+	if s := g.Status("/readyz"); s != 200 {
+		t.Fatalf("/readyz = %d with Redis down at start, want 200", s)
 	}
+	g.WaitStatus("/healthz/deep", 503, 10*time.Second)
 	c := dialRaw(t, ctx, g.Addr, "alice")
 	if f := c.send(ctx, "early"); f.Type != "error" || f.Code != protocol.CodeUnavailable || f.Ref != "early" {
 		t.Fatalf("send with Redis down: %+v, want error unavailable", f)
@@ -92,24 +95,27 @@ func TestGatewayWithoutRedis(t *testing.T) {
 
 	start := time.Now()
 	rs.Run()
-	g.WaitReady(30 * time.Second)
-	t.Logf("ready %v after Redis came", time.Since(start).Round(time.Millisecond))
+	g.WaitStatus("/healthz/deep", 200, 30*time.Second)
+	t.Logf("healthy %v after Redis came", time.Since(start).Round(time.Millisecond))
 	if f := c.send(ctx, "m1"); f.Type != "ack" || f.Seq != 1 {
 		t.Fatalf("send after Redis came: %+v, want ack seq 1", f)
 	}
 
 	start = time.Now()
 	rs.Stop()
-	g.WaitStatus("/readyz", 503, 30*time.Second)
-	t.Logf("unready %v after Redis died", time.Since(start).Round(time.Millisecond))
+	g.WaitStatus("/healthz/deep", 503, 30*time.Second)
+	t.Logf("unhealthy %v after Redis died", time.Since(start).Round(time.Millisecond))
+	if s := g.Status("/readyz"); s != 200 {
+		t.Fatalf("/readyz = %d with Redis gone, want 200", s)
+	}
 	if f := c.send(ctx, "lost"); f.Type != "error" || f.Code != protocol.CodeUnavailable {
 		t.Fatalf("send with Redis gone: %+v, want error unavailable", f)
 	}
 
 	start = time.Now()
 	rs.Run() // AOF: the room is still there
-	g.WaitReady(30 * time.Second)
-	t.Logf("ready %v after Redis returned", time.Since(start).Round(time.Millisecond))
+	g.WaitStatus("/healthz/deep", 200, 30*time.Second)
+	t.Logf("healthy %v after Redis returned", time.Since(start).Round(time.Millisecond))
 	for i := 2; i <= 3; i++ {
 		id := fmt.Sprint("m", i)
 		if f := c.send(ctx, id); f.Type != "ack" || f.Seq != int64(i) {
