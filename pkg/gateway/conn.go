@@ -69,9 +69,7 @@ func (c *conn) enqueueCatchUp(frames ...[]byte) {
 	if c.closing {
 		return
 	}
-	for _, f := range frames {
-		c.queue = append(c.queue, f)
-	}
+	c.queue = append(c.queue, frames...)
 	c.startWriterLocked()
 }
 
