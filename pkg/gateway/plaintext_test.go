@@ -144,3 +144,27 @@ func TestPlainTextNeedsTokenWithoutDevAuth(t *testing.T) {
 		t.Fatalf("tokenless plain client closed with %d %q", code, reason)
 	}
 }
+
+// A plain-text client cannot be told that a frame was refused, so the rate
+// limit paces it instead of dropping: 12 lines sent at once against a
+// limit of 5/s with a burst of 2 all arrive, in order, and the connection
+// stays open.
+func TestPlainTextOverTheRateIsPacedNotDropped(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *gateway.Config) { cfg.RateLimit, cfg.RateBurst = 5, 2 })
+	page := dialPlain(t, c.gws[0], "/chat")
+	v1 := login(t, c.gws[0], "alice", "phone")
+	v1.join("chat", nil)
+	for i := range 12 {
+		page.writeText(strings.Repeat("x", i+1))
+	}
+	ms := v1.messages(12)
+	for i, m := range ms {
+		if m.Body != strings.Repeat("x", i+1) || m.Seq != int64(i+1) {
+			t.Fatalf("message %d = seq %d %q, want seq %d with %d x", i, m.Seq, m.Body, i+1, i+1)
+		}
+	}
+	page.writeText("still open")
+	if m := v1.messages(1)[0]; m.Body != "still open" {
+		t.Fatalf("after the pacing: %+v", m)
+	}
+}
