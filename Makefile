@@ -1,6 +1,6 @@
 # Parley's one test command: `make test`. It installs what the tests need
 # when it is missing (redis-server, haproxy, ...), then checks formatting,
-# vets and runs every test with the race detector: first the packages, then,
+# vets, runs staticcheck (fetched through the Go module proxy) and runs every test with the race detector: first the packages, then,
 # verbosely so their figures reach the log, the end-to-end tests under test/
 # (processes behind a real haproxy; docker compose when an engine answers).
 
@@ -19,6 +19,7 @@ check:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o parley ./cmd/parley
