@@ -1,6 +1,7 @@
 # Parley's one test command: `make test`. It installs what the tests need
 # when it is missing (redis-server, haproxy, ...), then checks formatting,
-# vets, runs staticcheck (fetched through the Go module proxy) and runs every test with the race detector: first the packages, then,
+# vets, runs staticcheck (fetched through the Go module proxy) and runs
+# every test with the race detector: first the packages, then,
 # verbosely so their figures reach the log, the end-to-end tests under test/
 # (processes behind a real haproxy; docker compose when an engine answers).
 
