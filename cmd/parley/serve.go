@@ -112,10 +112,24 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "parley serve: --history, --backlog, --drain-spread and --drain-timeout must be positive")
 		return 2
 	}
-	if cfg.maxFrame <= 0 || cfg.maxBody <= 0 || cfg.rateLimit <= 0 || cfg.rateBurst <= 0 || cfg.outboundQueue <= 0 ||
-		cfg.outboundBytes <= 0 || cfg.helloTimeout <= 0 || cfg.maxConnsPerUser == 0 || cfg.maxConnsPerUser < -1 || cfg.maxConnsPerIP < 0 {
-		fmt.Fprintln(stderr, "parley serve: --max-frame-bytes, --max-body-bytes, --rate-limit, --rate-burst, --outbound-queue, --outbound-bytes and --hello-timeout must be positive; --max-conns-per-user positive or -1; --max-conns-per-ip 0 or more")
-		return 2
+	for _, bad := range []struct {
+		flag, want string
+		bad        bool
+	}{
+		{"--max-frame-bytes", "positive", cfg.maxFrame <= 0},
+		{"--max-body-bytes", "positive", cfg.maxBody <= 0},
+		{"--rate-limit", "positive", cfg.rateLimit <= 0},
+		{"--rate-burst", "positive", cfg.rateBurst <= 0},
+		{"--outbound-queue", "positive", cfg.outboundQueue <= 0},
+		{"--outbound-bytes", "positive", cfg.outboundBytes <= 0},
+		{"--hello-timeout", "positive", cfg.helloTimeout <= 0},
+		{"--max-conns-per-user", "positive, or -1 for no limit", cfg.maxConnsPerUser == 0 || cfg.maxConnsPerUser < -1},
+		{"--max-conns-per-ip", "0 (no limit) or more", cfg.maxConnsPerIP < 0},
+	} {
+		if bad.bad {
+			fmt.Fprintf(stderr, "parley serve: %s must be %s\n", bad.flag, bad.want)
+			return 2
+		}
 	}
 	var proxies []netip.Prefix
 	for _, p := range strings.Split(cfg.trustedProxies, ",") {

@@ -42,7 +42,9 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	if code := serve([]string{"--help"}, &stderr); code != 0 {
 		t.Fatalf("--help exit %d", code)
 	}
-	for _, f := range []string{"-addr", "-redis", "-node-id", "-history", "-backlog", "-dev-auth", "-jwt-secret", "-allowed-origins", "PARLEY_"} {
+	for _, f := range []string{"-addr", "-redis", "-node-id", "-history", "-backlog", "-dev-auth", "-jwt-secret", "-allowed-origins", "PARLEY_",
+		"-metrics-addr", "-max-frame-bytes", "-max-body-bytes", "-rate-limit", "-rate-burst", "-outbound-queue", "-outbound-bytes",
+		"-max-conns-per-user", "-max-conns-per-ip", "-trusted-proxies", "-hello-timeout"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}
@@ -116,5 +118,60 @@ func TestServeSIGTERMDrains(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "alice\",\"body") {
 		t.Fatal("logs hold a message body")
+	}
+}
+
+// Every limit flag is checked: a value that cannot work is one line and
+// exit 2, naming the flag.
+func TestBadLimitsAreRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--rate-limit", "0"}, {"--rate-burst", "-1"}, {"--max-frame-bytes", "0"}, {"--max-body-bytes", "0"},
+		{"--outbound-queue", "0"}, {"--outbound-bytes", "0"}, {"--hello-timeout", "0s"},
+		{"--max-conns-per-user", "0"}, {"--max-conns-per-ip", "-1"}, {"--trusted-proxies", "10.0.0.0"},
+	} {
+		var stderr bytes.Buffer
+		code := serve(append([]string{"--dev-auth", "--addr", "127.0.0.1:0"}, args...), &stderr)
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], args[0]) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line naming %s", args, code, stderr.String(), args[0])
+		}
+	}
+}
+
+// The limits reach the gateway (a frame over --max-body-bytes is refused
+// as too_large), and --metrics-addr moves /metrics off the gateway's
+// listener.
+func TestLimitsAndMetricsAddrReachTheGateway(t *testing.T) {
+	addr, maddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
+	g := proctest.StartGateway(t, proctest.GatewayOptions{Node: "limits", Addr: addr,
+		Args: []string{"--max-body-bytes", "10", "--metrics-addr", maddr}})
+	g.WaitReady(20 * time.Second)
+	if code := g.Status("/metrics"); code != 404 {
+		t.Fatalf("/metrics on the gateway's listener: %d, want 404", code)
+	}
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := new(bytes.Buffer)
+	_, _ = body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(body.String(), "parley_connections") {
+		t.Fatalf("/metrics on --metrics-addr: %d %.200s", resp.StatusCode, body.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{Subprotocols: []string{"parley.v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	_ = ws.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","user":"alice"}`))
+	if _, _, err := ws.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.Write(ctx, websocket.MessageText, []byte(`{"type":"send","ref":"s","room":"r","id":"m1","body":"eleven char"}`))
+	if _, b, err := ws.Read(ctx); err != nil || !strings.Contains(string(b), `"code":"too_large"`) || !strings.Contains(string(b), `"ref":"s"`) {
+		t.Fatalf("an 11-byte body under --max-body-bytes 10: %s %v", b, err)
 	}
 }
