@@ -1,13 +1,17 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/protocol"
 )
 
@@ -94,11 +98,42 @@ func (c *conn) servePlain(target *url.URL) {
 			continue
 		}
 		n++
-		c.offStack(func() { _, err = c.publish(now, room, fmt.Sprintf("%s-%d", c.device, n), string(data)) })
-		if err != nil {
-			c.g.log.Warn("plain-text publish failed", "conn", c.id, "err", err)
-			c.closeWith(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
+		if !c.publishPlain(now, room, fmt.Sprintf("%s-%d", c.device, n), string(data)) {
 			return
 		}
+	}
+}
+
+// publishPlain publishes one plain-text line. A plain-text client cannot
+// be told that a send failed, so while the message store is unreachable
+// the line is retried (same id: idempotent) with a backoff, and the
+// client's next lines wait in the socket meanwhile: a Redis outage delays
+// a plain-text client, it does not cut it or drop its words. It reports
+// false when the connection ended, or on an error a retry cannot fix
+// (then the connection is closed).
+func (c *conn) publishPlain(arrived time.Time, room, id, body string) bool {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		var err error
+		c.offStack(func() { _, err = c.publish(arrived, room, id, body) })
+		if err == nil {
+			return true
+		}
+		if c.ctx.Err() != nil || errors.Is(err, broker.ErrClosed) {
+			return false // the connection or the gateway is ending
+		}
+		if !errors.Is(err, broker.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			c.g.log.Error("plain-text publish failed", "conn", c.id, "err", err)
+			c.closeWith(protocol.CloseInternal, "internal error", true)
+			return false
+		}
+		if attempt == 1 {
+			c.g.log.Info("plain-text publish waits for the message store", "conn", c.id, "err", err)
+		}
+		if !pause(c.ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		arrived = nowFunc() // each attempt gets its own RequestTimeout
 	}
 }

@@ -168,3 +168,37 @@ func TestPlainTextOverTheRateIsPacedNotDropped(t *testing.T) {
 		t.Fatalf("after the pacing: %+v", m)
 	}
 }
+
+// A Redis outage delays a plain-text client; it does not cut it or drop
+// its words: the line sent while Redis is down is stored once it is back,
+// and the connection goes on.
+func TestPlainTextWaitsOutARedisOutage(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	page := dialPlain(t, c.gws[0], "/chat")
+	v1 := login(t, c.gws[0], "alice", "phone")
+	v1.join("chat", nil) // the plain client has joined too once this one has
+	page.writeText("before")
+	if m := v1.messages(1)[0]; m.Body != "before" {
+		t.Fatalf("got %+v", m)
+	}
+	c.redis.Stop()
+	page.writeText("during")
+	page.writeText("after")
+	c.redis.Restart() // no persistence: the room starts again at seq 1
+	b := redisBroker(t, c)
+	waitFor(t, 30*time.Second, "the lines sent during the outage to be stored", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		rng, err := b.After(ctx, "chat", 0, 0)
+		return err == nil && len(rng.Messages) == 2
+	})
+	rng, err := b.After(context.Background(), "chat", 0, 0)
+	if err != nil || rng.Messages[0].Body != "during" || rng.Messages[1].Body != "after" {
+		t.Fatalf("history after the outage: %+v %v", rng.Messages, err)
+	}
+	select {
+	case <-page.done:
+		t.Fatalf("the plain-text connection was closed: %v", page.err)
+	default:
+	}
+}
