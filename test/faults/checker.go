@@ -309,8 +309,14 @@ func (c *Checker) tally(r *Result) {
 	}
 	var base, fault, resume1012 []time.Duration
 	var caught time.Duration
+	sick := map[string]bool{} // Members the fault hit: their sends are not healthy latency
 	for _, m := range c.fleet.Members {
-		h := healthy(m)
+		if !healthy(m) {
+			sick[m.Name] = true
+		}
+	}
+	for _, m := range c.fleet.Members {
+		h := !sick[m.Name]
 		m.mu.Lock()
 		for _, room := range m.Rooms {
 			s := m.streams[room]
@@ -361,6 +367,7 @@ func (c *Checker) tally(r *Result) {
 		if h {
 			for _, l := range m.lat {
 				switch {
+				case sick[l.from]:
 				case !l.sent.Before(warm) && l.sent.Add(l.d).Before(start):
 					// Sent and delivered before the fault began: a message
 					// the fault held up belongs to neither window.
@@ -395,6 +402,19 @@ func (c *Checker) closesIn(from, to time.Time, classes ...string) map[string]int
 		m.mu.Unlock()
 	}
 	return out
+}
+
+// dropsSince counts m's dropped connections since t.
+func (c *Checker) dropsSince(m *Member, t time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, cl := range m.closes {
+		if !cl.at.Before(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // window returns the fault's start and end marks.

@@ -157,15 +157,20 @@ func waitReady(ctx context.Context, g *proctest.Gateway) error {
 //	127.0.0.1:40000 [22/Nov/2026:10:00:00.000] parley gateways/gw0 0/0/0/1/1 101 ...
 var frontendLine = regexp.MustCompile(`\] parley \S+ \S+ (\d{3}) `)
 
-// LBStatuses counts haproxy's logged responses by HTTP status.
-func (c *Cluster) LBStatuses() map[string]int {
-	out := map[string]int{}
+// LBStatuses counts haproxy's logged responses by HTTP status, and keeps
+// the first log line of each status other than 101 and 503 (the expected
+// upgrade and the expected refusal) for the report.
+func (c *Cluster) LBStatuses() (map[string]int, map[string]string) {
+	out, odd := map[string]int{}, map[string]string{}
 	for _, line := range strings.Split(c.LB.Logs(), "\n") {
 		if m := frontendLine.FindStringSubmatch(line); m != nil {
 			out[m[1]]++
+			if _, ok := odd[m[1]]; !ok && m[1] != "101" && m[1] != "503" {
+				odd[m[1]] = strings.TrimSpace(line)
+			}
 		}
 	}
-	return out
+	return out, odd
 }
 
 // downLine matches haproxy's log line of a server marked down (each event

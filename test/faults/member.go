@@ -44,6 +44,7 @@ type closeEvent struct {
 // latSample is the send-to-receive latency of one message at one Member.
 type latSample struct {
 	sent time.Time // when the sender first tried to send it
+	from string    // the sending user
 	d    time.Duration
 }
 
@@ -156,7 +157,7 @@ func (m *Member) record() {
 			if s := m.streams[ev.Message.Room]; s != nil {
 				s.message(now, ev.Message)
 				if sent, err := loadgen.DecodeBody(ev.Message.Body); err == nil {
-					m.lat = append(m.lat, latSample{sent: sent, d: now.Sub(sent)})
+					m.lat = append(m.lat, latSample{sent: sent, from: ev.Message.From, d: now.Sub(sent)})
 				}
 			}
 		case ev.Joined != nil:

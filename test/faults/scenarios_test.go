@@ -79,7 +79,11 @@ func finish(t *testing.T, ctx context.Context, c *Cluster, f *Fleet, name string
 	t.Helper()
 	f.Steady(ctx, after)
 	r := f.Checker.Finish(ctx, name, trs...)
-	r.LB503 = c.LBStatuses()["503"]
+	statuses, odd := c.LBStatuses()
+	r.LB503 = statuses["503"]
+	for _, st := range sortedKeys(odd) {
+		r.note("haproxy answered %d upgrades with %s, e.g. %s", statuses[st], st, odd[st])
+	}
 	if n := c.DownEvents(); n > 0 {
 		r.note("haproxy marked a gateway down %d times", n)
 	}
@@ -294,6 +298,7 @@ func redisBlackhole(t *testing.T, ctx context.Context) *Result {
 	f, tr := standard(t, ctx, c, "hole")
 	node := Node(0)
 	local := f.On(node)
+	f.Checker.Healthy = notOn(node)
 	var hotSenders []*Member
 	for _, m := range f.Members {
 		if m.Rooms[0] == f.Rooms[0] && m.Node() != node {
@@ -309,6 +314,13 @@ func redisBlackhole(t *testing.T, ctx context.Context) *Result {
 	if err := c.RedisProxy.Blackhole(ctx, 6*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	start, _ := f.Checker.window()
+	stayed := 0 // clients of gw-1 not dropped since the fault began
+	for _, m := range local {
+		if f.Checker.dropsSince(m, start) == 0 {
+			stayed++
+		}
+	}
 	faultEnd(t, ctx, f)
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	hot.Stop(sctx)
@@ -322,9 +334,16 @@ func redisBlackhole(t *testing.T, ctx context.Context) *Result {
 		}
 		m.mu.Unlock()
 	}
-	r.note("%d clients on %s (%d in the hot room), their drops: %s", len(local), node, countIn(local, f.Rooms[0]), mapText(closed))
+	r.note("%d clients on %s (%d in the hot room), %d still on it when the link healed; their drops: %s",
+		len(local), node, countIn(local, f.Rooms[0]), stayed, mapText(closed))
 	if closed[closeTryLater] > 0 {
 		t.Errorf("%d fast readers on %s closed with 1013 when the backlog landed; want none", closed[closeTryLater], node)
+	}
+	// The backlog lands only on clients still connected to the gateway: if
+	// haproxy cut them meanwhile, the check above saw nothing.
+	if stayed < len(local) {
+		t.Errorf("only %d of %d clients of %s were still on it when the link healed (haproxy cut the rest: %s): the backlog landed on nobody, so the 1013 expectation was not exercised",
+			stayed, len(local), node, mapText(closed))
 	}
 	return r
 }

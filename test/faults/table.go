@@ -33,8 +33,9 @@ type Result struct {
 	// every room's head as it was then (-1: not measured, or never).
 	CatchUp     time.Duration
 	NotCaughtUp int
-	// P99Base and P99Fault are the send-to-receive p99 of healthy Members
-	// before the fault and during it (until faultTail after it ended).
+	// P99Base and P99Fault are the send-to-receive p99 between healthy
+	// Members before the fault and during it (until faultTail after it
+	// ended).
 	P99Base, P99Fault time.Duration
 	// Closes counts dropped connections by class (member.go).
 	Closes map[string]int

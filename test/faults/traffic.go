@@ -40,9 +40,11 @@ type Traffic struct {
 	ctx     context.Context
 	wg      sync.WaitGroup // the pacer and every send
 	pacer   sync.WaitGroup
+	once    sync.Once
 }
 
-// StartTraffic starts sending. Stop ends it.
+// StartTraffic starts sending. Stop ends it; so does the end of the test,
+// at the latest.
 func (f *Fleet) StartTraffic(opts TrafficOptions) *Traffic {
 	if opts.BodyBytes == 0 {
 		opts.BodyBytes = 64
@@ -52,6 +54,11 @@ func (f *Fleet) StartTraffic(opts TrafficOptions) *Traffic {
 	tr.wg.Add(1)
 	tr.pacer.Add(1)
 	go tr.pace()
+	f.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tr.Stop(ctx)
+	})
 	return tr
 }
 
@@ -78,8 +85,12 @@ func (tr *Traffic) pace() {
 
 // Stop stops sending and waits for the sends in flight: until each is
 // acknowledged or has failed for good, or ctx ends (then they are given
-// up).
+// up). Calls after the first return at once.
 func (tr *Traffic) Stop(ctx context.Context) {
+	tr.once.Do(func() { tr.stopOnce(ctx) })
+}
+
+func (tr *Traffic) stopOnce(ctx context.Context) {
 	close(tr.stop)
 	tr.pacer.Wait()
 	done := make(chan struct{})
