@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -43,6 +44,7 @@ type Cluster struct {
 	Redis      *redistest.Server
 	RedisProxy *faultproxy.Proxy // with ClusterOptions.ProxiedGateway
 	Gateways   []*proctest.Gateway
+	started    []*proctest.Gateway // every gateway process, replaced ones too
 	LB         *proctest.HAProxy
 	// URL is the WebSocket endpoint through haproxy.
 	URL  string
@@ -88,10 +90,34 @@ func (c *Cluster) startGateway(i int, addr string) *proctest.Gateway {
 	if c.RedisProxy != nil && c.opts.ProxiedGateway == i+1 {
 		redisURL = "redis://" + c.RedisProxy.Addr() + "/0"
 	}
-	return proctest.StartGateway(c.t, proctest.GatewayOptions{
+	g := proctest.StartGateway(c.t, proctest.GatewayOptions{
 		Redis: redisURL, Node: Node(i), Addr: addr,
 		Args: []string{"--drain-spread", drainSpread.String(), "--drain-timeout", "10s"},
 	})
+	c.started = append(c.started, g)
+	return g
+}
+
+// logLine is the part of a gateway's JSON log line the report reads.
+type logLine struct {
+	Level string `json:"level"`
+	Msg   string `json:"msg"`
+}
+
+// GatewayWarnings counts the warnings and errors every gateway process of
+// the cluster logged, by level and message.
+func (c *Cluster) GatewayWarnings() map[string]int {
+	out := map[string]int{}
+	for _, g := range c.started {
+		for _, line := range strings.Split(g.Logs(), "\n") {
+			var l logLine
+			if json.Unmarshal([]byte(line), &l) != nil || (l.Level != "WARN" && l.Level != "ERROR") {
+				continue
+			}
+			out[l.Level+" "+l.Msg]++
+		}
+	}
+	return out
 }
 
 // serverName is haproxy's name for gateway i's server line.

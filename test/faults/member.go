@@ -258,11 +258,12 @@ func (m *Member) checkTargets(now time.Time) {
 	}
 }
 
-// waitAt waits until the Member holds position p of room.
+// waitAt waits until the Member is connected and holds position p of
+// room.
 func (m *Member) waitAt(ctx context.Context, room string, p position) error {
-	return m.waitFor(ctx, fmt.Sprintf("%s at %s/%d", room, p.epoch, p.seq), func() bool {
+	return m.waitFor(ctx, fmt.Sprintf("%s at %s/%d, connected", room, p.epoch, p.seq), func() bool {
 		s := m.streams[room]
-		return s != nil && s.at(p)
+		return s != nil && s.at(p) && m.down.IsZero()
 	})
 }
 

@@ -84,6 +84,13 @@ func finish(t *testing.T, ctx context.Context, c *Cluster, f *Fleet, name string
 	for _, st := range sortedKeys(odd) {
 		r.note("haproxy answered %d upgrades with %s, e.g. %s", statuses[st], st, odd[st])
 	}
+	if w := c.GatewayWarnings(); len(w) > 0 {
+		var parts []string
+		for _, k := range sortedKeys(w) {
+			parts = append(parts, fmt.Sprintf("%q x%d", k, w[k]))
+		}
+		r.note("gateway log: %s", strings.Join(parts, ", "))
+	}
 	if n := c.DownEvents(); n > 0 {
 		r.note("haproxy marked a gateway down %d times", n)
 	}
