@@ -24,9 +24,12 @@ import (
 
 // Options select how the server persists.
 type Options struct {
-	// AOF turns on the append-only file (appendfsync always), so a restart
-	// keeps every write. Default off: a restart loses everything.
+	// AOF turns on the append-only file, so a restart keeps every write.
+	// Default off: a restart loses everything.
 	AOF bool
+	// Fsync is the appendfsync policy with AOF: "always" (the default, so
+	// a kill -9 loses nothing), "everysec" (production's default) or "no".
+	Fsync string
 }
 
 // Server is a redis-server child process.
@@ -75,7 +78,11 @@ func (s *Server) start() error {
 		"--protected-mode", "no", "--logfile", filepath.Join(s.Dir, "redis.log"),
 	}
 	if s.opts.AOF {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+		fsync := s.opts.Fsync
+		if fsync == "" {
+			fsync = "always"
+		}
+		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
@@ -184,6 +191,44 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.kill()
 	s.Run()
+}
+
+// RestartWithoutData kills the server, deletes everything it persisted
+// (the append-only files and any snapshot) and starts it again on the same
+// port: Redis comes back empty, as after the loss of its volume.
+func (s *Server) RestartWithoutData() {
+	s.t.Helper()
+	s.kill()
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		s.t.Fatalf("redistest: read %s: %v", s.Dir, err)
+	}
+	for _, e := range entries {
+		if e.Name() == "redis.log" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.Dir, e.Name())); err != nil {
+			s.t.Fatalf("redistest: remove the data: %v", err)
+		}
+	}
+	s.Run()
+}
+
+// Freeze stops the server process (SIGSTOP): its sockets stay open and
+// nothing answers, like a Redis stalled by a slow disk or a long fork.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.t.Fatalf("redistest: %v: the server is not running", sig)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("redistest: %v: %v", sig, err)
+	}
 }
 
 // Run starts the server on its port, waiting until it answers PING, unless

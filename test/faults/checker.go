@@ -1,0 +1,432 @@
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// faultTail is how long after a fault ends its window goes on for the
+// latency figure: the clients it dropped come back meanwhile.
+const faultTail = 2 * time.Second
+
+// Checker is the one judge of every scenario. It keeps the ledger of sends
+// and acks, marks the fault window, sets the "caught up" targets when the
+// fault ends, and at the end reads each room's history straight from Redis
+// and compares it with the ledger and with what every Member received
+// (stream.go).
+type Checker struct {
+	fleet *Fleet
+	rdb   *goredis.Client
+
+	ledger *ledger
+
+	// DataLoss says the scenario wipes Redis on purpose: acknowledged
+	// messages of the lost epoch are excused, provided every Member in the
+	// room was told with recovered:false.
+	DataLoss bool
+	// Healthy picks the Members whose latency the fault-window p99 covers
+	// and whose 1008/1013 closes fail the scenario. Default: all.
+	Healthy func(*Member) bool
+
+	mu         sync.Mutex
+	warmStart  time.Time
+	faultStart time.Time
+	faultEnd   time.Time
+	pending    map[string]bool // rooms whose target is their first ack after the fault
+}
+
+func newChecker(c *Cluster, f *Fleet) *Checker {
+	return &Checker{
+		fleet:     f,
+		rdb:       c.Redis.Client(),
+		ledger:    newLedger(),
+		warmStart: time.Now(),
+		pending:   map[string]bool{},
+	}
+}
+
+// WarmStart starts the baseline window (the p99 before the fault).
+func (c *Checker) WarmStart() {
+	c.mu.Lock()
+	c.warmStart = time.Now()
+	c.mu.Unlock()
+}
+
+// FaultStart marks the start of the fault and notes each Member's gateway.
+func (c *Checker) FaultStart() {
+	c.mu.Lock()
+	c.faultStart = time.Now()
+	c.mu.Unlock()
+	for _, m := range c.fleet.Members {
+		node := m.Node()
+		m.mu.Lock()
+		m.node = node
+		m.mu.Unlock()
+	}
+}
+
+// FaultEnd marks the end of the fault: from now on "caught up" is
+// measured. Each room's target is its head in Redis now (read as soon as
+// Redis answers), or, for a room Redis holds nothing of, its first message
+// acknowledged from now on.
+func (c *Checker) FaultEnd(ctx context.Context) error {
+	now := time.Now()
+	c.mu.Lock()
+	c.faultEnd = now
+	c.mu.Unlock()
+	for _, room := range c.fleet.Rooms {
+		p, err := c.head(ctx, room)
+		if err != nil {
+			return fmt.Errorf("fault end: %w", err)
+		}
+		if p.seq == 0 {
+			c.mu.Lock()
+			c.pending[room] = true
+			c.mu.Unlock()
+			continue
+		}
+		c.target(room, p, now)
+	}
+	return nil
+}
+
+func (c *Checker) target(room string, p position, now time.Time) {
+	for _, m := range c.fleet.Members {
+		if slices.Contains(m.Rooms, room) {
+			m.setTarget(room, p, now)
+		}
+	}
+}
+
+// acked records an ack, and makes it the room's target if the room was
+// waiting for its first message after the fault.
+func (c *Checker) acked(r *sendRec, ack protocol.Frame) {
+	p := position{epoch: ack.Epoch, seq: ack.Seq}
+	c.ledger.ack(r, p, time.Now())
+	c.mu.Lock()
+	first := c.pending[r.room]
+	delete(c.pending, r.room)
+	c.mu.Unlock()
+	if first {
+		c.target(r.room, p, time.Now())
+	}
+}
+
+// head reads a room's head (epoch and last seq) from Redis, retrying until
+// Redis answers or ctx ends.
+func (c *Checker) head(ctx context.Context, room string) (position, error) {
+	for {
+		v, err := c.rdb.HMGet(ctx, "parley:{"+room+"}:meta", "epoch", "seq").Result()
+		if err == nil {
+			var p position
+			if s, ok := v[0].(string); ok {
+				p.epoch = s
+			}
+			if s, ok := v[1].(string); ok {
+				p.seq, _ = strconv.ParseInt(s, 10, 64)
+			}
+			return p, nil
+		}
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			return position{}, fmt.Errorf("read the head of %s: %w (last error %w)", room, ctx.Err(), err)
+		}
+	}
+}
+
+// stored is one envelope of a room's history as Redis holds it.
+type stored struct {
+	Seq   int64  `json:"seq"`
+	Epoch string `json:"epoch"`
+	ID    string `json:"id"`
+	From  string `json:"from"`
+}
+
+// history reads a room's whole history list from Redis.
+func (c *Checker) history(ctx context.Context, room string) ([]stored, error) {
+	raw, err := c.rdb.LRange(ctx, "parley:{"+room+"}:log", 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read the history of %s: %w", room, err)
+	}
+	out := make([]stored, len(raw))
+	for i, s := range raw {
+		if err := json.Unmarshal([]byte(s), &out[i]); err != nil {
+			return nil, fmt.Errorf("history of %s, entry %d: %w", room, i, err)
+		}
+	}
+	return out, nil
+}
+
+// Finish ends the scenario: it stops the traffic (waiting for the sends in
+// flight), waits until every Member holds its rooms' heads, and checks the
+// history against the ledger. The Result holds every figure of the row;
+// Result.Problems lists what the shared assertions found wrong.
+func (c *Checker) Finish(ctx context.Context, name string, traffic ...*Traffic) *Result {
+	sctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	for _, tr := range traffic {
+		tr.Stop(sctx)
+	}
+	cancel()
+	r := &Result{Scenario: name, Closes: map[string]int{}, DialFails: map[int]int{}, ErrorFrames: map[string]int{}}
+	r.SendErrors = c.ledger.codes()
+
+	// Every Member catches up to the head.
+	heads := map[string]position{}
+	for _, room := range c.fleet.Rooms {
+		p, err := c.head(ctx, room)
+		if err != nil {
+			r.problem("%v", err)
+			return r
+		}
+		heads[room] = p
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, m := range c.fleet.Members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, room := range m.Rooms {
+				if err := m.waitAt(wctx, room, heads[room]); err != nil {
+					mu.Lock()
+					r.NotCaughtUp++
+					if r.NotCaughtUp <= 3 {
+						r.problem("not caught up at the end: %v (fatal: %v)", err, m.fatalErr())
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wcancel()
+
+	c.checkHistory(ctx, r, heads)
+	c.tally(r)
+	return r
+}
+
+func (m *Member) fatalErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fatal
+}
+
+// checkHistory compares each room's history with the ledger: every
+// acknowledged message is there exactly once, at the seq its ack named;
+// no id is stored twice; seqs rise by one.
+func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]position) {
+	recs := c.ledger.snapshot()
+	type where struct {
+		seq   int64
+		epoch string
+	}
+	for _, room := range c.fleet.Rooms {
+		hist, err := c.history(ctx, room)
+		if err != nil {
+			r.problem("%v", err)
+			continue
+		}
+		seen := map[string][]where{}
+		for i, e := range hist {
+			k := key(room, e.From, e.ID)
+			seen[k] = append(seen[k], where{e.Seq, e.Epoch})
+			if i > 0 && e.Epoch == hist[i-1].Epoch && e.Seq != hist[i-1].Seq+1 {
+				r.OutOfOrder++
+				r.problem("history of %s: seq %d after %d", room, e.Seq, hist[i-1].Seq)
+			}
+		}
+		if n := len(hist); n > 0 && hist[n-1].Seq != heads[room].seq {
+			r.problem("history of %s ends at seq %d, head is %d", room, hist[n-1].Seq, heads[room].seq)
+		}
+		for k, ws := range seen {
+			if len(ws) > 1 {
+				r.Duplicated += int64(len(ws) - 1)
+				r.problem("%s stored %d times: %v", k, len(ws), ws)
+			}
+		}
+		for _, s := range recs {
+			if s.room != room {
+				continue
+			}
+			if !s.acked {
+				r.Unacked++
+				if r.Unacked <= 3 {
+					r.problem("send %s never acknowledged: %s", s.id, s.gaveUp)
+				}
+				continue
+			}
+			r.Acked++
+			ws := seen[key(room, s.user, s.id)]
+			switch {
+			case len(ws) > 0 && (ws[0].seq != s.ack.seq || ws[0].epoch != s.ack.epoch):
+				r.LostHistory++
+				r.problem("%s acknowledged as %s/%d, stored as %s/%d", s.id, s.ack.epoch, s.ack.seq, ws[0].epoch, ws[0].seq)
+			case len(ws) > 0:
+			case len(hist) > 0 && s.ack.epoch == hist[0].Epoch && s.ack.seq < hist[0].Seq:
+				r.Trimmed++ // retention dropped it: the streams vouch for it
+			case c.DataLoss && s.ack.epoch != heads[room].epoch:
+				r.Excused++
+			default:
+				r.LostHistory++
+				if r.LostHistory <= 3 {
+					r.problem("%s acknowledged as %s/%d, not in the history of %s", s.id, s.ack.epoch, s.ack.seq, room)
+				}
+			}
+		}
+	}
+	c.ledger.mu.Lock()
+	for _, id := range c.ledger.conflict {
+		r.Duplicated++
+		r.problem("%s acknowledged twice at different positions", id)
+	}
+	c.ledger.mu.Unlock()
+}
+
+// tally adds up what the Members saw.
+func (c *Checker) tally(r *Result) {
+	c.mu.Lock()
+	warm, start, end := c.warmStart, c.faultStart, c.faultEnd
+	c.mu.Unlock()
+	if end.IsZero() {
+		end = start
+	}
+	healthy := c.Healthy
+	if healthy == nil {
+		healthy = func(*Member) bool { return true }
+	}
+	var base, fault, resume1012 []time.Duration
+	var caught time.Duration
+	sick := map[string]bool{} // Members the fault hit: their sends are not healthy latency
+	for _, m := range c.fleet.Members {
+		if !healthy(m) {
+			sick[m.Name] = true
+		}
+	}
+	for _, m := range c.fleet.Members {
+		h := !sick[m.Name]
+		m.mu.Lock()
+		for _, room := range m.Rooms {
+			s := m.streams[room]
+			r.LostStream += s.lost + s.unannounced
+			r.Dups += s.dups
+			r.OutOfOrder += s.outOfOrder
+			r.NotRecovered += s.notRecovered
+			for _, p := range s.problems {
+				r.problem("%s in %s: %s", m.Name, room, p)
+			}
+			if c.DataLoss && s.notRecovered == 0 {
+				r.Unannounced++
+				if r.Unannounced <= 3 {
+					r.problem("%s in %s: Redis lost the room and it got no recovered:false", m.Name, room)
+				}
+			}
+			if s.target != nil {
+				if s.reached.IsZero() {
+					caught = -1 << 62 // never: reported as not caught up
+				} else if caught >= 0 {
+					caught = max(caught, s.reached.Sub(end))
+				}
+			}
+		}
+		for _, cl := range m.closes {
+			r.Closes[cl.class]++
+			if h && (cl.class == closeTryLater || cl.class == closePolicy) {
+				r.HealthyBadCloses++
+				if r.HealthyBadCloses <= 3 {
+					r.problem("%s (healthy) closed with %s by %s: %s", m.Name, cl.class, cl.node, cl.err)
+				}
+			}
+		}
+		for _, ev := range m.resumes {
+			if ev.class == closeRestart {
+				resume1012 = append(resume1012, ev.took)
+			}
+		}
+		for status, n := range m.dialFail {
+			r.DialFails[status] += n
+		}
+		for code, n := range m.errs {
+			r.ErrorFrames[code] += n
+		}
+		if m.fatal != nil {
+			r.problem("%s stopped: %v", m.Name, m.fatal)
+		}
+		if h {
+			for _, l := range m.lat {
+				switch {
+				case sick[l.from]:
+				case !l.sent.Before(warm) && l.sent.Add(l.d).Before(start):
+					// Sent and delivered before the fault began: a message
+					// the fault held up belongs to neither window.
+					base = append(base, l.d)
+				case !l.sent.Before(start) && !l.sent.After(end.Add(faultTail)):
+					fault = append(fault, l.d)
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+	r.CatchUp = caught
+	if caught < 0 {
+		r.CatchUp = -1
+	}
+	r.P99Base, r.P99Fault = percentile(base, 0.99), percentile(fault, 0.99)
+	r.Resume1012P99 = percentile(resume1012, 0.99)
+	r.Resumes1012 = len(resume1012)
+}
+
+// closesIn counts the Members' drops of the given classes between from and
+// to.
+func (c *Checker) closesIn(from, to time.Time, classes ...string) map[string]int {
+	out := map[string]int{}
+	for _, m := range c.fleet.Members {
+		m.mu.Lock()
+		for _, cl := range m.closes {
+			if !cl.at.Before(from) && !cl.at.After(to) && slices.Contains(classes, cl.class) {
+				out[cl.class]++
+			}
+		}
+		m.mu.Unlock()
+	}
+	return out
+}
+
+// dropsSince counts m's dropped connections since t.
+func (c *Checker) dropsSince(m *Member, t time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, cl := range m.closes {
+		if !cl.at.Before(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// window returns the fault's start and end marks.
+func (c *Checker) window() (time.Time, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.faultStart, c.faultEnd
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	ks := slices.Collect(maps.Keys(m))
+	sort.Strings(ks)
+	return ks
+}

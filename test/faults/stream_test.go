@@ -1,0 +1,78 @@
+package faults
+
+import (
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// The stream check counts every break a client could be shown, and lets
+// through only the one a recovered:false joined announced.
+func TestStreamCheck(t *testing.T) {
+	now := time.Now()
+	msg := func(epoch string, seq int64) *protocol.Message {
+		return &protocol.Message{Room: "r", Epoch: epoch, Seq: seq}
+	}
+	joined := func(epoch string, recovered *bool) *protocol.Frame {
+		return &protocol.Frame{Type: protocol.TypeJoined, Room: "r", Epoch: epoch, Recovered: recovered}
+	}
+	type step struct {
+		j *protocol.Frame
+		m *protocol.Message
+	}
+	for _, tc := range []struct {
+		name                        string
+		steps                       []step
+		lost, dups, ooo, unann, nrc int64
+	}{
+		{name: "consecutive from an empty room", steps: []step{{j: joined("", protocol.Bool(true))}, {m: msg("e1", 1)}, {m: msg("e1", 2)}}},
+		{name: "consecutive from an existing room", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {m: msg("e1", 2)}, {j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 3)}}},
+		{name: "a gap", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {m: msg("e1", 4)}}, lost: 2},
+		{name: "first message of an empty room is not 1", steps: []step{{j: joined("", protocol.Bool(true))}, {m: msg("e1", 3)}}, lost: 2},
+		{name: "a duplicate", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {m: msg("e1", 1)}}, dups: 1},
+		{name: "out of order", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {m: msg("e1", 2)}, {m: msg("e1", 1)}}, ooo: 1},
+		{name: "an epoch change nobody announced", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {m: msg("e2", 1)}}, unann: 1},
+		{name: "a resume into another epoch said recovered", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("e2", protocol.Bool(true))}, {m: msg("e2", 1)}}, unann: 1},
+		{name: "an announced loss", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("e2", protocol.Bool(false))}, {m: msg("e2", 5)}, {m: msg("e2", 6)}}, nrc: 1},
+		{name: "a gap after an announced loss", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("e2", protocol.Bool(false))}, {m: msg("e2", 1)}, {m: msg("e2", 3)}}, lost: 1, nrc: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s stream
+			for _, st := range tc.steps {
+				if st.j != nil {
+					s.joined(now, st.j)
+				} else {
+					s.message(now, st.m)
+				}
+			}
+			if s.lost != tc.lost || s.dups != tc.dups || s.outOfOrder != tc.ooo || s.unannounced != tc.unann || int64(s.notRecovered) != tc.nrc {
+				t.Errorf("lost %d dups %d ooo %d unannounced %d recovered:false %d; want %d %d %d %d %d (problems %v)",
+					s.lost, s.dups, s.outOfOrder, s.unannounced, s.notRecovered, tc.lost, tc.dups, tc.ooo, tc.unann, tc.nrc, s.problems)
+			}
+		})
+	}
+}
+
+// A stream reaches its target only once it holds it while connected.
+func TestStreamTarget(t *testing.T) {
+	now := time.Now()
+	var s stream
+	s.joined(now, &protocol.Frame{Epoch: "e1", Recovered: protocol.Bool(true)})
+	s.message(now, &protocol.Message{Epoch: "e1", Seq: 1})
+	s.target = &position{epoch: "e1", seq: 2}
+	s.checkTarget(now, true)
+	if !s.reached.IsZero() {
+		t.Fatal("reached seq 2 at seq 1")
+	}
+	s.message(now, &protocol.Message{Epoch: "e1", Seq: 2})
+	s.checkTarget(now, false)
+	if !s.reached.IsZero() {
+		t.Fatal("reached while disconnected")
+	}
+	later := now.Add(time.Second)
+	s.checkTarget(later, true)
+	if !s.reached.Equal(later) {
+		t.Fatalf("reached at %v, want %v", s.reached, later)
+	}
+}
