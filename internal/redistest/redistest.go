@@ -214,23 +214,6 @@ func (s *Server) RestartWithoutData() {
 	s.Run()
 }
 
-// Freeze stops the server process (SIGSTOP): its sockets stay open and
-// nothing answers, like a Redis stalled by a slow disk or a long fork.
-func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
-
-// Thaw resumes a frozen server (SIGCONT).
-func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
-
-func (s *Server) signal(sig syscall.Signal) {
-	s.t.Helper()
-	if s.cmd == nil {
-		s.t.Fatalf("redistest: %v: the server is not running", sig)
-	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("redistest: %v: %v", sig, err)
-	}
-}
-
 // Run starts the server on its port, waiting until it answers PING, unless
 // it is already running.
 func (s *Server) Run() {
