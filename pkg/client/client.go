@@ -28,15 +28,18 @@ type Config struct {
 	Device string
 	// Header holds extra HTTP headers for the WebSocket handshake. Optional.
 	Header http.Header
-	// MinBackoff is the shortest wait before a reconnect attempt.
-	// Default 100ms.
+	// MinBackoff is the shortest wait before a reconnect attempt, and
+	// before resending a request answered unavailable. Default 100ms.
 	MinBackoff time.Duration
-	// MaxBackoff caps the wait between reconnect attempts. Default 5s.
+	// MaxBackoff caps the wait between reconnect attempts, and between
+	// resends of a request answered unavailable. Default 5s.
 	MaxBackoff time.Duration
 	// AckTimeout is how long a call waits for its reply (a Send for its ack)
-	// before the Client drops the connection and resends the request on a
-	// new one. It also bounds dial plus hello, and the re-joins after a
-	// reconnect. Default 10s.
+	// after it was written before the Client drops the connection and
+	// resends the request on a new one; a request refused for now and
+	// waiting to be resent, or a send held behind an earlier one, is not
+	// counted as waiting. It also bounds dial plus hello, and the re-joins
+	// after a reconnect. Default 10s.
 	AckTimeout time.Duration
 	// Logger receives the Client's diagnostics. Default: discard.
 	Logger *slog.Logger
@@ -118,8 +121,8 @@ func (s State) String() string {
 	}
 }
 
-// Event is one item on the Events channel. Exactly one of Message, Joined
-// and Error is set, or none of them and State is.
+// Event is one item on the Events channel. Exactly one of Message, Joined,
+// Error and Retry is set, or none of them and State is.
 type Event struct {
 	// Message is a "message" frame, delivered once, in seq order per room.
 	Message *protocol.Message
@@ -131,13 +134,34 @@ type Event struct {
 	// the answer to an automatic re-join (the room is then no longer
 	// joined, unless the code says to retry later).
 	Error *protocol.Frame
-	// State is a connection state change, set when Message, Joined and
-	// Error are nil.
+	// Retry reports a pending request that the server refused for now
+	// (rate_limited or unavailable) and that the Client will resend by
+	// itself; the call keeps waiting and returns no error for it. An
+	// application may use it to show that a message is delayed.
+	Retry *Retry
+	// State is a connection state change, set when Message, Joined, Error
+	// and Retry are nil.
 	State State
 	// Err says why: with StateReconnecting, why the connection dropped
 	// (close code and reason, or the network error); with StateClosed, the
 	// fatal error, or nil after Close.
 	Err error
+}
+
+// Retry describes a request the server refused for now. See Event.Retry.
+type Retry struct {
+	// Request is the refused request: its Type and Room, and for a send
+	// its ID and Body. A re-join after a reconnect is reported too (a
+	// join the application did not call).
+	Request protocol.Frame
+	// Err is the server's answer: code rate_limited or unavailable.
+	Err *protocol.Error
+	// After is how long the Client waits before it resends the request:
+	// the answer's retry_after_ms for rate_limited, a backoff between
+	// Config.MinBackoff and Config.MaxBackoff for unavailable.
+	After time.Duration
+	// Attempt counts this request's refusals so far: 1 the first time.
+	Attempt int
 }
 
 // Client is a connection to a Parley gateway that reconnects and resumes by
@@ -157,6 +181,9 @@ type Client struct {
 	welcome protocol.Frame
 	rooms   map[string]*roomPos
 	pending map[string]*call
+	// sends are the pending sends in the order they were made; only the
+	// first is ever written (see nextSendLocked).
+	sends []*call
 	// cur is the connection being resumed or in use; nil while
 	// reconnecting.
 	cur *conn

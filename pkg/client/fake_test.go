@@ -42,6 +42,11 @@ type fakeServer struct {
 	down        bool   // answer upgrades with 503
 	rejectHello string // close with 1008 and this reason on hello
 	holdAcks    bool   // store new sends but neither ack nor fan them out
+	// refuse, when set, sees each request after hello before it is
+	// served; a non-nil error frame is sent instead (the request is not
+	// processed), as the gateway's rate limiter and an unreachable store
+	// do.
+	refuse func(f *protocol.Frame) *protocol.Frame
 }
 
 type fakeConn struct {
@@ -56,9 +61,11 @@ type fakeRoom struct {
 	log   []*protocol.Message
 }
 
-// recvFrame is a frame the server received, and on which connection.
+// recvFrame is a frame the server received, on which connection and
+// when.
 type recvFrame struct {
 	conn int
+	at   time.Time
 	f    protocol.Frame
 }
 
@@ -220,7 +227,7 @@ func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
-		s.recv = append(s.recv, recvFrame{conn: fc.n, f: *f})
+		s.recv = append(s.recv, recvFrame{conn: fc.n, at: time.Now(), f: *f})
 		reject := s.rejectHello
 		s.notifyLocked()
 		s.mu.Unlock()
@@ -230,9 +237,42 @@ func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
-		s.serveLocked(fc, f)
+		if e := s.refusalLocked(f); e != nil {
+			s.writeLocked(fc, e)
+		} else {
+			s.serveLocked(fc, f)
+		}
 		s.mu.Unlock()
 	}
+}
+
+// refusalLocked asks the refuse knob about f. Caller holds mu.
+func (s *fakeServer) refusalLocked(f *protocol.Frame) *protocol.Frame {
+	if s.refuse == nil || f.Type == protocol.TypeHello {
+		return nil
+	}
+	return s.refuse(f)
+}
+
+// rateLimited is the gateway's answer to a request over the connection's
+// allowance.
+func rateLimited(f *protocol.Frame, after time.Duration) *protocol.Frame {
+	e := protocol.ErrorFrame(f.Ref, protocol.CodeRateLimited, "more than 20 frames per second; frame dropped")
+	e.RetryAfterMS = after.Milliseconds()
+	return e
+}
+
+// unavailable is the gateway's answer to a request while its store is
+// unreachable.
+func unavailable(f *protocol.Frame) *protocol.Frame {
+	return protocol.ErrorFrame(f.Ref, protocol.CodeUnavailable, "message store unreachable; retry later")
+}
+
+// received returns every frame received so far.
+func (s *fakeServer) received() []recvFrame {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]recvFrame(nil), s.recv...)
 }
 
 func (s *fakeServer) room(name string) *fakeRoom {
@@ -289,7 +329,7 @@ func (s *fakeServer) serveLocked(fc *fakeConn, f *protocol.Frame) {
 			ID: f.ID, From: fc.user, TS: protocol.FormatTime(time.Now()), Body: f.Body,
 		}
 		r.log = append(r.log, m)
-		ack := protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: f.ID, Room: f.Room, Seq: m.Seq, TS: m.TS}
+		ack := protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: f.ID, Room: f.Room, Seq: m.Seq, Epoch: m.Epoch, TS: m.TS}
 		s.acks[key] = ack
 		if s.holdAcks {
 			return
