@@ -41,6 +41,13 @@ type Config struct {
 	// counted as waiting. It also bounds dial plus hello, and the re-joins
 	// after a reconnect. Default 10s.
 	AckTimeout time.Duration
+	// RetryDial makes Dial retry a first connection that failed for a
+	// reason that may pass (nothing listening, HTTP 503 from a draining
+	// gateway, a connection closed before welcome), with the reconnect
+	// backoff, until ctx ends; Dial then returns the last attempt's error.
+	// A refusal of the credentials (HTTP 401/403, close 1008) still fails
+	// at once. Default false: Dial returns the first failure.
+	RetryDial bool
 	// Logger receives the Client's diagnostics. Default: discard.
 	Logger *slog.Logger
 	// Buffer is the capacity of the Events channel. Default 1024.
@@ -204,9 +211,10 @@ type roomPos struct {
 }
 
 // Dial connects to cfg.URL, sends hello and waits for welcome. It fails if
-// that first attempt fails; the error then names the close code and reason,
-// or the error frame, the server answered with. Once Dial has returned a
-// Client, the Client reconnects by itself until Close.
+// that first attempt fails (unless Config.RetryDial); the error then names
+// the close code and reason, or the error frame, the server answered with.
+// Once Dial has returned a Client, the Client reconnects by itself until
+// Close.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -220,7 +228,24 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		pending: make(map[string]*call),
 	}
 	cn, welcome, err := c.connect(ctx)
+	bo := &backoff{min: cfg.MinBackoff, max: cfg.MaxBackoff}
+	for err != nil && cfg.RetryDial && !isFatal(err) {
+		c.log.Warn("parley client: dial failed, retrying", "err", err)
+		if !sleep(ctx, bo.next()) {
+			break
+		}
+		var next error
+		cn, welcome, next = c.connect(ctx)
+		if next != nil && ctx.Err() != nil {
+			// Cut short by ctx: the attempt before says more.
+			break
+		}
+		err = next
+	}
 	if err != nil {
+		if ctx.Err() != nil && cfg.RetryDial {
+			err = fmt.Errorf("%w (retried until: %w)", err, ctx.Err())
+		}
 		return nil, fmt.Errorf("parley client: dial %s: %w", cfg.URL, unwrapFatal(err))
 	}
 	c.welcome = *welcome

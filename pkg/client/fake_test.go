@@ -37,6 +37,8 @@ type fakeServer struct {
 	// server read it (-1: no close frame).
 	closes []websocket.StatusCode
 	nconns int
+	// upgrades counts the upgrade requests, refused ones included.
+	upgrades int
 
 	// Knobs, guarded by mu.
 	down        bool   // answer upgrades with 503
@@ -186,6 +188,8 @@ func (s *fakeServer) closeAll(code websocket.StatusCode, reason string) {
 
 func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	s.upgrades++
+	s.notifyLocked()
 	if s.closed || s.down {
 		s.mu.Unlock()
 		http.Error(w, "down", http.StatusServiceUnavailable)
