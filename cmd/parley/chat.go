@@ -69,7 +69,7 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return 2
 	}
 
-	c, err := o.dial(ctx)
+	c, err := o.dial(ctx, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley chat: %v\n", err)
 		return 1

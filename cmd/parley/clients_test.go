@@ -9,12 +9,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
+	"github.com/parley-chat/parley/internal/fakegw"
 	"github.com/parley-chat/parley/internal/proctest"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/memory"
@@ -252,7 +256,8 @@ func TestDialFailuresAreOneLine(t *testing.T) {
 			var stderr bytes.Buffer
 			args := []string{"--url", tc.url, "--user", "alice", "general"}
 			if name == "send" {
-				args = append(args, "hello")
+				// send retries the connection for up to --timeout.
+				args = append(args, "--timeout", "300ms", "hello")
 			}
 			code := run(args, &stderr)
 			out := stderr.String()
@@ -486,5 +491,87 @@ func TestChatViewResumeLines(t *testing.T) {
 	}
 	if got := v.oldest("general"); got != 1 {
 		t.Errorf("oldest shown after the epoch change: %d, want 1", got)
+	}
+}
+
+// TestSendReportsRefusalAtOnce: a message the server refuses (too_large,
+// forbidden) ends parley send at once with exit 1 and the server's code and
+// words, naming the message; it is not reported as a missing ack after
+// --timeout. Messages before it were sent.
+func TestSendReportsRefusalAtOnce(t *testing.T) {
+	url, _ := memGateway(t, func(c *gateway.Config) { c.MaxBodyBytes = 16 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name, stdin, room, stdout, stderr string
+	}{
+		{"too large", "short\nthis body is longer than sixteen bytes\nnever sent\n", "general", "seq 1\n",
+			`parley send: message 2 "this body is longer than sixteen bytes" refused by the server: too_large: body is 38 bytes; the limit is 16`},
+		{"forbidden", "hi\n", "dm:alice:bob", "",
+			`parley send: message 1 "hi" refused by the server: forbidden: rooms starting "dm:" are reserved for direct rooms`},
+	} {
+		var stdout, stderr bytes.Buffer
+		start := time.Now()
+		code := runSend(ctx, []string{"--url", url, "--user", "alice", tc.room}, strings.NewReader(tc.stdin), &stdout, &stderr)
+		took := time.Since(start)
+		if code != 1 || stdout.String() != tc.stdout || stderr.String() != tc.stderr+"\n" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1, stdout %q, stderr %q", tc.name, code, stdout.String(), stderr.String(), tc.stdout, tc.stderr)
+		}
+		if took > 5*time.Second {
+			t.Errorf("%s: took %v, want an answer at once, not after --timeout (30s)", tc.name, took)
+		}
+	}
+	if n := len(memHistory(t, ctx, url, "general")); n != 1 {
+		t.Errorf("general holds %d messages, want only the one before the refused one", n)
+	}
+}
+
+// memHistory reads room's messages through an SDK client.
+func memHistory(t *testing.T, ctx context.Context, url, room string) []*protocol.Message {
+	t.Helper()
+	msgs, err := sdk(t, url, "reader").History(ctx, room, 0, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// TestSendRetriesAStoppingGateway: parley send's first connection meets a
+// gateway that is stopping: the upgrade is answered 503, then a connection
+// is closed with 1012 during hello, then one is closed with 1012 after the
+// send arrived and before its ack, then another upgrade gets 503. It keeps
+// trying with backoff within --timeout, resends the message with the same
+// id, and prints its seq; the message is stored once.
+func TestSendRetriesAStoppingGateway(t *testing.T) {
+	gw := fakegw.Start(t, fakegw.Options{})
+	gw.Upgrade(func(n int) int {
+		if n == 1 || n == 4 {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	})
+	gw.Intercept(func(c *fakegw.Conn, f *protocol.Frame) bool {
+		if (c.N == 1 && f.Type == protocol.TypeHello) || (c.N == 2 && f.Type == protocol.TypeSend) {
+			c.Close(websocket.StatusServiceRestart, "gateway draining")
+			return true
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := runSend(ctx, []string{"--url", gw.URL(), "--user", "carol", "--timeout", "10s", "general", "deploy", "finished"}, nil, &stdout, &stderr)
+	if code != 0 || stdout.String() != "seq 1\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 0 and seq 1", code, stdout.String(), stderr.String())
+	}
+	sends := gw.Sends()
+	if len(sends) != 2 || sends[0].Conn != 2 || sends[1].Conn != 3 || sends[0].Frame.ID != sends[1].Frame.ID || sends[1].Frame.Body != "deploy finished" {
+		t.Fatalf("sends received %+v, want the message on connection 2 and resent with the same id on connection 3", sends)
+	}
+	if msgs := gw.Messages("general"); len(msgs) != 1 || msgs[0].Body != "deploy finished" || msgs[0].From != "carol" {
+		t.Fatalf("stored %+v, want the message once", msgs)
+	}
+	if !strings.Contains(stderr.String(), "reconnecting") || !strings.Contains(stderr.String(), "1012") {
+		t.Errorf("stderr %q does not report the reconnect after the 1012", stderr.String())
 	}
 }

@@ -72,7 +72,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("%v", err)
 	}
 
-	c, err := o.dial(ctx)
+	c, err := o.dial(ctx, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley tail: %v\n", err)
 		return 1
