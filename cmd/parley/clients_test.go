@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -573,5 +575,180 @@ func TestSendRetriesAStoppingGateway(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "reconnecting") || !strings.Contains(stderr.String(), "1012") {
 		t.Errorf("stderr %q does not report the reconnect after the 1012", stderr.String())
+	}
+}
+
+// flakyBroker fails Publish the way the Redis broker does while Redis is
+// unreachable, as long as down is set; the gateway then answers sends with
+// "unavailable".
+type flakyBroker struct {
+	broker.Broker
+	down *atomic.Bool
+}
+
+func (b flakyBroker) Publish(ctx context.Context, p broker.Publication) (broker.Ack, error) {
+	if b.down.Load() {
+		return broker.Ack{}, fmt.Errorf("redis: connection refused: %w", broker.ErrUnavailable)
+	}
+	return b.Broker.Publish(ctx, p)
+}
+
+// startChat runs parley chat as alice in room general on url until the
+// test ends; it returns the output, the typing end of its input and its
+// exit status.
+func startChat(t *testing.T, ctx context.Context, url string) (*proctest.Buffer, *io.PipeWriter, <-chan int) {
+	t.Helper()
+	stdin, typing := io.Pipe()
+	t.Cleanup(func() { typing.Close() })
+	out := &proctest.Buffer{}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, out, io.Discard)
+	}()
+	return out, typing, exited
+}
+
+func typeLine(t *testing.T, w io.Writer, line string) {
+	t.Helper()
+	if _, err := io.WriteString(w, line+"\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outputLines returns the lines of out that start with one of prefixes,
+// in order.
+func outputLines(out string, prefixes ...string) []string {
+	var got []string
+	for l := range strings.Lines(out) {
+		for _, p := range prefixes {
+			if strings.Contains(l, p) {
+				got = append(got, strings.TrimSuffix(l, "\n"))
+				break
+			}
+		}
+	}
+	return got
+}
+
+// TestChatResendsLinesUntilStored: lines typed while the gateway's store is
+// unreachable are answered "unavailable"; parley chat says so once, keeps
+// the prompt free for commands, resends the first line with the same id
+// until it is stored, says when it went through, and then sends the lines
+// typed after it, in order. Another member sees each line once, in order.
+func TestChatResendsLinesUntilStored(t *testing.T) {
+	var down atomic.Bool
+	url, _ := memGateway(t, func(c *gateway.Config) {
+		c.NewBroker = func(h broker.Handler) (broker.Broker, error) {
+			return flakyBroker{Broker: memory.New(memory.Config{Handler: h}), down: &down}, nil
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bob := sdk(t, url, "bob")
+	if _, err := bob.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	out, typing, exited := startChat(t, ctx, url)
+	out.WaitFor(t, "-- joined general (no messages yet)", 10*time.Second)
+
+	down.Store(true)
+	typeLine(t, typing, "typed during the outage")
+	typeLine(t, typing, "typed after it")
+	out.WaitFor(t, "-- not sent yet (unavailable); retrying", 10*time.Second)
+	typeLine(t, typing, "/help") // the prompt is not stuck behind the line
+	out.WaitFor(t, "-- commands: ", 10*time.Second)
+	down.Store(false)
+	out.WaitFor(t, "<alice (you)> typed after it", 10*time.Second)
+	typeLine(t, typing, "sentinel")
+	out.WaitFor(t, "<alice (you)> sentinel", 10*time.Second)
+	typing.Close()
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d at end of input:\n%s", code, out.String())
+	}
+
+	want := []string{
+		"-- not sent yet (unavailable); retrying",
+		"-- commands: /join ROOM, /history [N], /quit; //text sends \"/text\"",
+		"-- sent: typed during the outage",
+		"<alice (you)> typed during the outage",
+		"<alice (you)> typed after it",
+		"<alice (you)> sentinel",
+	}
+	got := outputLines(out.String(), "-- not sent", "-- commands", "-- sent", "-- error", "<alice")
+	for i := range got {
+		if _, l, ok := strings.Cut(got[i], " <alice"); ok && !strings.HasPrefix(got[i], "--") {
+			got[i] = "<alice" + l // drop the time stamp
+		}
+	}
+	// The echo of the first line and the note that it went through come
+	// from two goroutines: either order is right.
+	if len(got) == len(want) && got[2] == want[3] && got[3] == want[2] {
+		got[2], got[3] = got[3], got[2]
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("chat printed\n%s\nwant, in order:\n%s\nfull output:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), out.String())
+	}
+	var bodies []string
+	for len(bodies) < 3 {
+		select {
+		case ev := <-bob.Events():
+			if ev.Message != nil {
+				if ev.Message.Seq != int64(len(bodies)+1) {
+					t.Fatalf("bob got seq %d (%q), want %d", ev.Message.Seq, ev.Message.Body, len(bodies)+1)
+				}
+				bodies = append(bodies, ev.Message.Body)
+			}
+		case <-ctx.Done():
+			t.Fatalf("bob got %q, then nothing", bodies)
+		}
+	}
+	if want := []string{"typed during the outage", "typed after it", "sentinel"}; !slices.Equal(bodies, want) {
+		t.Fatalf("bob got %q, want %q", bodies, want)
+	}
+}
+
+// TestChatWaitsOutRateLimit: a line answered "rate_limited" is resent,
+// with the same id, no sooner than retry_after_ms, and the line typed after
+// it is not sent before it.
+func TestChatWaitsOutRateLimit(t *testing.T) {
+	const after = 300 * time.Millisecond
+	gw := fakegw.Start(t, fakegw.Options{})
+	refused := false // only touched by the fake's one reader goroutine
+	gw.Intercept(func(c *fakegw.Conn, f *protocol.Frame) bool {
+		if f.Type == protocol.TypeSend && !refused {
+			refused = true
+			c.Write(fakegw.RateLimited(f, after))
+			return true
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, typing, exited := startChat(t, ctx, gw.URL())
+	out.WaitFor(t, "-- joined general (no messages yet)", 10*time.Second)
+	typeLine(t, typing, "one")
+	typeLine(t, typing, "two")
+	out.WaitFor(t, "-- not sent yet (rate_limited); retrying", 10*time.Second)
+	out.WaitFor(t, "<alice (you)> two", 10*time.Second)
+	typing.Close()
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d at end of input:\n%s", code, out.String())
+	}
+	sends := gw.Sends()
+	if len(sends) != 3 || sends[0].Frame.Body != "one" || sends[1].Frame.ID != sends[0].Frame.ID || sends[2].Frame.Body != "two" {
+		t.Fatalf("gateway received %+v, want one (refused), one again with its id, two", sends)
+	}
+	if gap := sends[1].At.Sub(sends[0].At); gap < after {
+		t.Errorf("resent %v after the refusal, want at least retry_after_ms (%v)", gap, after)
+	}
+	var bodies []string
+	for _, m := range gw.Messages("general") {
+		bodies = append(bodies, m.Body)
+	}
+	if !slices.Equal(bodies, []string{"one", "two"}) {
+		t.Errorf("stored %q, want one, two", bodies)
+	}
+	if strings.Count(out.String(), "not sent yet") != 1 || strings.Contains(out.String(), "-- error") {
+		t.Errorf("want one notice and no error:\n%s", out.String())
 	}
 }
