@@ -713,15 +713,7 @@ func TestChatResendsLinesUntilStored(t *testing.T) {
 func TestChatWaitsOutRateLimit(t *testing.T) {
 	const after = 300 * time.Millisecond
 	gw := fakegw.Start(t, fakegw.Options{})
-	refused := false // only touched by the fake's one reader goroutine
-	gw.Intercept(func(c *fakegw.Conn, f *protocol.Frame) bool {
-		if f.Type == protocol.TypeSend && !refused {
-			refused = true
-			c.Write(fakegw.RateLimited(f, after))
-			return true
-		}
-		return false
-	})
+	gw.Refusals().RateLimitNext(protocol.TypeSend, after)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, typing, exited := startChat(t, ctx, gw.URL())

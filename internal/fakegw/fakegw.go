@@ -410,3 +410,49 @@ func (s *Server) writeLocked(c *Conn, v any) {
 	defer cancel()
 	_ = c.ws.Write(ctx, websocket.MessageText, data)
 }
+
+// Refusals is a ready-made Intercept for the common cases: the next
+// request of a type refused with rate_limited, and every send refused with
+// unavailable while the store is "down". Install it with Server.Refusals.
+type Refusals struct {
+	mu        sync.Mutex
+	rateNext  map[string]time.Duration
+	storeDown bool
+}
+
+// Refusals installs a Refusals as the server's Intercept and returns it.
+func (s *Server) Refusals() *Refusals {
+	r := &Refusals{rateNext: map[string]time.Duration{}}
+	s.Intercept(r.intercept)
+	return r
+}
+
+// RateLimitNext refuses the next request of type typ (protocol.TypeSend,
+// TypeJoin, ...) with rate_limited and retry_after_ms = after.
+func (r *Refusals) RateLimitNext(typ string, after time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rateNext[typ] = after
+}
+
+// StoreDown makes sends answered unavailable (down) or served again.
+func (r *Refusals) StoreDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.storeDown = down
+}
+
+func (r *Refusals) intercept(c *Conn, f *protocol.Frame) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d, ok := r.rateNext[f.Type]; ok {
+		delete(r.rateNext, f.Type)
+		c.Write(RateLimited(f, d))
+		return true
+	}
+	if r.storeDown && f.Type == protocol.TypeSend {
+		c.Write(Unavailable(f))
+		return true
+	}
+	return false
+}

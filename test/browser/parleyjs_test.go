@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,36 +18,6 @@ import (
 	"github.com/parley-chat/parley/pkg/protocol"
 	"github.com/parley-chat/parley/web"
 )
-
-// refusals scripts a fake gateway's "not now" answers: the next request of
-// a type refused with rate_limited, and every send refused with
-// unavailable while the store is down.
-type refusals struct {
-	mu        sync.Mutex
-	rateNext  map[string]time.Duration // frame type -> retry_after of its next refusal
-	storeDown bool
-}
-
-func (r *refusals) intercept(c *fakegw.Conn, f *protocol.Frame) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if d, ok := r.rateNext[f.Type]; ok {
-		delete(r.rateNext, f.Type)
-		c.Write(fakegw.RateLimited(f, d))
-		return true
-	}
-	if r.storeDown && f.Type == protocol.TypeSend {
-		c.Write(fakegw.Unavailable(f))
-		return true
-	}
-	return false
-}
-
-func (r *refusals) set(f func(r *refusals)) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f(r)
-}
 
 // evalAsync evaluates a JavaScript expression, awaiting the promise it
 // returns, into out.
@@ -79,7 +48,6 @@ type retryEvent struct {
 // answered rate_limited is resent, not dropped; sends answered unavailable
 // are resent with backoff, in order, once the store is back.
 func TestParleyJSRefusals(t *testing.T) {
-	r := &refusals{rateNext: map[string]time.Duration{}}
 	mux := http.NewServeMux()
 	mux.Handle("/", web.Handler())
 	mux.HandleFunc("/blank.html", func(w http.ResponseWriter, _ *http.Request) {
@@ -87,7 +55,7 @@ func TestParleyJSRefusals(t *testing.T) {
 		_, _ = io.WriteString(w, "<!DOCTYPE html><title>parley.js</title>")
 	})
 	gw := fakegw.Start(t, fakegw.Options{Node: "fake", Files: mux})
-	gw.Intercept(r.intercept)
+	r := gw.Refusals()
 
 	p := browsertest.Start(t).NewPage(t)
 	// In front: background tabs get their timers throttled to 1 s.
@@ -130,7 +98,7 @@ func TestParleyJSRefusals(t *testing.T) {
 
 	if !t.Run("a rate-limited send is resent after retry_after_ms and not overtaken", func(t *testing.T) {
 		const after = 300 * time.Millisecond
-		r.set(func(r *refusals) { r.rateNext[protocol.TypeSend] = after })
+		r.RateLimitNext(protocol.TypeSend, after)
 		var acks [][]any
 		evalAsync(t, p, `Promise.all([c.send('general', 'one'), c.send('general', 'two')])
 			.then((acks) => acks.map((a) => [a.seq, a.epoch]))`, &acks)
@@ -153,7 +121,7 @@ func TestParleyJSRefusals(t *testing.T) {
 	}
 
 	if !t.Run("a rate-limited join is joined again, not dropped", func(t *testing.T) {
-		r.set(func(r *refusals) { r.rateNext[protocol.TypeJoin] = 200 * time.Millisecond })
+		r.RateLimitNext(protocol.TypeJoin, 200*time.Millisecond)
 		var got struct {
 			Room  string   `json:"room"`
 			Rooms []string `json:"rooms"`
@@ -171,7 +139,7 @@ func TestParleyJSRefusals(t *testing.T) {
 	}
 
 	if !t.Run("a rate-limited history request is resent", func(t *testing.T) {
-		r.set(func(r *refusals) { r.rateNext[protocol.TypeHistory] = 200 * time.Millisecond })
+		r.RateLimitNext(protocol.TypeHistory, 200*time.Millisecond)
 		var seqs []int64
 		evalAsync(t, p, `c.history('general', { limit: 5 }).then((ms) => ms.map((m) => m.seq))`, &seqs)
 		if !slices.Equal(seqs, []int64{1, 2}) {
@@ -185,7 +153,7 @@ func TestParleyJSRefusals(t *testing.T) {
 	}
 
 	if !t.Run("sends answered unavailable are resent in order once the store is back", func(t *testing.T) {
-		r.set(func(r *refusals) { r.storeDown = true })
+		r.StoreDown(true)
 		evalAsync(t, p, `(() => {
 			window.later = Promise.all([c.send('general', 'three'), c.send('general', 'four')])
 				.then((acks) => acks.map((a) => a.seq));
@@ -200,7 +168,7 @@ func TestParleyJSRefusals(t *testing.T) {
 			}
 			return n >= 2
 		})
-		r.set(func(r *refusals) { r.storeDown = false })
+		r.StoreDown(false)
 		var seqs []int64
 		evalAsync(t, p, `later`, &seqs)
 		if !slices.Equal(seqs, []int64{3, 4}) {
