@@ -744,3 +744,30 @@ func TestChatWaitsOutRateLimit(t *testing.T) {
 		t.Errorf("want one notice and no error:\n%s", out.String())
 	}
 }
+
+// TestTailSinceOnEmptyRoom: --since N on a room with no messages (so no
+// epoch for N to belong to) follows the room from its first message
+// instead of failing on the gateway's bad_request.
+func TestTailSinceOnEmptyRoom(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tctx, stop := context.WithCancel(ctx)
+	var out, errb proctest.Buffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runTail(tctx, []string{"--url", url, "--user", "reader", "empty", "--since", "5"}, &out, &errb)
+	}()
+	errb.WaitFor(t, "following empty", 10*time.Second)
+	if _, err := sdk(t, url, "bob").Send(ctx, "empty", "first"); err != nil {
+		t.Fatal(err)
+	}
+	out.WaitFor(t, `"body":"first"`, 10*time.Second)
+	stop()
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d; stderr %q", code, errb.String())
+	}
+	if !strings.Contains(out.String(), `"seq":1,`) || strings.Count(out.String(), "\n") != 1 {
+		t.Fatalf("tail printed %q, want the one message, seq 1", out.String())
+	}
+}
