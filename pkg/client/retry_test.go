@@ -3,10 +3,13 @@ package client
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/parley-chat/parley/pkg/protocol"
 )
@@ -356,5 +359,49 @@ func TestRateLimitedHoldsTheConnection(t *testing.T) {
 		if gap := resent[i].Sub(resent[i-1]); gap < after*3/4 {
 			t.Errorf("held frame %d written %v after the one before, want them spaced by retry_after_ms", i, gap)
 		}
+	}
+}
+
+// TestRejoinRateLimited: after a reconnect, a re-join answered rate_limited
+// is sent again on the same connection; the room stays joined and the
+// connection is kept.
+func TestRejoinRateLimited(t *testing.T) {
+	s := newFakeServer(t)
+	c := dial(t, testConfig(s.url(), "alice"))
+	ctx := testCtx(t)
+	if _, err := c.Join(ctx, "general", nil); err != nil {
+		t.Fatalf("Join: %v", err)
+	}
+	nextEvent(t, c, "the joined event")
+
+	s.set(func(s *fakeServer) {
+		s.refuse = firstOfEach(func(f *protocol.Frame) *protocol.Frame { return rateLimited(f, 50*time.Millisecond) }, protocol.TypeJoin)
+	})
+	s.closeAll(websocket.StatusServiceRestart, "restart")
+	if ev := nextEvent(t, c, "StateReconnecting"); ev.State != StateReconnecting {
+		t.Fatalf("want StateReconnecting, got %s", describe(ev))
+	}
+	if r := nextRetry(t, c, protocol.TypeJoin, protocol.CodeRateLimited); r.Request.Room != "general" || r.Request.Since == nil {
+		t.Fatalf("retry %+v, want the re-join of general with since", r)
+	}
+	if ev := nextEvent(t, c, "the re-joined event"); ev.Joined == nil || ev.Joined.Room != "general" {
+		t.Fatalf("want the re-joined event, got %s", describe(ev))
+	}
+	if ev := nextEvent(t, c, "StateConnected"); ev.State != StateConnected {
+		t.Fatalf("want StateConnected, got %s", describe(ev))
+	}
+	// Still joined, on the second connection: a message sent now arrives.
+	if _, err := c.Send(ctx, "general", "after"); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	checkMessage(t, nextMessage(t, c), "e1", 1, "after")
+	var joins []int
+	for _, r := range s.received() {
+		if r.f.Type == protocol.TypeJoin {
+			joins = append(joins, r.conn)
+		}
+	}
+	if !slices.Equal(joins, []int{1, 2, 2}) {
+		t.Fatalf("joins on connections %v, want the first join, then the refused and the accepted re-join on connection 2", joins)
 	}
 }
