@@ -615,12 +615,12 @@ func typeLine(t *testing.T, w io.Writer, line string) {
 	}
 }
 
-// outputLines returns the lines of out that start with one of prefixes,
-// in order.
-func outputLines(out string, prefixes ...string) []string {
+// outputLines returns the lines of out that contain one of marks, in
+// order.
+func outputLines(out string, marks ...string) []string {
 	var got []string
 	for l := range strings.Lines(out) {
-		for _, p := range prefixes {
+		for _, p := range marks {
 			if strings.Contains(l, p) {
 				got = append(got, strings.TrimSuffix(l, "\n"))
 				break
@@ -666,27 +666,24 @@ func TestChatResendsLinesUntilStored(t *testing.T) {
 		t.Fatalf("exit %d at end of input:\n%s", code, out.String())
 	}
 
-	want := []string{
+	// The notes and the echoes come from two goroutines: each stream is in
+	// order, the two interleave.
+	notes := outputLines(out.String(), "-- not sent", "-- commands", "-- sent", "-- error")
+	wantNotes := []string{
 		"-- not sent yet (unavailable); retrying",
 		"-- commands: /join ROOM, /history [N], /quit; //text sends \"/text\"",
 		"-- sent: typed during the outage",
-		"<alice (you)> typed during the outage",
-		"<alice (you)> typed after it",
-		"<alice (you)> sentinel",
 	}
-	got := outputLines(out.String(), "-- not sent", "-- commands", "-- sent", "-- error", "<alice")
-	for i := range got {
-		if _, l, ok := strings.Cut(got[i], " <alice"); ok && !strings.HasPrefix(got[i], "--") {
-			got[i] = "<alice" + l // drop the time stamp
-		}
+	if !slices.Equal(notes, wantNotes) {
+		t.Fatalf("chat printed the notes\n%s\nwant, in order:\n%s\nfull output:\n%s", strings.Join(notes, "\n"), strings.Join(wantNotes, "\n"), out.String())
 	}
-	// The echo of the first line and the note that it went through come
-	// from two goroutines: either order is right.
-	if len(got) == len(want) && got[2] == want[3] && got[3] == want[2] {
-		got[2], got[3] = got[3], got[2]
+	var echoes []string
+	for _, l := range outputLines(out.String(), "<alice (you)>") {
+		_, body, _ := strings.Cut(l, "<alice (you)> ")
+		echoes = append(echoes, body)
 	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("chat printed\n%s\nwant, in order:\n%s\nfull output:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"), out.String())
+	if want := []string{"typed during the outage", "typed after it", "sentinel"}; !slices.Equal(echoes, want) {
+		t.Fatalf("chat showed alice's lines %q, want %q:\n%s", echoes, want, out.String())
 	}
 	var bodies []string
 	for len(bodies) < 3 {
