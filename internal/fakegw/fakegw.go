@@ -187,7 +187,8 @@ func (s *Server) Messages(room string) []protocol.Message {
 }
 
 // Await waits until cond, given the frames received so far, holds; it
-// fails the test after timeout.
+// fails the test after timeout. A frame is recorded before it is answered:
+// that a request arrived does not mean its answer has been sent.
 func (s *Server) Await(t testing.TB, what string, timeout time.Duration, cond func([]Received) bool) {
 	t.Helper()
 	deadline := time.After(timeout)

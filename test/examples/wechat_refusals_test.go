@@ -60,7 +60,7 @@ func TestWeChatRefusals(t *testing.T) {
 	// is back.
 	refuse.StoreDown(true)
 	p.Run(t, 5*time.Second, chromedp.Evaluate(`chat.send('three'); chat.send('four'); true`, nil))
-	gw.Await(t, "three refused twice", 10*time.Second, func(rs []fakegw.Received) bool {
+	gw.Await(t, "three resent after a refusal", 10*time.Second, func(rs []fakegw.Received) bool {
 		n := 0
 		for _, r := range rs {
 			if r.Frame.Type == protocol.TypeSend && r.Frame.Body == "three" {
