@@ -49,6 +49,15 @@ type fakeServer struct {
 	// processed), as the gateway's rate limiter and an unreachable store
 	// do.
 	refuse func(f *protocol.Frame) *protocol.Frame
+	// hold, when set, keeps the requests it returns true for unanswered in
+	// held, until answerHeld.
+	hold func(f *protocol.Frame) bool
+	held []heldFrame
+}
+
+type heldFrame struct {
+	fc *fakeConn
+	f  *protocol.Frame
 }
 
 type fakeConn struct {
@@ -241,7 +250,10 @@ func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
-		if e := s.refusalLocked(f); e != nil {
+		if s.hold != nil && f.Type != protocol.TypeHello && s.hold(f) {
+			s.held = append(s.held, heldFrame{fc, f})
+			s.notifyLocked()
+		} else if e := s.refusalLocked(f); e != nil {
 			s.writeLocked(fc, e)
 		} else {
 			s.serveLocked(fc, f)
@@ -256,6 +268,17 @@ func (s *fakeServer) refusalLocked(f *protocol.Frame) *protocol.Frame {
 		return nil
 	}
 	return s.refuse(f)
+}
+
+// answerHeld answers every held request with answer(f), in the order they
+// arrived, and stops holding.
+func (s *fakeServer) answerHeld(answer func(f *protocol.Frame) *protocol.Frame) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.held {
+		s.writeLocked(h.fc, answer(h.f))
+	}
+	s.held, s.hold = nil, nil
 }
 
 // rateLimited is the gateway's answer to a request over the connection's

@@ -294,19 +294,9 @@ func TestRefusedSendContextEnds(t *testing.T) {
 func TestRateLimitedHoldsTheConnection(t *testing.T) {
 	const after = 100 * time.Millisecond
 	s := newFakeServer(t)
-	refusedAt := map[string]time.Time{} // ref -> first refusal; guarded by s.mu
-	s.set(func(s *fakeServer) {
-		s.refuse = func(f *protocol.Frame) *protocol.Frame {
-			if f.Type != protocol.TypeHistory {
-				return nil
-			}
-			if _, ok := refusedAt[f.Ref]; ok {
-				return nil
-			}
-			refusedAt[f.Ref] = time.Now()
-			return rateLimited(f, after)
-		}
-	})
+	// The three requests are held until all have arrived, then refused
+	// together: the client cannot resend one before the last is written.
+	s.set(func(s *fakeServer) { s.hold = func(f *protocol.Frame) bool { return f.Type == protocol.TypeHistory } })
 	c := dial(t, testConfig(s.url(), "alice"))
 	ctx := testCtx(t)
 
@@ -320,6 +310,12 @@ func TestRateLimitedHoldsTheConnection(t *testing.T) {
 			errs <- err
 		}()
 	}
+	s.await(t, "the three requests", func() bool { return len(s.held) == 3 })
+	var last time.Time // the last refusal
+	s.answerHeld(func(f *protocol.Frame) *protocol.Frame {
+		last = time.Now()
+		return rateLimited(f, after)
+	})
 	for range 3 {
 		nextRetry(t, c, protocol.TypeHistory, protocol.CodeRateLimited)
 	}
@@ -335,14 +331,6 @@ func TestRateLimitedHoldsTheConnection(t *testing.T) {
 		}
 	}
 
-	var last time.Time // the latest refusal
-	s.mu.Lock()
-	for _, at := range refusedAt {
-		if at.After(last) {
-			last = at
-		}
-	}
-	s.mu.Unlock()
 	var resent []time.Time
 	for _, r := range s.received()[4:] { // after hello and the 3 refused
 		if r.at.Sub(last) < after {
