@@ -28,14 +28,27 @@
  *   close()                   stop for good: close the socket, reject pending sends
  *   join(room, {since})       join now and re-join with since after every reconnect;
  *                             since ({epoch, seq}) resumes from a stored position.
- *                             Resolves with the first joined frame; rejects on an error frame.
+ *                             Resolves with the first joined frame; rejects on an error frame
+ *                             that says no (forbidden, bad_request); one that says "not now"
+ *                             (rate_limited, unavailable) makes it join again later.
+ *                             On a room already joined it sends nothing and resolves at once
+ *                             with the room's latest joined frame (since is ignored: the
+ *                             client already follows the room from its own position); while
+ *                             the first join is still on its way, with that join's answer.
  *   leave(room)               stop receiving room; resolves when left (at once if offline)
- *   send(room, body, {id})    post; resolves with the ack. Kept until acknowledged: resent with
- *                             the same id after ackTimeout, an unavailable/internal error or a
- *                             reconnect (the server deduplicates by id). Rejects on a
- *                             permanent error (bad_request, too_large, forbidden, ...).
+ *   send(room, body, {id})    post; resolves with the ack ({seq, epoch, id, ts, ...}). Kept
+ *                             until acknowledged: resent with the same id after ackTimeout, a
+ *                             reconnect, a rate_limited error (after its retry_after_ms) or an
+ *                             unavailable/internal one (after a backoff); the server
+ *                             deduplicates by id. Rejects on a permanent error (bad_request,
+ *                             too_large, forbidden, ...). Sends are published in the order
+ *                             send() was called: each is written once the one before it is
+ *                             acknowledged or rejected, so a resent message is never overtaken
+ *                             (the server may refuse one while over its rate and accept the
+ *                             next a moment later).
  *   newId()                   a fresh idempotency key for send
- *   history(room, {before, limit}) resolves with messages older than before (ascending seq)
+ *   history(room, {before, limit}) resolves with messages older than before (ascending seq);
+ *                             a rate_limited answer is waited out and the request resent
  *   position(room)            {epoch, seq} of the last message seen in room, or null
  *   rooms()                   the rooms joined
  *   state, welcome            the current state and the last welcome frame (welcome.node
@@ -49,7 +62,10 @@
  *   message   a message frame; duplicates (seq <= the last seen in the epoch) are dropped
  *   ack       an ack frame for one of your sends
  *   senderror {id, room, error}: a send that failed for good
- *   error     an error frame from the server
+ *   retry     {type, room, id?, code, message, after, attempt}: the server refused a send,
+ *             join or history request for now; it is written again in `after` ms (attempt
+ *             counts the refusals of that request)
+ *   error     an error frame from the server (refusals for now included)
  *   fatal     {code, reason}: the server refused the session (bad credentials, flood);
  *             no more reconnects until connect() is called again
  *
@@ -77,7 +93,7 @@ export function defaultURL() {
   return `${scheme}//${location.host}/ws`;
 }
 
-/** Error codes after which a send is retried with the same id. */
+/** Error codes after which a send or a join is written again (a send with the same id). */
 const RETRYABLE = new Set(['unavailable', 'internal', 'rate_limited']);
 
 function randomHex(bytes) {
@@ -112,11 +128,14 @@ export class ParleyClient extends EventTarget {
     this._refN = 0;
     this._idPrefix = randomHex(6);
     this._idN = 0;
-    /** room -> {epoch, seq, since, waiters: [{resolve, reject}], ref} */
+    /** room -> {epoch, seq, waiters: [{resolve, reject}], ref, joined, timer, refusals} */
     this._rooms = new Map();
-    /** id -> {id, room, body, ref, timer, resolve, reject}, in send order */
+    /**
+     * id -> {id, room, body, ref, timer, sent, waiting, refusals, resolve, reject}, in send
+     * order. Only the first is ever written (see _pump).
+     */
     this._outbox = new Map();
-    /** ref -> {kind, resolve, reject, id?, room?} */
+    /** ref -> {kind, resolve, reject, id?, room?, frame?, refusals?} */
     this._requests = new Map();
 
     this._onOnline = () => {
@@ -145,6 +164,7 @@ export class ParleyClient extends EventTarget {
     }
     this._outbox.clear();
     for (const r of this._rooms.values()) {
+      clearTimeout(r.timer);
       for (const w of r.waiters) w.reject(new Error('client closed'));
       r.waiters = [];
     }
@@ -170,8 +190,11 @@ export class ParleyClient extends EventTarget {
     const bad = roomNameError(room);
     if (bad) return Promise.reject(new Error(bad));
     let r = this._rooms.get(room);
+    // Already joined: joining again would only replay the backlog, which the
+    // client drops as seen. Answer with what the last join said.
+    if (r && r.joined) return Promise.resolve(r.joined);
     if (!r) {
-      r = { epoch: undefined, seq: 0, waiters: [], ref: '' };
+      r = { epoch: undefined, seq: 0, waiters: [], ref: '', joined: null, timer: 0, refusals: 0 };
       if (opts.since) {
         r.epoch = opts.since.epoch || '';
         r.seq = opts.since.seq || 0;
@@ -187,6 +210,7 @@ export class ParleyClient extends EventTarget {
     if (!this._rooms.has(room)) return Promise.resolve();
     const r = this._rooms.get(room);
     this._rooms.delete(room);
+    clearTimeout(r.timer);
     for (const w of r.waiters) w.reject(new Error('left ' + room));
     if (!this._ready) return Promise.resolve();
     return this._request('leave', { type: 'leave', room });
@@ -198,13 +222,13 @@ export class ParleyClient extends EventTarget {
     const id = opts.id || this.newId();
     const existing = this._outbox.get(id);
     if (existing) return existing.promise;
-    const e = { id, room, body, ref: '', timer: 0 };
+    const e = { id, room, body, ref: '', timer: 0, sent: false, waiting: false, refusals: 0 };
     e.promise = new Promise((resolve, reject) => {
       e.resolve = resolve;
       e.reject = reject;
     });
     this._outbox.set(id, e);
-    this._transmit(e);
+    this._pump();
     return e.promise;
   }
 
@@ -298,11 +322,17 @@ export class ParleyClient extends EventTarget {
     clearTimeout(this._pingTimer);
     clearTimeout(this._pongTimer);
     for (const [ref, q] of this._requests) {
+      clearTimeout(q.timer);
       if (q.kind === 'leave') q.resolve({ type: 'left' });
       else q.reject(new Error('connection lost'));
       this._requests.delete(ref);
     }
-    for (const e of this._outbox.values()) clearTimeout(e.timer);
+    for (const e of this._outbox.values()) {
+      clearTimeout(e.timer);
+      e.sent = false;
+      e.waiting = false;
+    }
+    for (const r of this._rooms.values()) clearTimeout(r.timer); // re-joined on welcome
     if (this._stopped) return;
     if (code === 1008) {
       // Policy: bad credentials or a flood. Reconnecting would fail again.
@@ -353,7 +383,7 @@ export class ParleyClient extends EventTarget {
     const ref = this._ref(kind[0]);
     frame.ref = ref;
     return new Promise((resolve, reject) => {
-      this._requests.set(ref, { kind, resolve, reject, ...extra });
+      this._requests.set(ref, { kind, resolve, reject, frame, refusals: 0, timer: 0, ...extra });
       if (!this._write(frame)) {
         this._requests.delete(ref);
         reject(new Error('not connected'));
@@ -368,17 +398,51 @@ export class ParleyClient extends EventTarget {
     this._write(f);
   }
 
+  /**
+   * Writes the oldest unacknowledged send, unless it is already on its way or waiting to be
+   * resent. Sends go one at a time: pipelined, a send refused while the connection is over
+   * its rate could be overtaken by the next, which the server accepts once a token is back.
+   */
+  _pump() {
+    if (!this._ready) return; // sent after the next welcome
+    const head = this._outbox.values().next().value;
+    if (head && !head.sent && !head.waiting) this._transmit(head);
+  }
+
   _transmit(e) {
     clearTimeout(e.timer);
-    if (!this._ready) return; // sent after the next welcome
+    if (!this._ready) return;
     if (e.ref) this._requests.delete(e.ref);
     e.ref = this._ref('s');
+    e.sent = true;
+    e.waiting = false;
     this._requests.set(e.ref, { kind: 'send', id: e.id, resolve() {}, reject() {} });
     this._write({ type: 'send', ref: e.ref, room: e.room, id: e.id, body: e.body });
     const gen = this._gen;
     e.timer = setTimeout(() => {
       if (gen === this._gen && this._outbox.has(e.id)) this._transmit(e);
     }, this.ackTimeout);
+  }
+
+  /**
+   * How long to wait before writing again a request refused for now: the server's
+   * retry_after_ms for rate_limited; otherwise (unavailable, internal, or a gateway that
+   * gave no retry_after_ms) a backoff that doubles with each refusal, with jitter.
+   */
+  _retryDelay(f, refusals) {
+    if (f.code === 'rate_limited' && f.retry_after_ms > 0) return f.retry_after_ms;
+    const ceiling = Math.min(this.maxBackoff, 1000 * 2 ** (refusals - 1));
+    return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+  }
+
+  /** Reports a refusal for now and runs again() after the delay, on this socket only. */
+  _retryLater(f, refusals, what, again) {
+    const after = this._retryDelay(f, refusals);
+    this._emit('retry', { ...what, code: f.code, message: f.message, after, attempt: refusals });
+    const gen = this._gen;
+    return setTimeout(() => {
+      if (gen === this._gen) again();
+    }, after);
   }
 
   // ---- frames ----
@@ -417,7 +481,7 @@ export class ParleyClient extends EventTarget {
     this._setState('connected', { node: f.node });
     this._emit('welcome', f);
     for (const [room, r] of this._rooms) this._sendJoin(room, r);
-    for (const e of this._outbox.values()) this._transmit(e);
+    this._pump();
     this._alive();
   }
 
@@ -432,6 +496,8 @@ export class ParleyClient extends EventTarget {
       r.seq = 0;
     }
     const detail = { ...f, epoch, seq: f.seq || 0, first: f.first || 0, resumed, epochChanged };
+    r.joined = detail;
+    r.refusals = 0;
     const waiters = r.waiters;
     r.waiters = [];
     this._emit('joined', detail);
@@ -460,6 +526,7 @@ export class ParleyClient extends EventTarget {
     this._outbox.delete(f.id);
     this._emit('ack', f);
     e.resolve(f);
+    this._pump();
   }
 
   _onError(f) {
@@ -471,16 +538,34 @@ export class ParleyClient extends EventTarget {
     }
     const q = this._requests.get(f.ref);
     if (q) {
+      if (q.kind === 'send') {
+        this._requests.delete(f.ref);
+        return this._sendFailed(q.id, f);
+      }
+      if (q.kind === 'history' && f.code === 'rate_limited') {
+        // Kept in _requests meanwhile, so that a lost connection rejects it.
+        q.refusals += 1;
+        q.timer = this._retryLater(f, q.refusals, { type: 'history', room: q.room }, () => {
+          if (this._requests.get(f.ref) === q) this._write(q.frame);
+        });
+        return undefined;
+      }
       this._requests.delete(f.ref);
-      if (q.kind === 'send') return this._sendFailed(q.id, f);
       q.reject(Object.assign(new Error(f.message), { code: f.code }));
       return undefined;
     }
     for (const [room, r] of this._rooms) {
-      if (r.ref === f.ref) {
-        this._rooms.delete(room);
-        for (const w of r.waiters) w.reject(Object.assign(new Error(f.message), { code: f.code }));
+      if (r.ref !== f.ref) continue;
+      if (RETRYABLE.has(f.code)) {
+        // Not now: the room stays joined as far as the caller knows; join again later.
+        r.refusals += 1;
+        r.timer = this._retryLater(f, r.refusals, { type: 'join', room }, () => {
+          if (this._rooms.get(room) === r) this._sendJoin(room, r);
+        });
+        continue;
       }
+      this._rooms.delete(room);
+      for (const w of r.waiters) w.reject(Object.assign(new Error(f.message), { code: f.code }));
     }
     return undefined;
   }
@@ -490,15 +575,19 @@ export class ParleyClient extends EventTarget {
     if (!e) return;
     clearTimeout(e.timer);
     if (RETRYABLE.has(f.code)) {
-      const gen = this._gen;
-      e.timer = setTimeout(() => {
-        if (gen === this._gen && this._outbox.has(id)) this._transmit(e);
-      }, 500 + Math.random() * 1000);
+      // Written again with the same id; the sends after it wait (see _pump).
+      e.sent = false;
+      e.waiting = true;
+      e.refusals += 1;
+      e.timer = this._retryLater(f, e.refusals, { type: 'send', room: e.room, id }, () => {
+        if (this._outbox.get(id) === e) this._transmit(e);
+      });
       return;
     }
     this._outbox.delete(id);
     const err = Object.assign(new Error(f.message), { code: f.code });
     this._emit('senderror', { id, room: e.room, error: err });
     e.reject(err);
+    this._pump();
   }
 }

@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +26,11 @@ An interactive, line-based chat client. Each line you type is sent to ROOM;
 messages arrive as "HH:MM:SS <user> text" in local time, your own marked
 as "<alice (you)>". Lines starting with "--" report the connection: reconnects,
 resumes (with how many messages were missed) and errors from the server.
+Lines you type are sent in order. One the server cannot take yet (its store
+is unreachable, or you type faster than it allows) is resent until it is
+stored, with the lines after it held in order behind it; you are told once
+("-- not sent yet (unavailable); retrying") and again when it went through.
+Quitting waits for unsent lines; Ctrl-C quits at once.
 
 Commands:
   /join ROOM     leave the current room and join ROOM
@@ -39,6 +46,12 @@ const (
 	historyDefault = 20
 	historyMax     = 200
 )
+
+// commandTimeout bounds /join and /history, which the Client retries while
+// the server answers "not now": the prompt comes back with an error rather
+// than hang through an outage. Typed lines have no such bound: they wait
+// until stored (or Ctrl-C).
+const commandTimeout = 15 * time.Second
 
 func chat(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -69,7 +82,7 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return 2
 	}
 
-	c, err := o.dial(ctx)
+	c, err := o.dial(ctx, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley chat: %v\n", err)
 		return 1
@@ -87,21 +100,36 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			v.event(ev, c)
 		}
 	}()
+	s := &chatSession{c: c, v: v, room: room, pace: newPacer(), queue: make(chan outLine, 1024)}
+	sctx, stopSending := context.WithCancel(ctx)
+	defer stopSending()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		s.sendLoop(sctx)
+	}()
 	var closeOnce sync.Once
 	stopClient := func() {
 		closeOnce.Do(func() {
+			stopSending() // what is still queued is dropped, unpaced
 			_ = c.Close()
 			<-printed
+			close(s.queue)
+			<-sent
 		})
 	}
 	defer stopClient()
 	bye := func() int {
+		s.drain(ctx)
 		stopClient() // show what is still queued first
 		v.info("bye")
 		return 0
 	}
 
-	if _, err := c.Join(ctx, room, nil); err != nil {
+	jctx, jcancel := context.WithTimeout(ctx, commandTimeout)
+	_, err = c.Join(jctx, room, nil)
+	jcancel()
+	if err != nil {
 		if ctx.Err() != nil {
 			return 0
 		}
@@ -116,7 +144,6 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	// the next line or end of input once quit is closed.
 	go readLines(stdin, lines, quit)
 
-	s := &chatSession{c: c, v: v, room: room, pace: newPacer()}
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,7 +178,16 @@ type chatSession struct {
 	v    *chatView
 	room string
 	pace *pacer
+	// queue holds the typed lines for sendLoop, in order; unsent counts
+	// those not yet acked or failed.
+	queue  chan outLine
+	unsent sync.WaitGroup
+	n      atomic.Int64
 }
+
+// outLine is a typed line to send, to the room that was open when it was
+// typed.
+type outLine struct{ room, body string }
 
 // handle acts on one typed line and reports whether to quit.
 func (s *chatSession) handle(ctx context.Context, line string) bool {
@@ -159,11 +195,11 @@ func (s *chatSession) handle(ctx context.Context, line string) bool {
 		return false
 	}
 	if strings.HasPrefix(line, "//") {
-		s.send(ctx, line[1:])
+		s.send(line[1:])
 		return false
 	}
 	if !strings.HasPrefix(line, "/") {
-		s.send(ctx, line)
+		s.send(line)
 		return false
 	}
 	cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
@@ -183,13 +219,69 @@ func (s *chatSession) handle(ctx context.Context, line string) bool {
 	return false
 }
 
-func (s *chatSession) send(ctx context.Context, body string) {
+// send queues a typed line. The prompt does not wait for it: a line the
+// server cannot take yet is resent until stored, and commands keep working
+// meanwhile.
+func (s *chatSession) send(body string) {
+	s.unsent.Add(1)
+	s.n.Add(1)
+	s.queue <- outLine{room: s.room, body: body}
+}
+
+// sendLoop sends the queued lines one after another, in the order typed,
+// each until the gateway acks it, it is refused for good, or the session
+// ends. The Client resends a line answered "unavailable" or "rate_limited"
+// with the same id (the printer tells the user once) and holds the lines
+// after it, so they cannot overtake it.
+func (s *chatSession) sendLoop(ctx context.Context) {
+	for l := range s.queue {
+		s.sendLine(ctx, l)
+		s.n.Add(-1)
+		s.unsent.Done()
+	}
+}
+
+func (s *chatSession) sendLine(ctx context.Context, l outLine) {
 	if err := s.pace.wait(ctx); err != nil {
 		return
 	}
-	if _, err := s.c.Send(ctx, s.room, body); err != nil && ctx.Err() == nil && !errors.Is(err, client.ErrClosed) {
+	id := randomHex(16)
+	_, err := s.c.SendID(ctx, l.room, id, l.body)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, client.ErrClosed) {
 		s.v.errorLine(err)
 	}
+	if err == nil {
+		s.v.sentAfterRetry(id, l.body)
+	}
+}
+
+// drain waits, before quitting, for the lines not yet sent, unless ctx
+// ends (Ctrl-C).
+func (s *chatSession) drain(ctx context.Context) {
+	if s.n.Load() == 0 || ctx.Err() != nil {
+		if n := s.n.Load(); n > 0 {
+			s.v.info("%s not sent", countLines(n))
+		}
+		return
+	}
+	s.v.info("waiting for %s not sent yet (Ctrl-C quits without them)", countLines(s.n.Load()))
+	done := make(chan struct{})
+	go func() {
+		s.unsent.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.v.info("%s not sent", countLines(s.n.Load()))
+	}
+}
+
+func countLines(n int64) string {
+	if n == 1 {
+		return "1 line"
+	}
+	return fmt.Sprintf("%d lines", n)
 }
 
 func (s *chatSession) join(ctx context.Context, room string) {
@@ -206,7 +298,9 @@ func (s *chatSession) join(ctx context.Context, room string) {
 	}
 	old := s.room
 	s.v.setRoom(room) // the backlog arrives while Join waits
-	if _, err := s.c.Join(ctx, room, nil); err != nil {
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	if _, err := s.c.Join(rctx, room, nil); err != nil {
 		s.v.setRoom(old)
 		if ctx.Err() == nil {
 			s.v.errorLine(err)
@@ -214,7 +308,7 @@ func (s *chatSession) join(ctx context.Context, room string) {
 		return
 	}
 	s.room = room
-	if err := s.c.Leave(ctx, old); err != nil && ctx.Err() == nil {
+	if err := s.c.Leave(rctx, old); err != nil && ctx.Err() == nil {
 		s.v.errorLine(err)
 	}
 }
@@ -234,7 +328,9 @@ func (s *chatSession) history(ctx context.Context, arg string) {
 		s.v.info("no older messages in %s", s.room)
 		return
 	}
-	msgs, err := s.c.History(ctx, s.room, before, n)
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	msgs, err := s.c.History(rctx, s.room, before, n)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.v.errorLine(err)
@@ -252,6 +348,14 @@ type chatView struct {
 	loc   *time.Location
 	room  string
 	rooms map[string]*roomView
+	// delayed holds the ids of typed lines the server refused for now,
+	// told to the user once, until they go through. acked holds the ids
+	// of the last lines acked without being told delayed: the printer may
+	// take in a line's Retry only after its ack reached the sender, and
+	// must not then say "not sent yet".
+	delayed map[string]bool
+	acked   [16]string
+	nacked  int
 }
 
 // roomView is what the view has shown of one room.
@@ -262,7 +366,7 @@ type roomView struct {
 }
 
 func newChatView(out io.Writer, me string) *chatView {
-	return &chatView{out: out, me: me, loc: time.Local, rooms: map[string]*roomView{}}
+	return &chatView{out: out, me: me, loc: time.Local, rooms: map[string]*roomView{}, delayed: map[string]bool{}}
 }
 
 func (v *chatView) setRoom(room string) {
@@ -351,6 +455,8 @@ func (v *chatView) event(ev client.Event, c *client.Client) {
 		v.joinedLocked(ev.Joined)
 	case ev.Error != nil:
 		v.infoLocked("error %s: %s", sanitize(ev.Error.Code), oneLine(sanitize(ev.Error.Message)))
+	case ev.Retry != nil:
+		v.retryLocked(ev.Retry)
 	case ev.State == client.StateReconnecting:
 		v.infoLocked("reconnecting: %s", reason(ev.Err))
 	case ev.State == client.StateConnected:
@@ -360,6 +466,57 @@ func (v *chatView) event(ev client.Event, c *client.Client) {
 			v.infoLocked("disconnected for good: %s", reason(ev.Err))
 		}
 	}
+}
+
+// retryLocked tells the user, once per request, that the server refused
+// it for now and the Client is resending it.
+func (v *chatView) retryLocked(r *client.Retry) {
+	if r.Attempt != 1 {
+		return
+	}
+	code := sanitize(r.Err.Code)
+	switch r.Request.Type {
+	case protocol.TypeSend:
+		if slices.Contains(v.acked[:], r.Request.ID) {
+			return // stale: it went through already
+		}
+		v.delayed[r.Request.ID] = true
+		v.infoLocked("not sent yet (%s); retrying", code)
+	case protocol.TypeJoin:
+		if r.Request.Room == v.room {
+			v.infoLocked("joining %s: not done yet (%s); retrying", r.Request.Room, code)
+		}
+	case protocol.TypeHistory:
+		v.infoLocked("history: not loaded yet (%s); retrying", code)
+	}
+}
+
+// sentAfterRetry tells the user that a line announced as not sent yet has
+// gone through. Every acked line passes here.
+func (v *chatView) sentAfterRetry(id, body string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.delayed[id] {
+		v.acked[v.nacked%len(v.acked)] = id
+		v.nacked++
+		return
+	}
+	delete(v.delayed, id)
+	v.infoLocked("sent: %s", linePreview(body))
+}
+
+// linePreview is the start of a typed line, safe for a terminal.
+func linePreview(body string) string {
+	first, _, more := strings.Cut(body, "\n")
+	r := []rune(first)
+	if len(r) > 40 {
+		r, more = r[:39], true
+	}
+	p := sanitize(string(r))
+	if more {
+		p += "…"
+	}
+	return p
 }
 
 func reason(err error) string {

@@ -63,9 +63,10 @@ func (o *clientOptions) check() error {
 	return nil
 }
 
-// dial connects and says hello. The error is one line that names the URL
-// and what the server (or the network) answered.
-func (o *clientOptions) dial(ctx context.Context) (*client.Client, error) {
+// dial connects and says hello. With retry it keeps trying, with backoff,
+// until ctx ends, unless the credentials are refused. The error is one line
+// that names the URL and what the server (or the network) answered.
+func (o *clientOptions) dial(ctx context.Context, retry bool) (*client.Client, error) {
 	c, err := client.Dial(ctx, client.Config{
 		URL:        o.url,
 		User:       o.user,
@@ -73,6 +74,7 @@ func (o *clientOptions) dial(ctx context.Context) (*client.Client, error) {
 		Device:     o.device,
 		MinBackoff: 100 * time.Millisecond,
 		MaxBackoff: 3 * time.Second,
+		RetryDial:  retry,
 	})
 	if err != nil {
 		cause := err

@@ -9,12 +9,18 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
+	"github.com/parley-chat/parley/internal/fakegw"
 	"github.com/parley-chat/parley/internal/proctest"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/memory"
@@ -252,7 +258,8 @@ func TestDialFailuresAreOneLine(t *testing.T) {
 			var stderr bytes.Buffer
 			args := []string{"--url", tc.url, "--user", "alice", "general"}
 			if name == "send" {
-				args = append(args, "hello")
+				// send retries the connection for up to --timeout.
+				args = append(args, "--timeout", "300ms", "hello")
 			}
 			code := run(args, &stderr)
 			out := stderr.String()
@@ -486,5 +493,278 @@ func TestChatViewResumeLines(t *testing.T) {
 	}
 	if got := v.oldest("general"); got != 1 {
 		t.Errorf("oldest shown after the epoch change: %d, want 1", got)
+	}
+}
+
+// TestSendReportsRefusalAtOnce: a message the server refuses (too_large,
+// forbidden) ends parley send at once with exit 1 and the server's code and
+// words, naming the message; it is not reported as a missing ack after
+// --timeout. Messages before it were sent.
+func TestSendReportsRefusalAtOnce(t *testing.T) {
+	url, _ := memGateway(t, func(c *gateway.Config) { c.MaxBodyBytes = 16 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name, stdin, room, stdout, stderr string
+	}{
+		{"too large", "short\nthis body is longer than sixteen bytes\nnever sent\n", "general", "seq 1\n",
+			`parley send: message 2 "this body is longer than sixteen bytes" refused by the server: too_large: body is 38 bytes; the limit is 16`},
+		{"forbidden", "hi\n", "dm:alice:bob", "",
+			`parley send: message 1 "hi" refused by the server: forbidden: rooms starting "dm:" are reserved for direct rooms`},
+	} {
+		var stdout, stderr bytes.Buffer
+		start := time.Now()
+		code := runSend(ctx, []string{"--url", url, "--user", "alice", tc.room}, strings.NewReader(tc.stdin), &stdout, &stderr)
+		took := time.Since(start)
+		if code != 1 || stdout.String() != tc.stdout || stderr.String() != tc.stderr+"\n" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1, stdout %q, stderr %q", tc.name, code, stdout.String(), stderr.String(), tc.stdout, tc.stderr)
+		}
+		if took > 5*time.Second {
+			t.Errorf("%s: took %v, want an answer at once, not after --timeout (30s)", tc.name, took)
+		}
+	}
+	if n := len(memHistory(t, ctx, url, "general")); n != 1 {
+		t.Errorf("general holds %d messages, want only the one before the refused one", n)
+	}
+}
+
+// memHistory reads room's messages through an SDK client.
+func memHistory(t *testing.T, ctx context.Context, url, room string) []*protocol.Message {
+	t.Helper()
+	msgs, err := sdk(t, url, "reader").History(ctx, room, 0, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// TestSendRetriesAStoppingGateway: parley send's first connection meets a
+// gateway that is stopping: the upgrade is answered 503, then a connection
+// is closed with 1012 during hello, then one is closed with 1012 after the
+// send arrived and before its ack, then another upgrade gets 503. It keeps
+// trying with backoff within --timeout, resends the message with the same
+// id, and prints its seq; the message is stored once.
+func TestSendRetriesAStoppingGateway(t *testing.T) {
+	gw := fakegw.Start(t, fakegw.Options{})
+	gw.Upgrade(func(n int) int {
+		if n == 1 || n == 4 {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	})
+	gw.Intercept(func(c *fakegw.Conn, f *protocol.Frame) bool {
+		if (c.N == 1 && f.Type == protocol.TypeHello) || (c.N == 2 && f.Type == protocol.TypeSend) {
+			c.Close(websocket.StatusServiceRestart, "gateway draining")
+			return true
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := runSend(ctx, []string{"--url", gw.URL(), "--user", "carol", "--timeout", "10s", "general", "deploy", "finished"}, nil, &stdout, &stderr)
+	if code != 0 || stdout.String() != "seq 1\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 0 and seq 1", code, stdout.String(), stderr.String())
+	}
+	sends := gw.Sends()
+	if len(sends) != 2 || sends[0].Conn != 2 || sends[1].Conn != 3 || sends[0].Frame.ID != sends[1].Frame.ID || sends[1].Frame.Body != "deploy finished" {
+		t.Fatalf("sends received %+v, want the message on connection 2 and resent with the same id on connection 3", sends)
+	}
+	if msgs := gw.Messages("general"); len(msgs) != 1 || msgs[0].Body != "deploy finished" || msgs[0].From != "carol" {
+		t.Fatalf("stored %+v, want the message once", msgs)
+	}
+	if !strings.Contains(stderr.String(), "reconnecting") || !strings.Contains(stderr.String(), "1012") {
+		t.Errorf("stderr %q does not report the reconnect after the 1012", stderr.String())
+	}
+}
+
+// flakyBroker fails Publish the way the Redis broker does while Redis is
+// unreachable, as long as down is set; the gateway then answers sends with
+// "unavailable".
+type flakyBroker struct {
+	broker.Broker
+	down *atomic.Bool
+}
+
+func (b flakyBroker) Publish(ctx context.Context, p broker.Publication) (broker.Ack, error) {
+	if b.down.Load() {
+		return broker.Ack{}, fmt.Errorf("redis: connection refused: %w", broker.ErrUnavailable)
+	}
+	return b.Broker.Publish(ctx, p)
+}
+
+// startChat runs parley chat as alice in room general on url until the
+// test ends; it returns the output, the typing end of its input and its
+// exit status.
+func startChat(t *testing.T, ctx context.Context, url string) (*proctest.Buffer, *io.PipeWriter, <-chan int) {
+	t.Helper()
+	stdin, typing := io.Pipe()
+	t.Cleanup(func() { typing.Close() })
+	out := &proctest.Buffer{}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, out, io.Discard)
+	}()
+	return out, typing, exited
+}
+
+func typeLine(t *testing.T, w io.Writer, line string) {
+	t.Helper()
+	if _, err := io.WriteString(w, line+"\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outputLines returns the lines of out that contain one of marks, in
+// order.
+func outputLines(out string, marks ...string) []string {
+	var got []string
+	for l := range strings.Lines(out) {
+		for _, p := range marks {
+			if strings.Contains(l, p) {
+				got = append(got, strings.TrimSuffix(l, "\n"))
+				break
+			}
+		}
+	}
+	return got
+}
+
+// TestChatResendsLinesUntilStored: lines typed while the gateway's store is
+// unreachable are answered "unavailable"; parley chat says so once, keeps
+// the prompt free for commands, resends the first line with the same id
+// until it is stored, says when it went through, and then sends the lines
+// typed after it, in order. Another member sees each line once, in order.
+func TestChatResendsLinesUntilStored(t *testing.T) {
+	var down atomic.Bool
+	url, _ := memGateway(t, func(c *gateway.Config) {
+		c.NewBroker = func(h broker.Handler) (broker.Broker, error) {
+			return flakyBroker{Broker: memory.New(memory.Config{Handler: h}), down: &down}, nil
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bob := sdk(t, url, "bob")
+	if _, err := bob.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	out, typing, exited := startChat(t, ctx, url)
+	out.WaitFor(t, "-- joined general (no messages yet)", 10*time.Second)
+
+	down.Store(true)
+	typeLine(t, typing, "typed during the outage")
+	typeLine(t, typing, "typed after it")
+	out.WaitFor(t, "-- not sent yet (unavailable); retrying", 10*time.Second)
+	typeLine(t, typing, "/help") // the prompt is not stuck behind the line
+	out.WaitFor(t, "-- commands: ", 10*time.Second)
+	down.Store(false)
+	out.WaitFor(t, "<alice (you)> typed after it", 10*time.Second)
+	typeLine(t, typing, "sentinel")
+	out.WaitFor(t, "<alice (you)> sentinel", 10*time.Second)
+	typing.Close()
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d at end of input:\n%s", code, out.String())
+	}
+
+	// The notes and the echoes come from two goroutines: each stream is in
+	// order, the two interleave.
+	notes := outputLines(out.String(), "-- not sent", "-- commands", "-- sent", "-- error")
+	wantNotes := []string{
+		"-- not sent yet (unavailable); retrying",
+		"-- commands: /join ROOM, /history [N], /quit; //text sends \"/text\"",
+		"-- sent: typed during the outage",
+	}
+	if !slices.Equal(notes, wantNotes) {
+		t.Fatalf("chat printed the notes\n%s\nwant, in order:\n%s\nfull output:\n%s", strings.Join(notes, "\n"), strings.Join(wantNotes, "\n"), out.String())
+	}
+	var echoes []string
+	for _, l := range outputLines(out.String(), "<alice (you)>") {
+		_, body, _ := strings.Cut(l, "<alice (you)> ")
+		echoes = append(echoes, body)
+	}
+	if want := []string{"typed during the outage", "typed after it", "sentinel"}; !slices.Equal(echoes, want) {
+		t.Fatalf("chat showed alice's lines %q, want %q:\n%s", echoes, want, out.String())
+	}
+	var bodies []string
+	for len(bodies) < 3 {
+		select {
+		case ev := <-bob.Events():
+			if ev.Message != nil {
+				if ev.Message.Seq != int64(len(bodies)+1) {
+					t.Fatalf("bob got seq %d (%q), want %d", ev.Message.Seq, ev.Message.Body, len(bodies)+1)
+				}
+				bodies = append(bodies, ev.Message.Body)
+			}
+		case <-ctx.Done():
+			t.Fatalf("bob got %q, then nothing", bodies)
+		}
+	}
+	if want := []string{"typed during the outage", "typed after it", "sentinel"}; !slices.Equal(bodies, want) {
+		t.Fatalf("bob got %q, want %q", bodies, want)
+	}
+}
+
+// TestChatWaitsOutRateLimit: a line answered "rate_limited" is resent,
+// with the same id, no sooner than retry_after_ms, and the line typed after
+// it is not sent before it.
+func TestChatWaitsOutRateLimit(t *testing.T) {
+	const after = 300 * time.Millisecond
+	gw := fakegw.Start(t, fakegw.Options{})
+	gw.Refusals().RateLimitNext(protocol.TypeSend, after)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, typing, exited := startChat(t, ctx, gw.URL())
+	out.WaitFor(t, "-- joined general (no messages yet)", 10*time.Second)
+	typeLine(t, typing, "one")
+	typeLine(t, typing, "two")
+	out.WaitFor(t, "-- not sent yet (rate_limited); retrying", 10*time.Second)
+	out.WaitFor(t, "<alice (you)> two", 10*time.Second)
+	typing.Close()
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d at end of input:\n%s", code, out.String())
+	}
+	sends := gw.Sends()
+	if len(sends) != 3 || sends[0].Frame.Body != "one" || sends[1].Frame.ID != sends[0].Frame.ID || sends[2].Frame.Body != "two" {
+		t.Fatalf("gateway received %+v, want one (refused), one again with its id, two", sends)
+	}
+	if gap := sends[1].At.Sub(sends[0].At); gap < after {
+		t.Errorf("resent %v after the refusal, want at least retry_after_ms (%v)", gap, after)
+	}
+	var bodies []string
+	for _, m := range gw.Messages("general") {
+		bodies = append(bodies, m.Body)
+	}
+	if !slices.Equal(bodies, []string{"one", "two"}) {
+		t.Errorf("stored %q, want one, two", bodies)
+	}
+	if strings.Count(out.String(), "not sent yet") != 1 || strings.Contains(out.String(), "-- error") {
+		t.Errorf("want one notice and no error:\n%s", out.String())
+	}
+}
+
+// TestTailSinceOnEmptyRoom: --since N on a room with no messages (so no
+// epoch for N to belong to) follows the room from its first message
+// instead of failing on the gateway's bad_request.
+func TestTailSinceOnEmptyRoom(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tctx, stop := context.WithCancel(ctx)
+	var out, errb proctest.Buffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- runTail(tctx, []string{"--url", url, "--user", "reader", "empty", "--since", "5"}, &out, &errb)
+	}()
+	errb.WaitFor(t, "following empty", 10*time.Second)
+	if _, err := sdk(t, url, "bob").Send(ctx, "empty", "first"); err != nil {
+		t.Fatal(err)
+	}
+	out.WaitFor(t, `"body":"first"`, 10*time.Second)
+	stop()
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d; stderr %q", code, errb.String())
+	}
+	if !strings.Contains(out.String(), `"seq":1,`) || strings.Count(out.String(), "\n") != 1 {
+		t.Fatalf("tail printed %q, want the one message, seq 1", out.String())
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,12 +22,17 @@ import (
 const sendHelp = `Usage: parley send [flags] ROOM [MESSAGE...]
 
 Sends one message, the MESSAGE words joined by spaces, to ROOM; without
-MESSAGE, sends each non-empty line of standard input as it is read. Prints
-"seq N" for each message once the gateway has acknowledged it (stored and
-published). Exits 1 at the first message that fails, naming it. A message
-that is not acknowledged within --timeout may or may not have been stored:
-send it again with the --id printed in the error and it is stored at most
-once. Use "--" before a message that starts with "-".
+MESSAGE, sends each non-empty line of standard input as it is read, in
+order. Prints "seq N" for each message once the gateway has acknowledged it
+(stored and published). A gateway that is restarting or busy does not stop
+it: the connection is retried with backoff for up to --timeout, and a
+message the server answers "rate_limited" or "unavailable" is resent with
+the same id until acknowledged or --timeout passes. A message the server
+refuses (forbidden, too_large, bad_request) ends it at once with exit 1 and
+the server's code and words, naming the message; so does any other failure.
+A message that is not acknowledged within --timeout may or may not have
+been stored: send it again with the --id printed in the error and it is
+stored at most once. Use "--" before a message that starts with "-".
 
 `
 
@@ -39,7 +46,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var o clientOptions
 	fs := newClientFlags("send", &o)
 	id := fs.String("id", "", "idempotency key of the message (1-64 printable ASCII, no spaces): sending again with the same id stores nothing new and prints the original seq; only for a single message")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for each message's ack, across reconnects")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to keep trying to connect, and to wait for each message's ack, across reconnects and resends")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return flagExit(fs, sendHelp, err, stderr)
@@ -108,16 +115,24 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 	}
 
-	c, err := o.dial(ctx)
+	// A gateway that is stopping (503 on upgrade, or a close before
+	// welcome) or not up yet is retried like a reconnect.
+	dctx, dcancel := context.WithTimeout(ctx, *timeout)
+	c, err := o.dial(dctx, true)
+	dcancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "parley send: %v\n", err)
 		return 1
 	}
 	watched := make(chan struct{})
-	go func() { // not joined: only errors and state changes arrive
+	go func() { // not joined: only errors, retries and state changes arrive
 		defer close(watched)
 		for ev := range c.Events() {
 			switch {
+			case ev.Retry != nil && ev.Retry.Attempt == 1:
+				// Once per message: the SDK resends it by itself.
+				fmt.Fprintf(stderr, "parley send: id %s not stored yet (%s: %s); retrying\n",
+					ev.Retry.Request.ID, ev.Retry.Err.Code, oneLine(ev.Retry.Err.Msg))
 			case ev.Error != nil:
 				fmt.Fprintf(stderr, "parley send: server: %s: %s\n", ev.Error.Code, oneLine(ev.Error.Message))
 			case ev.State == client.StateReconnecting:
@@ -151,11 +166,16 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		ack, err := c.SendID(sctx, room, mid, body)
 		cancel()
 		if err != nil {
+			var refused *protocol.Error
 			switch {
+			case errors.As(err, &refused):
+				// The server's "no": waiting would not change it.
+				fmt.Fprintf(stderr, "parley send: message %d %s refused by the server: %s: %s\n",
+					n, preview(body), refused.Code, oneLine(refused.Msg))
 			case ctx.Err() != nil:
 				fmt.Fprintf(stderr, "parley send: message %d: interrupted before its ack; it may or may not be stored (resend it with --id %s)\n", n, mid)
-			case sctx.Err() != nil:
-				fmt.Fprintf(stderr, "parley send: message %d: no ack within %v; it may or may not be stored (resend it with --id %s)\n", n, *timeout, mid)
+			case errors.Is(err, context.DeadlineExceeded):
+				fmt.Fprintf(stderr, "parley send: message %d: no ack within %v; it may or may not be stored (resend it with --id %s): %s\n", n, *timeout, mid, describe(err))
 			default:
 				fmt.Fprintf(stderr, "parley send: message %d: %s\n", n, describe(err))
 			}
@@ -165,6 +185,17 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintf(stdout, "seq %d\n", ack.Seq)
 	}
 	return code
+}
+
+// preview quotes the start of a message body, safe for a terminal, to
+// name the message in an error.
+func preview(body string) string {
+	const max = 40
+	r := []rune(body)
+	if len(r) > max {
+		return strconv.Quote(string(r[:max-1]) + "…")
+	}
+	return strconv.Quote(body)
 }
 
 // randomHex returns n random bytes in hex.

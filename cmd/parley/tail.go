@@ -72,7 +72,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("%v", err)
 	}
 
-	c, err := o.dial(ctx)
+	c, err := o.dial(ctx, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley tail: %v\n", err)
 		return 1
@@ -150,6 +150,11 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			if len(msgs) > 0 {
 				from.Epoch = msgs[0].Epoch
+			} else {
+				// An empty room has no epoch, so --since names no
+				// position in it (the gateway refuses a seq without its
+				// epoch): every message it gets from now on is new.
+				from.Seq = 0
 			}
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -45,6 +44,13 @@ func Start(t testing.TB) *Browser {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Not t.TempDir: its cleanup removes the directory once, and Chromium's
+	// helper processes can outlive the browser by a moment and still write
+	// to the profile (seen in tests that last a second or two).
+	profile, err := os.MkdirTemp("", "parley-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Headless,
@@ -56,7 +62,7 @@ func Start(t testing.TB) *Browser {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
+		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1280, 800),
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -64,13 +70,32 @@ func Start(t testing.TB) *Browser {
 	if err := chromedp.Run(bctx); err != nil {
 		bcancel()
 		acancel()
+		removeProfile(t, profile)
 		t.Fatalf("browsertest: start %s: %v", path, err)
 	}
 	t.Cleanup(func() {
 		bcancel()
 		acancel()
+		removeProfile(t, profile)
 	})
 	return &Browser{ctx: bctx}
+}
+
+// removeProfile removes a stopped browser's profile directory, trying again
+// while the helper processes that outlived the browser still write to it.
+func removeProfile(t testing.TB, dir string) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := os.RemoveAll(dir)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("browsertest: remove the browser profile: %v", err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // no event says the last helper has exited
+	}
 }
 
 // Page is one tab. Uncaught JavaScript exceptions and console errors are

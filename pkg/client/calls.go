@@ -21,10 +21,22 @@ type call struct {
 	internal bool // an automatic re-join, not a caller's request
 	done     chan result
 
-	// conn is the connection the request was last written on (nil: not
-	// yet), at sentAt. Both guarded by Client.mu.
+	// conn is the connection the request was last queued on (nil: not
+	// yet, or refused and waiting to be resent), and sentAt when it was
+	// written; queued is true while it waits in conn's write queue. All
+	// guarded by Client.mu, like the fields below.
 	conn   *conn
 	sentAt time.Time
+	queued bool
+
+	// refusals counts the rate_limited and unavailable answers to the
+	// request, and last is the latest one. retry resends the request after
+	// an unavailable answer (nil when no resend is planned); bo spaces
+	// those resends.
+	refusals int
+	last     *protocol.Error
+	retry    *time.Timer
+	bo       backoff
 }
 
 type result struct {
@@ -60,8 +72,10 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 }
 
 // Send posts body to room under a new unique id and returns the ack, which
-// carries the message's seq. The send survives reconnects: it is resent
-// with the same id until acked, and the server stores it once. If ctx ends
+// carries the message's seq and epoch. The send survives reconnects and
+// refusals for now (rate_limited, unavailable): it is resent with the same
+// id until acked, and the server stores it once. Sends are published in
+// the order they were made (see the package documentation). If ctx ends
 // first the message may or may not have been stored; SendID with the same
 // id settles it without a duplicate.
 func (c *Client) Send(ctx context.Context, room, body string) (protocol.Frame, error) {
@@ -109,7 +123,10 @@ func newID() string {
 func (c *Client) newCall(f *protocol.Frame) *call {
 	n := c.nextRef.Add(1)
 	f.Ref = "r" + strconv.FormatUint(n, 36)
-	return &call{num: n, ref: f.Ref, frame: f, done: make(chan result, 1)}
+	return &call{
+		num: n, ref: f.Ref, frame: f, done: make(chan result, 1),
+		bo: backoff{min: c.cfg.MinBackoff, max: c.cfg.MaxBackoff},
+	}
 }
 
 // do sends the request f, or queues it while reconnecting, and waits for
@@ -138,7 +155,12 @@ func (c *Client) do(ctx context.Context, f *protocol.Frame) (protocol.Frame, err
 		}
 	}
 	c.pending[cl.ref] = cl
-	if c.ready {
+	switch {
+	case f.Type == protocol.TypeSend:
+		// Sends go one at a time, in order: see nextSendLocked.
+		c.sends = append(c.sends, cl)
+		c.nextSendLocked()
+	case c.ready:
 		c.write(c.cur, cl)
 	}
 	c.mu.Unlock()
@@ -162,12 +184,20 @@ func (c *Client) wait(ctx context.Context, cl *call) (*protocol.Frame, error) {
 		case <-ctx.Done():
 			c.mu.Lock()
 			_, ok := c.pending[cl.ref]
-			delete(c.pending, cl.ref)
+			if ok {
+				c.finishLocked(cl)
+			}
+			last := cl.last
 			c.mu.Unlock()
 			if !ok {
 				// The reply is on its way.
 				r := <-cl.done
 				return r.f, r.err
+			}
+			if last != nil {
+				// Say why it took so long: the server kept refusing it.
+				return nil, fmt.Errorf("parley client: %s %s: %w (refused %d times, last: %s: %s)",
+					cl.frame.Type, cl.frame.Room, ctx.Err(), cl.refusals, last.Code, last.Msg)
 			}
 			return nil, fmt.Errorf("parley client: %s %s: %w", cl.frame.Type, cl.frame.Room, ctx.Err())
 		case <-timer.C:
@@ -177,11 +207,12 @@ func (c *Client) wait(ctx context.Context, cl *call) (*protocol.Frame, error) {
 }
 
 // checkOverdue drops the connection if cl has waited on it for AckTimeout,
-// and returns when to look again.
+// and returns when to look again. A request still in the write queue (held
+// back after a rate_limited answer) is not overdue: it has not been sent.
 func (c *Client) checkOverdue(cl *call) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cl.conn == nil || cl.conn != c.cur || !c.ready {
+	if cl.conn == nil || cl.conn != c.cur || !c.ready || cl.queued {
 		return c.cfg.AckTimeout
 	}
 	if waited := time.Since(cl.sentAt); waited < c.cfg.AckTimeout {
@@ -200,12 +231,31 @@ func (c *Client) write(cn *conn, cl *call) {
 		c.log.Error("parley client: encode", "err", err)
 		return
 	}
-	cn.q = append(cn.q, b)
-	cl.conn, cl.sentAt = cn, time.Now()
+	c.stopRetry(cl)
+	cn.q = append(cn.q, queued{cl: cl, b: b})
+	cl.conn, cl.sentAt, cl.queued = cn, time.Now(), true
 	select {
 	case cn.wake <- struct{}{}:
 	default:
 	}
+}
+
+// nextSendLocked writes the oldest pending send, unless it is already on
+// its way or waiting to be resent. Sends are written one at a time: the
+// next only once the one before it is answered (or abandoned by its
+// caller). Pipelining them would let a refused send be overtaken: the
+// server refuses the first when the connection is over its rate, then
+// accepts the second once a token has come back, and the first, resent,
+// would be published after it. Caller holds c.mu.
+func (c *Client) nextSendLocked() {
+	if !c.ready || len(c.sends) == 0 {
+		return
+	}
+	head := c.sends[0]
+	if head.conn != nil || head.retry != nil {
+		return
+	}
+	c.write(c.cur, head)
 }
 
 // take removes and returns the pending call with ref, or nil.
@@ -216,8 +266,93 @@ func (c *Client) take(ref string) *call {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := c.pending[ref]
-	delete(c.pending, ref)
+	if cl != nil {
+		c.finishLocked(cl)
+	}
 	return cl
+}
+
+// finishLocked removes cl from the pending calls, answered or abandoned.
+// A send leaves the queue of sends, and the next one goes. Caller holds
+// c.mu.
+func (c *Client) finishLocked(cl *call) {
+	delete(c.pending, cl.ref)
+	c.stopRetry(cl)
+	if i := slices.Index(c.sends, cl); i >= 0 {
+		c.sends = slices.Delete(c.sends, i, i+1)
+		if i == 0 {
+			c.nextSendLocked()
+		}
+	}
+}
+
+// refused handles an answer that refuses a pending request for now:
+// rate_limited (the connection is over its allowance) or unavailable (the
+// message store is unreachable). The request stays pending and is written
+// again on the same connection: after retry_after_ms for rate_limited, and
+// every frame queued behind it waits as long; after a backoff for
+// unavailable. It returns what to report on Events, or nil when f is not
+// such an answer to a pending request of cn.
+func (c *Client) refused(cn *conn, f *protocol.Frame) *Retry {
+	if f.Ref == "" || (f.Code != protocol.CodeRateLimited && f.Code != protocol.CodeUnavailable) {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.pending[f.Ref]
+	if cl == nil || cl.conn != cn || c.cur != cn {
+		return nil
+	}
+	cl.refusals++
+	cl.last = frameError(f)
+	cl.conn, cl.queued = nil, false
+	var after time.Duration
+	if f.Code == protocol.CodeRateLimited && f.RetryAfterMS > 0 {
+		after = time.Duration(f.RetryAfterMS) * time.Millisecond
+		// The connection, not the request, is over its allowance: hold
+		// every frame until then, and space the held ones by as much,
+		// so that they do not all meet an empty bucket again (each
+		// refusal counts towards the flood limit).
+		if until := time.Now().Add(after); until.After(cn.notBefore) {
+			cn.notBefore = until
+		}
+		cn.pace = after
+		c.write(cn, cl)
+	} else {
+		after = cl.bo.next()
+		n := cl.refusals
+		cl.retry = time.AfterFunc(after, func() { c.resend(cl, n) })
+	}
+	c.log.Debug("parley client: request refused for now, resending",
+		"type", cl.frame.Type, "room", cl.frame.Room, "ref", cl.ref, "code", f.Code, "after", after)
+	req := *cl.frame
+	return &Retry{Request: req, Err: cl.last, After: after, Attempt: cl.refusals}
+}
+
+// resend writes cl again after its n-th refusal (unavailable), unless it
+// was answered, abandoned or resent on a new connection since.
+func (c *Client) resend(cl *call, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl.retry == nil || cl.refusals != n {
+		return
+	}
+	cl.retry = nil
+	if c.pending[cl.ref] != cl || cl.conn != nil || c.cur == nil {
+		return
+	}
+	if !c.ready && !cl.internal {
+		return // resume writes it
+	}
+	c.write(c.cur, cl)
+}
+
+// stopRetry cancels a planned resend of cl. Caller holds c.mu.
+func (c *Client) stopRetry(cl *call) {
+	if cl.retry != nil {
+		cl.retry.Stop()
+		cl.retry = nil
+	}
 }
 
 // pendingInOrder returns the callers' pending requests in the order they

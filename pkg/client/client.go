@@ -28,16 +28,26 @@ type Config struct {
 	Device string
 	// Header holds extra HTTP headers for the WebSocket handshake. Optional.
 	Header http.Header
-	// MinBackoff is the shortest wait before a reconnect attempt.
-	// Default 100ms.
+	// MinBackoff is the shortest wait before a reconnect attempt, and
+	// before resending a request answered unavailable. Default 100ms.
 	MinBackoff time.Duration
-	// MaxBackoff caps the wait between reconnect attempts. Default 5s.
+	// MaxBackoff caps the wait between reconnect attempts, and between
+	// resends of a request answered unavailable. Default 5s.
 	MaxBackoff time.Duration
 	// AckTimeout is how long a call waits for its reply (a Send for its ack)
-	// before the Client drops the connection and resends the request on a
-	// new one. It also bounds dial plus hello, and the re-joins after a
-	// reconnect. Default 10s.
+	// after it was written before the Client drops the connection and
+	// resends the request on a new one; a request refused for now and
+	// waiting to be resent, or a send held behind an earlier one, is not
+	// counted as waiting. It also bounds dial plus hello, and the re-joins
+	// after a reconnect. Default 10s.
 	AckTimeout time.Duration
+	// RetryDial makes Dial retry a first connection that failed for a
+	// reason that may pass (nothing listening, HTTP 503 from a draining
+	// gateway, a connection closed before welcome), with the reconnect
+	// backoff, until ctx ends; Dial then returns the last attempt's error.
+	// A refusal of the credentials (HTTP 401/403, close 1008) still fails
+	// at once. Default false: Dial returns the first failure.
+	RetryDial bool
 	// Logger receives the Client's diagnostics. Default: discard.
 	Logger *slog.Logger
 	// Buffer is the capacity of the Events channel. Default 1024.
@@ -118,8 +128,8 @@ func (s State) String() string {
 	}
 }
 
-// Event is one item on the Events channel. Exactly one of Message, Joined
-// and Error is set, or none of them and State is.
+// Event is one item on the Events channel. Exactly one of Message, Joined,
+// Error and Retry is set, or none of them and State is.
 type Event struct {
 	// Message is a "message" frame, delivered once, in seq order per room.
 	Message *protocol.Message
@@ -131,13 +141,34 @@ type Event struct {
 	// the answer to an automatic re-join (the room is then no longer
 	// joined, unless the code says to retry later).
 	Error *protocol.Frame
-	// State is a connection state change, set when Message, Joined and
-	// Error are nil.
+	// Retry reports a pending request that the server refused for now
+	// (rate_limited or unavailable) and that the Client will resend by
+	// itself; the call keeps waiting and returns no error for it. An
+	// application may use it to show that a message is delayed.
+	Retry *Retry
+	// State is a connection state change, set when Message, Joined, Error
+	// and Retry are nil.
 	State State
 	// Err says why: with StateReconnecting, why the connection dropped
 	// (close code and reason, or the network error); with StateClosed, the
 	// fatal error, or nil after Close.
 	Err error
+}
+
+// Retry describes a request the server refused for now. See Event.Retry.
+type Retry struct {
+	// Request is the refused request: its Type and Room, and for a send
+	// its ID and Body. A re-join after a reconnect is reported too (a
+	// join the application did not call).
+	Request protocol.Frame
+	// Err is the server's answer: code rate_limited or unavailable.
+	Err *protocol.Error
+	// After is how long the Client waits before it resends the request:
+	// the answer's retry_after_ms for rate_limited, a backoff between
+	// Config.MinBackoff and Config.MaxBackoff for unavailable.
+	After time.Duration
+	// Attempt counts this request's refusals so far: 1 the first time.
+	Attempt int
 }
 
 // Client is a connection to a Parley gateway that reconnects and resumes by
@@ -157,6 +188,9 @@ type Client struct {
 	welcome protocol.Frame
 	rooms   map[string]*roomPos
 	pending map[string]*call
+	// sends are the pending sends in the order they were made; only the
+	// first is ever written (see nextSendLocked).
+	sends []*call
 	// cur is the connection being resumed or in use; nil while
 	// reconnecting.
 	cur *conn
@@ -177,9 +211,10 @@ type roomPos struct {
 }
 
 // Dial connects to cfg.URL, sends hello and waits for welcome. It fails if
-// that first attempt fails; the error then names the close code and reason,
-// or the error frame, the server answered with. Once Dial has returned a
-// Client, the Client reconnects by itself until Close.
+// that first attempt fails (unless Config.RetryDial); the error then names
+// the close code and reason, or the error frame, the server answered with.
+// Once Dial has returned a Client, the Client reconnects by itself until
+// Close.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -193,7 +228,24 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		pending: make(map[string]*call),
 	}
 	cn, welcome, err := c.connect(ctx)
+	bo := &backoff{min: cfg.MinBackoff, max: cfg.MaxBackoff}
+	for err != nil && cfg.RetryDial && !isFatal(err) {
+		c.log.Warn("parley client: dial failed, retrying", "err", err)
+		if !sleep(ctx, bo.next()) {
+			break
+		}
+		var next error
+		cn, welcome, next = c.connect(ctx)
+		if next != nil && ctx.Err() != nil {
+			// Cut short by ctx: the attempt before says more.
+			break
+		}
+		err = next
+	}
 	if err != nil {
+		if ctx.Err() != nil && cfg.RetryDial {
+			err = fmt.Errorf("%w (retried until: %w)", err, ctx.Err())
+		}
 		return nil, fmt.Errorf("parley client: dial %s: %w", cfg.URL, unwrapFatal(err))
 	}
 	c.welcome = *welcome

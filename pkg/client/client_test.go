@@ -642,3 +642,63 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("min == max: delay %v, want 1s", d)
 	}
 }
+
+// TestRetryDial: with RetryDial, Dial keeps trying a gateway that answers
+// 503 until it accepts; a refused token still fails at once, and a ctx that
+// ends first makes Dial return the last failure. Without it, the first
+// failure is Dial's error.
+func TestRetryDial(t *testing.T) {
+	s := newFakeServer(t)
+	s.set(func(s *fakeServer) { s.down = true })
+	if c, err := Dial(testCtx(t), testConfig(s.url(), "alice")); err == nil || !strings.Contains(err.Error(), "503") {
+		if c != nil {
+			_ = c.Close()
+		}
+		t.Fatalf("Dial without RetryDial: %v, want the 503", err)
+	}
+
+	cfg := testConfig(s.url(), "alice")
+	cfg.RetryDial = true
+	type dialResult struct {
+		c   *Client
+		err error
+	}
+	dialed := make(chan dialResult, 1)
+	go func() {
+		c, err := Dial(testCtx(t), cfg)
+		dialed <- dialResult{c, err}
+	}()
+	s.await(t, "three more refused upgrades", func() bool { return s.upgrades >= 4 })
+	s.set(func(s *fakeServer) { s.down = false })
+	r := <-dialed
+	if r.err != nil {
+		t.Fatalf("Dial with RetryDial: %v", r.err)
+	}
+	t.Cleanup(func() { _ = r.c.Close() })
+	if ack, err := r.c.Send(testCtx(t), "general", "made it"); err != nil || ack.Seq != 1 {
+		t.Fatalf("Send after the retried dial: ack %+v, error %v", ack, err)
+	}
+
+	s.set(func(s *fakeServer) { s.rejectHello = "token expired" })
+	before := s.received()
+	if _, err := Dial(testCtx(t), cfg); err == nil || !strings.Contains(err.Error(), "token expired") {
+		t.Fatalf("Dial with a refused token: %v, want the 1008 at once", err)
+	}
+	hellos := 0
+	for _, f := range s.received()[len(before):] {
+		if f.f.Type == protocol.TypeHello {
+			hellos++
+		}
+	}
+	if hellos != 1 {
+		t.Fatalf("%d hellos for a refused token, want 1 (no retry)", hellos)
+	}
+
+	s.set(func(s *fakeServer) { s.rejectHello = ""; s.down = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := Dial(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), "503") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Dial until ctx ends: %v, want the last failure (503) and the deadline", err)
+	}
+}

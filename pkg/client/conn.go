@@ -19,11 +19,22 @@ type conn struct {
 	// for: a read or write failed, a reply timed out, or the Client closed.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	// q holds encoded frames for the writer, guarded by Client.mu; wake
-	// tells the writer there is something in q.
-	q    [][]byte
+	// q holds the requests for the writer, encoded, guarded by Client.mu;
+	// wake tells the writer there is something in q.
+	q    []queued
 	wake chan struct{}
 	wg   sync.WaitGroup
+	// After a rate_limited answer the writer writes nothing before
+	// notBefore, and then one frame per pace until q is empty (pace 0:
+	// no spacing). Guarded by Client.mu.
+	notBefore time.Time
+	pace      time.Duration
+}
+
+// queued is a request in a connection's write queue.
+type queued struct {
+	cl *call
+	b  []byte
 }
 
 // connect dials, sends hello and waits for welcome, all within
@@ -106,7 +117,8 @@ func (c *Client) connect(ctx context.Context) (*conn, *protocol.Frame, error) {
 	}
 }
 
-// writeLoop writes the frames queued in cn.q, in order.
+// writeLoop writes the frames queued in cn.q, in order, holding them back
+// while the connection is over its rate (see conn.notBefore).
 func (c *Client) writeLoop(cn *conn) {
 	defer cn.wg.Done()
 	for {
@@ -115,19 +127,59 @@ func (c *Client) writeLoop(cn *conn) {
 			return
 		case <-cn.wake:
 		}
-		c.mu.Lock()
-		q := cn.q
-		cn.q = nil
-		c.mu.Unlock()
-		for _, b := range q {
+		for {
+			c.mu.Lock()
+			if len(cn.q) == 0 {
+				c.mu.Unlock()
+				break
+			}
+			if d := time.Until(cn.notBefore); d > 0 {
+				c.mu.Unlock()
+				if !sleep(cn.ctx, d) {
+					return
+				}
+				continue
+			}
+			e := cn.q[0]
+			cn.q[0] = queued{}
+			cn.q = cn.q[1:]
+			if c.pending[e.cl.ref] != e.cl {
+				// Abandoned by its caller while held back: it was never
+				// sent, so it is not sent now.
+				c.mu.Unlock()
+				continue
+			}
+			if cn.pace > 0 {
+				if len(cn.q) > 0 {
+					cn.notBefore = time.Now().Add(cn.pace)
+				} else {
+					cn.pace = 0
+				}
+			}
+			if e.cl.conn == cn {
+				e.cl.queued, e.cl.sentAt = false, time.Now()
+			}
+			c.mu.Unlock()
 			ctx, cancel := context.WithTimeout(cn.ctx, c.cfg.AckTimeout)
-			err := cn.ws.Write(ctx, websocket.MessageText, b)
+			err := cn.ws.Write(ctx, websocket.MessageText, e.b)
 			cancel()
 			if err != nil {
 				cn.cancel(connError("write", err))
 				return
 			}
 		}
+	}
+}
+
+// sleep waits for d and reports true, or false if ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -170,6 +222,9 @@ func (c *Client) handle(cn *conn, f *protocol.Frame) bool {
 			c.log.Debug("parley client: reply to no pending call", "type", f.Type, "ref", f.Ref)
 		}
 	case protocol.TypeError:
+		if r := c.refused(cn, f); r != nil {
+			return c.emit(cn, Event{Retry: r})
+		}
 		cl := c.take(f.Ref)
 		if cl == nil || cl.internal {
 			if !c.emit(cn, Event{Error: f}) {

@@ -6,7 +6,8 @@
 //   - Requests (Join, Leave, Send, SendID, History) carry a ref unique to the
 //     Client; the reply (joined, left, ack, history) or the error frame with
 //     the same ref completes the call. An error frame makes the call return a
-//     *protocol.Error with the server's code and message.
+//     *protocol.Error with the server's code and message, except
+//     rate_limited and unavailable, which the Client retries (see below).
 //   - For every joined room the Client remembers the epoch and the last seq it
 //     delivered on Events, and drops any message it has already delivered, so
 //     each message reaches Events exactly once and in seq order.
@@ -16,7 +17,8 @@
 //     between Config.MinBackoff and Config.MaxBackoff, sends hello, re-joins
 //     every room with since = {epoch, last seq}, then resends every request
 //     that has not been answered, sends with the same id so that the server
-//     deduplicates them and returns the original ack, and emits
+//     deduplicates them and returns the original ack (the oldest unacked
+//     send first, the others after it, in order), and emits
 //     StateConnected. Calls in progress keep waiting across the reconnect;
 //     calls made while reconnecting are queued and sent after the re-joins.
 //   - A connection that leaves a request unanswered for Config.AckTimeout is
@@ -26,10 +28,42 @@
 //     Client emits StateClosed with the reason, fails every pending call and
 //     stops. On Dial the same failure is returned as Dial's error.
 //
+// # Refusals for now, and the order of sends
+//
+// Two error answers mean "not now" rather than "no"; the request was not
+// processed, and the Client resends it by itself, with the same ref (a send
+// with the same id, so it is stored once):
+//
+//   - rate_limited: the connection is over its allowance. The Client writes
+//     nothing more on that connection for the answer's retry_after_ms, then
+//     resends the refused requests, and any written meanwhile, one per
+//     retry_after_ms, so that they do not all meet an empty bucket again
+//     (the gateway closes a connection that keeps sending into one).
+//   - unavailable: the message store is unreachable. The Client resends the
+//     request on the same connection after a backoff between
+//     Config.MinBackoff and Config.MaxBackoff, doubling with each refusal,
+//     with jitter.
+//
+// The call keeps waiting, without an error, until its reply, or until its
+// ctx ends: the error then wraps ctx.Err() and names the last refusal. Each
+// refusal is reported on Events as a Retry, so an application can show
+// that a message is delayed.
+//
+// Sends on one Client are published in the order they were made (for
+// concurrent calls, the order in which they entered the Client): a send is
+// written only once the one before it has been acked, has failed, or was
+// abandoned when its caller's ctx ended. Pipelining sends would lose that
+// order whenever one is refused: the server refuses the first while the
+// connection is over its rate and accepts the second, which arrives after a
+// token has come back, so the first, resent, would be published after it.
+// The price is one round trip per send, which stays above the gateway's 20
+// frames per second for round trips up to 50 ms. Joins, leaves and history
+// requests are not held behind sends.
+//
 // # Events and backpressure
 //
-// Messages, joined frames, unsolicited error frames and connection state
-// changes are delivered in order on the channel returned by Events, which
+// Messages, joined frames, unsolicited error frames, retries and connection
+// state changes are delivered in order on the channel returned by Events, which
 // has capacity Config.Buffer. When it is full, the goroutine that reads the
 // socket waits for the application: nothing is dropped, but the Client stops
 // reading from the server, whose bounded queue may then overflow so that it

@@ -58,6 +58,10 @@ func Example() {
 				}
 			case ev.Error != nil:
 				fmt.Println("server error:", ev.Error.Code, ev.Error.Message)
+			case ev.Retry != nil:
+				// Refused for now (rate_limited, unavailable); the Client
+				// resends it by itself.
+				fmt.Println(ev.Retry.Request.Type, "delayed:", ev.Retry.Err, "retrying in", ev.Retry.After)
 			default:
 				fmt.Println("connection", ev.State, ev.Err) // reconnecting, connected, closed
 			}

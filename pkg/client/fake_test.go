@@ -37,11 +37,27 @@ type fakeServer struct {
 	// server read it (-1: no close frame).
 	closes []websocket.StatusCode
 	nconns int
+	// upgrades counts the upgrade requests, refused ones included.
+	upgrades int
 
 	// Knobs, guarded by mu.
 	down        bool   // answer upgrades with 503
 	rejectHello string // close with 1008 and this reason on hello
 	holdAcks    bool   // store new sends but neither ack nor fan them out
+	// refuse, when set, sees each request after hello before it is
+	// served; a non-nil error frame is sent instead (the request is not
+	// processed), as the gateway's rate limiter and an unreachable store
+	// do.
+	refuse func(f *protocol.Frame) *protocol.Frame
+	// hold, when set, keeps the requests it returns true for unanswered in
+	// held, until answerHeld.
+	hold func(f *protocol.Frame) bool
+	held []heldFrame
+}
+
+type heldFrame struct {
+	fc *fakeConn
+	f  *protocol.Frame
 }
 
 type fakeConn struct {
@@ -56,9 +72,11 @@ type fakeRoom struct {
 	log   []*protocol.Message
 }
 
-// recvFrame is a frame the server received, and on which connection.
+// recvFrame is a frame the server received, on which connection and
+// when.
 type recvFrame struct {
 	conn int
+	at   time.Time
 	f    protocol.Frame
 }
 
@@ -179,6 +197,8 @@ func (s *fakeServer) closeAll(code websocket.StatusCode, reason string) {
 
 func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
+	s.upgrades++
+	s.notifyLocked()
 	if s.closed || s.down {
 		s.mu.Unlock()
 		http.Error(w, "down", http.StatusServiceUnavailable)
@@ -220,7 +240,7 @@ func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
-		s.recv = append(s.recv, recvFrame{conn: fc.n, f: *f})
+		s.recv = append(s.recv, recvFrame{conn: fc.n, at: time.Now(), f: *f})
 		reject := s.rejectHello
 		s.notifyLocked()
 		s.mu.Unlock()
@@ -230,9 +250,56 @@ func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.mu.Lock()
-		s.serveLocked(fc, f)
+		if s.hold != nil && f.Type != protocol.TypeHello && s.hold(f) {
+			s.held = append(s.held, heldFrame{fc, f})
+			s.notifyLocked()
+		} else if e := s.refusalLocked(f); e != nil {
+			s.writeLocked(fc, e)
+		} else {
+			s.serveLocked(fc, f)
+		}
 		s.mu.Unlock()
 	}
+}
+
+// refusalLocked asks the refuse knob about f. Caller holds mu.
+func (s *fakeServer) refusalLocked(f *protocol.Frame) *protocol.Frame {
+	if s.refuse == nil || f.Type == protocol.TypeHello {
+		return nil
+	}
+	return s.refuse(f)
+}
+
+// answerHeld answers every held request with answer(f), in the order they
+// arrived, and stops holding.
+func (s *fakeServer) answerHeld(answer func(f *protocol.Frame) *protocol.Frame) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.held {
+		s.writeLocked(h.fc, answer(h.f))
+	}
+	s.held, s.hold = nil, nil
+}
+
+// rateLimited is the gateway's answer to a request over the connection's
+// allowance.
+func rateLimited(f *protocol.Frame, after time.Duration) *protocol.Frame {
+	e := protocol.ErrorFrame(f.Ref, protocol.CodeRateLimited, "more than 20 frames per second; frame dropped")
+	e.RetryAfterMS = after.Milliseconds()
+	return e
+}
+
+// unavailable is the gateway's answer to a request while its store is
+// unreachable.
+func unavailable(f *protocol.Frame) *protocol.Frame {
+	return protocol.ErrorFrame(f.Ref, protocol.CodeUnavailable, "message store unreachable; retry later")
+}
+
+// received returns every frame received so far.
+func (s *fakeServer) received() []recvFrame {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]recvFrame(nil), s.recv...)
 }
 
 func (s *fakeServer) room(name string) *fakeRoom {
@@ -289,7 +356,7 @@ func (s *fakeServer) serveLocked(fc *fakeConn, f *protocol.Frame) {
 			ID: f.ID, From: fc.user, TS: protocol.FormatTime(time.Now()), Body: f.Body,
 		}
 		r.log = append(r.log, m)
-		ack := protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: f.ID, Room: f.Room, Seq: m.Seq, TS: m.TS}
+		ack := protocol.Frame{Type: protocol.TypeAck, Ref: f.Ref, ID: f.ID, Room: f.Room, Seq: m.Seq, Epoch: m.Epoch, TS: m.TS}
 		s.acks[key] = ack
 		if s.holdAcks {
 			return

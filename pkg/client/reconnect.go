@@ -184,11 +184,19 @@ func (c *Client) resume(cn *conn) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, cl := range c.pendingInOrder() {
-		if cl.frame.Type == protocol.TypeJoin {
+		switch cl.frame.Type {
+		case protocol.TypeSend:
+			// Only the oldest send goes; the others follow it one by one.
+			if cl != c.sends[0] {
+				continue
+			}
+		case protocol.TypeJoin:
 			if pos := c.rooms[cl.frame.Room]; pos != nil {
 				cl.frame.Since = &protocol.Since{Epoch: pos.epoch, Seq: pos.last}
 			}
 		}
+		// A resend planned after an unavailable answer goes now: the new
+		// connection is the retry.
 		c.write(cn, cl)
 	}
 	c.ready = true
@@ -206,12 +214,14 @@ func (c *Client) detach() {
 		switch {
 		case cl.internal:
 			delete(c.pending, ref)
+			c.stopRetry(cl)
 			cl.done <- result{err: errConnLost}
 		case cl.frame.Type == protocol.TypeLeave:
 			delete(c.pending, ref)
+			c.stopRetry(cl)
 			cl.done <- result{f: &protocol.Frame{Type: protocol.TypeLeft, Ref: ref, Room: cl.frame.Room}}
 		default:
-			cl.conn = nil
+			cl.conn, cl.queued = nil, false
 		}
 	}
 }
@@ -221,8 +231,10 @@ func (c *Client) shutdown(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.err = err
+	c.sends = nil
 	for ref, cl := range c.pending {
 		delete(c.pending, ref)
+		c.stopRetry(cl)
 		cl.done <- result{err: err}
 	}
 }

@@ -10,6 +10,12 @@
 // also write screenshots of the chat page, desktop- and phone-sized, to
 // artifacts/screenshots/ at the repository root.
 //
+// TestParleyJSRefusals drives the parley.js module alone against a fake
+// gateway (internal/fakegw) that refuses requests on cue, the way the
+// rate limiter (rate_limited with retry_after_ms) and an unreachable Redis
+// (unavailable) do: resends, the order of sends, joins that must not be
+// dropped.
+//
 // Chromium (Debian's chromium package), redis-server and haproxy must be
 // installed; a missing one fails the tests, it never skips them.
 package browser

@@ -26,8 +26,15 @@
  *   4. send(text) gives the message an id (device + session + counter) and
  *      keeps it in an outbox until its ack; unacked sends are written again,
  *      with the same id, after every reconnect and after an ack timeout;
- *      the gateway's idempotency makes that safe;
- *   5. on close, reconnect with exponential backoff and jitter; a close with
+ *      the gateway's idempotency makes that safe. Sends are written one at a
+ *      time, in order: the next once the one before is acknowledged, so a
+ *      message the gateway refused for now is never overtaken by a later one;
+ *   5. an error that means "not now" is waited out: rate_limited (the
+ *      connection is over its allowance) for the error's retry_after_ms,
+ *      unavailable or internal (the store is unreachable) for a backoff; then
+ *      the send, or the join, is written again. A send refused for good
+ *      (bad_request, too_large, forbidden, ...) is rejected;
+ *   6. on close, reconnect with exponential backoff and jitter; a close with
  *      1008 (policy: bad credentials, flood) stops instead.
  */
 (function (root, factory) {
@@ -42,6 +49,8 @@
 
   var SUBPROTOCOL = 'parley.v1';
   var MAX_SHOWN = 500; // messages kept for display; older ones are dropped
+  // Error codes that mean "not now": the request was not done; write it again later.
+  var NOT_NOW = { rate_limited: true, unavailable: true, internal: true };
 
   /**
    * createChat returns a chat session for one room. Options:
@@ -87,7 +96,9 @@
       connects: 0       // connections opened so far
     };
     var pos = null;     // {epoch, seq}: the last position shown, null before the first join
-    var outbox = [];    // {id, body, resolve, reject, timer}
+    var outbox = [];    // {id, body, ref, timer, sent, waiting, refusals, resolve, reject};
+                        // only outbox[0] is ever written (see pump)
+    var join = { ref: '', timer: null, refusals: 0 }; // the join of the current connection
     var task = null;    // current SocketTask
     var attempt = 0;    // failed attempts since the last welcome
     var retryTimer = null;
@@ -137,6 +148,15 @@
         task = null;
         welcomed = false;
         stopPing();
+        // Whatever was waiting on this connection is written again on the next.
+        if (join.timer) clearT(join.timer);
+        join.timer = null;
+        for (var i = 0; i < outbox.length; i++) {
+          if (outbox[i].timer) clearT(outbox[i].timer);
+          outbox[i].timer = null;
+          outbox[i].sent = false;
+          outbox[i].waiting = false;
+        }
         s.node = '';
         s.detail = 'closed' + (code ? ' ' + code : '') + (reason ? ': ' + reason : '');
         if (stopped) {
@@ -200,16 +220,16 @@
           welcomed = true;
           s.node = f.node || '';
           s.user = f.user || '';
-          var join = { type: 'join', ref: 'j' + (++refs), room: opts.room };
-          if (pos) join.since = { epoch: pos.epoch, seq: pos.seq };
-          write(join);
-          // Frames are handled in order, so these follow the join's catch-up.
-          for (var i = 0; i < outbox.length; i++) writeSend(outbox[i]);
+          join.refusals = 0;
+          writeJoin();
+          // Frames are handled in order, so this follows the join's catch-up.
+          pump();
           startPing();
           emit();
           break;
         case 'joined':
           if (f.room !== opts.room) return;
+          join.refusals = 0;
           var epoch = f.epoch || '';
           if (!pos || pos.epoch !== epoch) {
             // First join, or the room's history was reset: positions in the
@@ -249,26 +269,75 @@
 
     function onError(f) {
       var ref = f.ref || '';
+      var notNow = NOT_NOW[f.code] === true;
+      s.detail = f.code + ': ' + f.message;
+      if (ref && ref === join.ref && notNow) {
+        // Join again later; until then the status stays 'joining'.
+        join.refusals++;
+        join.timer = setT(function () {
+          join.timer = null;
+          if (welcomed) writeJoin();
+        }, retryDelay(f, join.refusals));
+        emit();
+        return;
+      }
       var o = null;
       for (var i = 0; i < outbox.length; i++) {
         if (outbox[i].ref === ref) o = outbox[i];
       }
-      if (o && (f.code === 'bad_request' || f.code === 'too_large' || f.code === 'forbidden')) {
+      if (o && !notNow) {
         settle(o.id, new Error(f.code + ': ' + f.message));
         return;
       }
-      // unavailable, internal, rate_limited: the send stays in the outbox and
-      // its ack timer writes it again with the same id.
-      s.detail = f.code + ': ' + f.message;
+      if (o) {
+        // Written again, with the same id, after the wait; the sends after
+        // it wait too (see pump).
+        if (o.timer) clearT(o.timer);
+        o.sent = false;
+        o.waiting = true;
+        o.refusals++;
+        o.timer = setT(function () {
+          o.timer = null;
+          o.waiting = false;
+          pump();
+        }, retryDelay(f, o.refusals));
+      }
       emit();
+    }
+
+    // retryDelay is how long to wait before writing a refused request again:
+    // the server's retry_after_ms for rate_limited; otherwise (unavailable,
+    // internal, or no retry_after_ms) a backoff doubling with each refusal.
+    function retryDelay(f, refusals) {
+      if (f.code === 'rate_limited' && f.retry_after_ms > 0) return f.retry_after_ms;
+      var max = Math.min(maxBackoff, minBackoff * Math.pow(2, refusals - 1));
+      return max / 2 + random() * max / 2;
+    }
+
+    function writeJoin() {
+      join.ref = 'j' + (++refs);
+      var f = { type: 'join', ref: join.ref, room: opts.room };
+      if (pos) f.since = { epoch: pos.epoch, seq: pos.seq };
+      write(f);
+    }
+
+    // pump writes the oldest unacknowledged send unless it is on its way or
+    // waiting to be written again. One at a time: pipelined, a send refused
+    // while the connection is over its rate could be overtaken by the next,
+    // which the gateway accepts a moment later.
+    function pump() {
+      if (!welcomed || outbox.length === 0) return;
+      var o = outbox[0];
+      if (!o.sent && !o.waiting) writeSend(o);
     }
 
     function writeSend(o) {
       o.ref = 's' + (++refs);
+      o.sent = true;
       if (o.timer) clearT(o.timer);
       o.timer = setT(function () {
         o.timer = null;
-        writeSend(o);
+        if (welcomed) writeSend(o);
       }, ackTimeout);
       write({ type: 'send', ref: o.ref, room: opts.room, id: o.id, body: o.body });
     }
@@ -280,7 +349,8 @@
         outbox.splice(i, 1);
         if (o.timer) clearT(o.timer);
         if (err) o.reject(err);
-        else o.resolve({ id: o.id, seq: ack.seq, ts: ack.ts });
+        else o.resolve({ id: o.id, seq: ack.seq, epoch: ack.epoch || '', ts: ack.ts });
+        pump();
         emit();
         return;
       }
@@ -327,16 +397,21 @@
       },
       /**
        * send posts text to the room. It returns a Promise of the ack
-       * ({id, seq, ts}); until then the message is in state().pending and is
-       * written again after reconnects. Empty text is ignored (resolves null).
+       * ({id, seq, epoch, ts}); until then the message is in state().pending
+       * and is written again after reconnects and refusals for now. Messages
+       * are stored in the order send was called. Empty text is ignored
+       * (resolves null).
        */
       send: function (text) {
         var body = String(text);
         if (body.replace(/\s+/g, '') === '') return Promise.resolve(null);
-        var o = { id: device + '-' + session + '-' + (++counter), body: body, ref: '', timer: null };
+        var o = {
+          id: device + '-' + session + '-' + (++counter), body: body, ref: '', timer: null,
+          sent: false, waiting: false, refusals: 0
+        };
         var p = new Promise(function (resolve, reject) { o.resolve = resolve; o.reject = reject; });
         outbox.push(o);
-        if (welcomed) writeSend(o);
+        pump();
         emit();
         return p;
       },
@@ -346,6 +421,8 @@
         if (retryTimer) clearT(retryTimer);
         retryTimer = null;
         stopPing();
+        if (join.timer) clearT(join.timer);
+        join.timer = null;
         failAll(new Error('chat stopped'));
         var t = task;
         task = null;

@@ -1,0 +1,219 @@
+package browser
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/parley-chat/parley/internal/browsertest"
+	"github.com/parley-chat/parley/internal/fakegw"
+	"github.com/parley-chat/parley/pkg/protocol"
+	"github.com/parley-chat/parley/web"
+)
+
+// evalAsync evaluates a JavaScript expression, awaiting the promise it
+// returns, into out.
+func evalAsync(t *testing.T, p *browsertest.Page, expr string, out any) {
+	t.Helper()
+	p.Run(t, 20*time.Second, chromedp.Evaluate(expr, out, func(p *runtime.EvaluateParams) *runtime.EvaluateParams {
+		return p.WithAwaitPromise(true)
+	}))
+}
+
+// retryEvent is the detail of parley.js's retry event.
+type retryEvent struct {
+	Type    string `json:"type"`
+	Room    string `json:"room"`
+	ID      string `json:"id"`
+	Code    string `json:"code"`
+	After   int    `json:"after"`
+	Attempt int    `json:"attempt"`
+}
+
+// TestParleyJSRefusals drives parley.js in Chromium against a fake gateway
+// that refuses requests the way the gateway's rate limiter and an
+// unreachable Redis do, and checks what a page using the module sees:
+// join on a room already joined resolves at once; a send answered
+// rate_limited is written again after retry_after_ms with the same id, and
+// the send made after it is not written before it is acknowledged, so they
+// are stored in the order they were made; a join or history request
+// answered rate_limited is resent, not dropped; sends answered unavailable
+// are resent with backoff, in order, once the store is back.
+func TestParleyJSRefusals(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler())
+	mux.HandleFunc("/blank.html", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!DOCTYPE html><title>parley.js</title>")
+	})
+	gw := fakegw.Start(t, fakegw.Options{Node: "fake", Files: mux})
+	r := gw.Refusals()
+
+	p := browsertest.Start(t).NewPage(t)
+	// In front: background tabs get their timers throttled to 1 s.
+	p.Run(t, step, page.BringToFront(), chromedp.Navigate(gw.HTTPURL()+"/blank.html"))
+	var joined string
+	evalAsync(t, p, fmt.Sprintf(`(async () => {
+		const { ParleyClient } = await import('/parley.js');
+		const c = new ParleyClient({ url: %q, user: 'alice', device: 'test', ackTimeout: 10000 });
+		window.c = c;
+		window.retries = [];
+		window.failed = [];
+		c.addEventListener('retry', (e) => retries.push(e.detail));
+		c.addEventListener('senderror', (e) => failed.push(e.detail.id));
+		c.connect();
+		const j = await c.join('general');
+		return j.room;
+	})()`, gw.URL()), &joined)
+	if joined != "general" {
+		t.Fatalf("joined %q", joined)
+	}
+	retries := func(t *testing.T) []retryEvent {
+		t.Helper()
+		var got []retryEvent
+		evalAsync(t, p, `retries.splice(0)`, &got)
+		return got
+	}
+
+	if !t.Run("join on a room already joined resolves at once", func(t *testing.T) {
+		var got string
+		evalAsync(t, p, `Promise.race([
+			c.join('general').then((j) => j.room + ' ' + j.type),
+			new Promise((resolve) => setTimeout(() => resolve('still pending after 2s'), 2000)),
+		])`, &got)
+		if got != "general joined" {
+			t.Fatalf("second join: %s", got)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("a rate-limited send is resent after retry_after_ms and not overtaken", func(t *testing.T) {
+		const after = 300 * time.Millisecond
+		r.RateLimitNext(protocol.TypeSend, after)
+		var acks [][]any
+		evalAsync(t, p, `Promise.all([c.send('general', 'one'), c.send('general', 'two')])
+			.then((acks) => acks.map((a) => [a.seq, a.epoch]))`, &acks)
+		if fmt.Sprint(acks) != "[[1 e1] [2 e1]]" {
+			t.Fatalf("acks (seq, epoch) %v, want one at 1 and two at 2, in epoch e1", acks)
+		}
+		sends := gw.Sends()
+		if len(sends) != 3 || sends[0].Frame.Body != "one" || sends[1].Frame.ID != sends[0].Frame.ID || sends[2].Frame.Body != "two" {
+			t.Fatalf("sends received %+v, want one (refused), one again with its id, then two", sends)
+		}
+		if gap := sends[1].At.Sub(sends[0].At); gap < after {
+			t.Errorf("resent %v after the refusal, want at least retry_after_ms (%v)", gap, after)
+		}
+		want := []retryEvent{{Type: "send", Room: "general", ID: sends[0].Frame.ID, Code: "rate_limited", After: 300, Attempt: 1}}
+		if got := retries(t); !slices.Equal(got, want) {
+			t.Fatalf("retry events %+v, want %+v", got, want)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("a rate-limited join is joined again, not dropped", func(t *testing.T) {
+		r.RateLimitNext(protocol.TypeJoin, 200*time.Millisecond)
+		var got struct {
+			Room  string   `json:"room"`
+			Rooms []string `json:"rooms"`
+		}
+		evalAsync(t, p, `c.join('busy').then((j) => ({ room: j.room, rooms: c.rooms() }))`, &got)
+		if got.Room != "busy" || !slices.Equal(got.Rooms, []string{"general", "busy"}) {
+			t.Fatalf("join busy: %+v", got)
+		}
+		want := []retryEvent{{Type: "join", Room: "busy", Code: "rate_limited", After: 200, Attempt: 1}}
+		if got := retries(t); !slices.Equal(got, want) {
+			t.Fatalf("retry events %+v, want %+v", got, want)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("a rate-limited history request is resent", func(t *testing.T) {
+		r.RateLimitNext(protocol.TypeHistory, 200*time.Millisecond)
+		var seqs []int64
+		evalAsync(t, p, `c.history('general', { limit: 5 }).then((ms) => ms.map((m) => m.seq))`, &seqs)
+		if !slices.Equal(seqs, []int64{1, 2}) {
+			t.Fatalf("history seqs %v, want [1 2]", seqs)
+		}
+		if got := retries(t); len(got) != 1 || got[0].Type != "history" || got[0].Code != "rate_limited" {
+			t.Fatalf("retry events %+v, want one for the history request", got)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("sends answered unavailable are resent in order once the store is back", func(t *testing.T) {
+		r.StoreDown(true)
+		evalAsync(t, p, `(() => {
+			window.later = Promise.all([c.send('general', 'three'), c.send('general', 'four')])
+				.then((acks) => acks.map((a) => a.seq));
+			return true;
+		})()`, nil)
+		// A third copy means the first two were refused (the fake records
+		// a frame before it answers it).
+		gw.Await(t, "three refused twice", 10*time.Second, func(rs []fakegw.Received) bool {
+			n := 0
+			for _, r := range rs {
+				if r.Frame.Type == protocol.TypeSend && r.Frame.Body == "three" {
+					n++
+				}
+			}
+			return n >= 3
+		})
+		r.StoreDown(false)
+		var seqs []int64
+		evalAsync(t, p, `later`, &seqs)
+		if !slices.Equal(seqs, []int64{3, 4}) {
+			t.Fatalf("acks %v, want three at 3 and four at 4", seqs)
+		}
+		var bodies []string
+		for _, s := range gw.Sends()[3:] {
+			bodies = append(bodies, s.Frame.Body)
+		}
+		if n := len(bodies); n < 4 || bodies[n-1] != "four" || strings.Count(strings.Join(bodies, " "), "four") != 1 {
+			t.Fatalf("sends received %q, want three until stored, then four once", bodies)
+		}
+		got := retries(t)
+		if len(got) < 2 || got[0].Code != "unavailable" || got[0].Attempt != 1 || got[1].Attempt != 2 || got[0].After < 500 || got[0].After > 1000 {
+			t.Fatalf("retry events %+v, want unavailable refusals of three, with backoff", got)
+		}
+	}) {
+		return
+	}
+
+	// Sentinel: everything above reached the fake, and nothing failed.
+	var failed []string
+	evalAsync(t, p, `failed`, &failed)
+	if len(failed) != 0 {
+		t.Errorf("senderror for %v", failed)
+	}
+	var stored []string
+	for _, m := range gw.Messages("general") {
+		stored = append(stored, m.Body)
+	}
+	if !slices.Equal(stored, []string{"one", "two", "three", "four"}) {
+		t.Errorf("general holds %q, want one, two, three, four", stored)
+	}
+	joins := 0
+	for _, rv := range gw.Received() {
+		if rv.Frame.Type == protocol.TypeJoin && rv.Frame.Room == "general" {
+			joins++
+		}
+	}
+	if joins != 1 {
+		t.Errorf("%d joins of general written, want 1 (joining a joined room sends nothing)", joins)
+	}
+	for _, pr := range p.Problems() {
+		t.Errorf("page: %s", pr)
+	}
+}
