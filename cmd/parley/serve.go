@@ -198,53 +198,36 @@ func serve(args []string, stderr io.Writer) int {
 		_ = g.Close()
 		return 1
 	}
-	var pprofSrv *http.Server
-	pprofDone := make(chan struct{})
-	if cfg.pprofAddr != "" {
-		pln, err := net.Listen("tcp", cfg.pprofAddr)
-		if err != nil {
-			fmt.Fprintf(stderr, "parley serve: --pprof-addr: listen %s: %v\n", cfg.pprofAddr, err)
-			_ = ln.Close()
-			_ = g.Close()
-			return 1
+	// Side servers on private addresses: pprof, and metrics when they are
+	// kept off the gateway's listener. Each is closed (not shut down: a CPU
+	// profile in progress must not hold the exit) and waited for at exit.
+	var sides []*sideServer
+	closeSides := func() {
+		for _, s := range sides {
+			s.close()
 		}
-		pprofSrv = &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			defer close(pprofDone)
-			if err := pprofSrv.Serve(pln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Warn("pprof server stopped", "err", err)
-			}
-		}()
-		log.Info("serving pprof", "addr", pln.Addr().String())
-	} else {
-		close(pprofDone)
 	}
-	var metricsSrv *http.Server
-	metricsDone := make(chan struct{})
-	if cfg.metricsAddr != "" {
-		mln, err := net.Listen("tcp", cfg.metricsAddr)
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("/metrics", g.MetricsHandler())
+	for _, side := range []struct {
+		flag, addr, name string
+		handler          http.Handler
+	}{
+		{"--pprof-addr", cfg.pprofAddr, "pprof", pprofMux()},
+		{"--metrics-addr", cfg.metricsAddr, "metrics", metricsMux},
+	} {
+		if side.addr == "" {
+			continue
+		}
+		s, err := startSide(log, side.name, side.addr, side.handler)
 		if err != nil {
-			fmt.Fprintf(stderr, "parley serve: --metrics-addr: listen %s: %v\n", cfg.metricsAddr, err)
+			fmt.Fprintf(stderr, "parley serve: %s: %v\n", side.flag, err)
 			_ = ln.Close()
-			if pprofSrv != nil {
-				_ = pprofSrv.Close()
-			}
-			<-pprofDone
+			closeSides()
 			_ = g.Close()
 			return 1
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", g.MetricsHandler())
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			defer close(metricsDone)
-			if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Warn("metrics server stopped", "err", err)
-			}
-		}()
-		log.Info("serving metrics", "addr", mln.Addr().String())
-	} else {
-		close(metricsDone)
+		sides = append(sides, s)
 	}
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
@@ -285,20 +268,42 @@ func serve(args []string, stderr io.Writer) int {
 		_ = srv.Shutdown(ctx)
 		cancel()
 	}
-	if pprofSrv != nil {
-		// Close, not Shutdown: a CPU profile in progress must not hold the exit.
-		_ = pprofSrv.Close()
-	}
-	<-pprofDone
-	if metricsSrv != nil {
-		_ = metricsSrv.Close()
-	}
-	<-metricsDone
+	closeSides()
 	if err := g.Close(); err != nil {
 		log.Warn("close", "err", err)
 	}
 	log.Info("stopped")
 	return code
+}
+
+// sideServer is an HTTP server on a private address of its own, beside
+// the gateway's listener.
+type sideServer struct {
+	srv  *http.Server
+	done chan struct{}
+}
+
+// startSide listens on addr and serves h there until close.
+func startSide(log *slog.Logger, name, addr string, h http.Handler) (*sideServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	s := &sideServer{srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn(name+" server stopped", "err", err)
+		}
+	}()
+	log.Info("serving "+name, "addr", ln.Addr().String())
+	return s, nil
+}
+
+// close stops the server at once and waits for its goroutine.
+func (s *sideServer) close() {
+	_ = s.srv.Close()
+	<-s.done
 }
 
 // pprofMux serves the net/http/pprof handlers on their usual paths, on a

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/netip"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,13 +47,13 @@ type Gateway struct {
 	boot     string // random per process: keeps plain-text ids and guest names unique across restarts and nodes
 
 	health atomic.Pointer[brokerHealth] // the last background check of the broker
-	bg     sync.WaitGroup                // the health prober
+	bg     sync.WaitGroup               // the health prober
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	users  map[string]int     // connections per user (after hello), for MaxConnsPerUser
-	ips    map[netip.Addr]int // connections per client address, for MaxConnsPerIP
-	wg     sync.WaitGroup     // connection handlers
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	users map[string]int     // connections per user (after hello), for MaxConnsPerUser
+	ips   map[netip.Addr]int // connections per client address, for MaxConnsPerIP
+	wg    sync.WaitGroup     // connection handlers
 }
 
 // New returns a Gateway and the broker it made with cfg.NewBroker.

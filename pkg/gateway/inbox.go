@@ -36,9 +36,9 @@ type inbox struct {
 
 	mu      sync.Mutex
 	queue   []request
-	running bool          // a handler goroutine is running
-	closed  bool          // the connection is ending: nothing more is handled
-	space   chan struct{} // closed by the handler when the reader, waiting, may push again
+	running bool           // a handler goroutine is running
+	closed  bool           // the connection is ending: nothing more is handled
+	space   chan struct{}  // closed by the handler when the reader, waiting, may push again
 	wg      sync.WaitGroup // the handler goroutine; with the reader not pushing, Wait waits for the queue to empty
 }
 
