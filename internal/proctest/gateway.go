@@ -149,6 +149,10 @@ func (g *Gateway) Exited() <-chan struct{} { return g.exited }
 // Logs returns everything the process has written so far.
 func (g *Gateway) Logs() string { return g.logs.String() }
 
+// WaitLog waits until the process has written s, failing the test after
+// timeout.
+func (g *Gateway) WaitLog(s string, timeout time.Duration) { g.logs.WaitFor(g.t, s, timeout) }
+
 // FreeAddr returns a loopback address with a port that was free a moment
 // ago.
 func FreeAddr(t testing.TB) string {

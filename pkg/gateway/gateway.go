@@ -147,7 +147,11 @@ func (g *Gateway) Ready(ctx context.Context) error {
 func (g *Gateway) track(c *conn) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.ctx.Err() != nil {
+	// Draining too: Drain sets draining before it takes its snapshot of
+	// conns under mu, so a connection that passed serveWS's check just
+	// before the drain began is either in the snapshot or refused here,
+	// never missed.
+	if g.ctx.Err() != nil || g.draining.Load() {
 		return false
 	}
 	g.conns[c] = struct{}{}
