@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/parley-chat/parley/internal/faultproxy"
 	"github.com/parley-chat/parley/internal/proctest"
+	"github.com/parley-chat/parley/pkg/protocol"
 )
 
 func TestMain(m *testing.M) { proctest.Main(m) }
@@ -511,6 +513,15 @@ func rateThroughStall(t *testing.T, ctx context.Context) *Result {
 	}
 	fast := ms[0]
 	ftr := f.StartTraffic(TrafficOptions{Name: "fast", Senders: ms, Rate: 18})
+	// A raw client that does not wait for its acks (the SDK does): its
+	// frames keep arriving at 18/s while the gateway waits on Redis.
+	pc, err := dialPacer(ctx, c.URL, "rate-pacer", "pace", 18)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const paced = 18 * 14 // 14 s at 18/s: before, through and after the stall
+	paceDone := make(chan error, 1)
+	go func() { paceDone <- pc.run(ctx, paced) }()
 	f.Steady(ctx, warm)
 	f.Checker.FaultStart()
 	c.Redis.Freeze()
@@ -549,6 +560,31 @@ func rateThroughStall(t *testing.T, ctx context.Context) *Result {
 	}
 	if acked != sent {
 		t.Errorf("the 18/s client: %d of %d sends acknowledged", acked, sent)
+	}
+
+	perr := <-paceDone
+	pc.mu.Lock()
+	pLimited, pUnavail, pAcked, pOther, pClosed := pc.rateLimited, pc.unavailable, len(pc.acked), pc.other, pc.closed
+	pc.mu.Unlock()
+	_ = pc.ws.CloseNow()
+	stored, herr := c.Redis.Client().LRange(ctx, "parley:{pace}:log", 0, -1).Result()
+	ids := map[string]int{}
+	for _, env := range stored {
+		var m protocol.Message
+		if json.Unmarshal([]byte(env), &m) == nil {
+			ids[m.ID]++
+		}
+	}
+	r.note("the raw 18/s client (no waiting for acks): %d sends, %d acked, %d unavailable answers resent, %d rate_limited, %d stored", paced, pAcked, pUnavail, pLimited, len(stored))
+	switch {
+	case perr != nil:
+		t.Errorf("the raw 18/s client: %v (closed: %v)", perr, pClosed)
+	case pLimited != 0:
+		t.Errorf("the raw 18/s client got %d rate_limited errors; want none", pLimited)
+	case len(pOther) > 0:
+		t.Errorf("the raw 18/s client got other errors: %v", pOther)
+	case herr != nil || len(stored) != paced || len(ids) != paced:
+		t.Errorf("the raw 18/s client: %d messages stored, %d distinct ids, want %d each (%v)", len(stored), len(ids), paced, herr)
 	}
 	return r
 }
