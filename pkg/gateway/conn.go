@@ -11,10 +11,16 @@ import (
 	"github.com/parley-chat/parley/pkg/protocol"
 )
 
-// conn is one client connection. Its serve goroutine (with the request
-// goroutines it waits for, one at a time) is its only reader and owns its
-// memberships; the writer goroutine, started only while frames wait, is the
+// conn is one client connection. Its serve goroutine is its only reader;
+// after hello it queues client frames in the inbox, whose handler
+// goroutine (started only while frames wait) handles them one at a time
+// and owns the memberships until serve, having stopped the inbox, cleans
+// them up. The writer goroutine, started only while frames wait, is the
 // only writer.
+//
+// Lock order (see hub for the room locks): room.mu before qmu, since
+// fan-out enqueues under room.mu; qmu, inbox.mu, pingMu and wdMu take no
+// other lock while held.
 type conn struct {
 	g      *Gateway
 	ws     *websocket.Conn

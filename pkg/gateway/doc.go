@@ -15,11 +15,15 @@
 // subscriber connection) from the room's history.
 //
 // Each connection has one reader goroutine of its own (ServeHTTP returns
-// after the upgrade, freeing net/http's per-request state), which hands
-// each client frame to a short-lived goroutine so that its own stack stays
-// small, and one writer, started only while there is something to write,
-// draining a bounded queue: a connection whose queue overflows is closed
-// with 1013 and resumes, so fan-out never waits for the slowest reader.
+// after the upgrade, freeing net/http's per-request state). It charges
+// each client frame to the rate limit as it arrives and queues it for a
+// handler goroutine that exists only while frames wait and handles them in
+// order (so its own stack stays small, and it keeps reading while a
+// request waits on Redis). One writer, started only while there is
+// something to write, drains a bounded queue: a connection that does not
+// read, so that its live frames pass OutboundQueue or OutboundBytes, is
+// closed with 1013 and resumes, so fan-out never waits for the slowest
+// reader; catch-ups and repairs do not count against those bounds.
 // Gap repairs read history on a goroutine of the room's, never on the
 // broker's delivery goroutine or under the room's lock.
 package gateway

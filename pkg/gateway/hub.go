@@ -13,6 +13,11 @@ import (
 // the broker delivers each published envelope to it once, and it fans the
 // envelope out to the room's local members. Gaps are repaired from history
 // by one goroutine per room (repair.go), never on the delivery goroutine.
+//
+// Lock order: room.subMu, then hub.mu or room.mu (never both at once);
+// room.mu, then conn.qmu (fan-out enqueues under room.mu). Gateway.mu,
+// hub.mu and conn.qmu take no other lock while held. A broker call runs
+// under room.subMu only (Subscribe, Unsubscribe), never under room.mu.
 type hub struct {
 	g *Gateway
 

@@ -100,6 +100,10 @@ func (in *inbox) run() {
 	}
 }
 
+// wait waits until the handler has handled everything queued. The caller
+// (the reader) pushes nothing meanwhile.
+func (in *inbox) wait() { in.wg.Wait() }
+
 // stop drops what waits and accepts nothing more. It does not wait, so
 // the handler itself may call it.
 func (in *inbox) stop() {

@@ -76,9 +76,15 @@ func (g *Gateway) releaseLocked(c *conn) {
 			delete(g.users, c.user)
 		}
 	}
-	if g.cfg.MaxConnsPerIP > 0 && c.addr.IsValid() {
-		if g.ips[c.addr]--; g.ips[c.addr] <= 0 {
-			delete(g.ips, c.addr)
+	g.releaseAddrLocked(c.addr)
+}
+
+// releaseAddrLocked counts one connection of addr out. Called with g.mu
+// held.
+func (g *Gateway) releaseAddrLocked(addr netip.Addr) {
+	if g.cfg.MaxConnsPerIP > 0 && addr.IsValid() {
+		if g.ips[addr]--; g.ips[addr] <= 0 {
+			delete(g.ips, addr)
 		}
 	}
 }

@@ -37,7 +37,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		g.mu.Lock()
-		g.releaseLocked(&conn{addr: addr})
+		g.releaseAddrLocked(addr)
 		g.mu.Unlock()
 		g.log.Info("websocket upgrade refused", "err", err, "remote", r.RemoteAddr)
 		return // Accept wrote the HTTP error
@@ -145,7 +145,7 @@ func (c *conn) serveV1() {
 			c.refuse(data, typ, lim)
 			if lim.denied > c.g.cfg.RateBurst {
 				// The frames accepted before the flood are answered first.
-				c.in.wg.Wait()
+				c.in.wait()
 				c.closeWith(protocol.ClosePolicy, "flood: too many frames", true)
 				return
 			}
