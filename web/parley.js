@@ -96,6 +96,12 @@ export function defaultURL() {
 /** Error codes after which a send or a join is written again (a send with the same id). */
 const RETRYABLE = new Set(['unavailable', 'internal', 'rate_limited']);
 
+// At most JOIN_WINDOW joins are on the wire at once; the next goes as one is
+// answered. A page in many rooms (all of them re-joined after every reconnect)
+// must not send its joins in one burst: the gateway refuses frames past its
+// burst (40) and closes a connection whose refusals run past it as a flood.
+const JOIN_WINDOW = 16;
+
 function randomHex(bytes) {
   const a = new Uint8Array(bytes);
   crypto.getRandomValues(a);
@@ -130,6 +136,8 @@ export class ParleyClient extends EventTarget {
     this._idN = 0;
     /** room -> {epoch, seq, waiters: [{resolve, reject}], ref, joined, timer, refusals} */
     this._rooms = new Map();
+    this._joining = 0; // joins on the wire (rooms with inflight set)
+    this._joinWait = []; // rooms whose join waits for a free place in the window
     /**
      * id -> {id, room, body, ref, timer, sent, waiting, refusals, resolve, reject}, in send
      * order. Only the first is ever written (see _pump).
@@ -211,6 +219,8 @@ export class ParleyClient extends EventTarget {
     const r = this._rooms.get(room);
     this._rooms.delete(room);
     clearTimeout(r.timer);
+    this._joinWait = this._joinWait.filter((w) => w !== room);
+    this._joinAnswered(r);
     for (const w of r.waiters) w.reject(new Error('left ' + room));
     if (!this._ready) return Promise.resolve();
     return this._request('leave', { type: 'leave', room });
@@ -303,6 +313,7 @@ export class ParleyClient extends EventTarget {
     this._ws = null;
     this._gen += 1;
     this._ready = false;
+    this._resetJoins();
     clearTimeout(this._pingTimer);
     clearTimeout(this._pongTimer);
     if (ws) {
@@ -319,6 +330,7 @@ export class ParleyClient extends EventTarget {
   _gone(code, reason) {
     this._ws = null;
     this._ready = false;
+    this._resetJoins();
     clearTimeout(this._pingTimer);
     clearTimeout(this._pongTimer);
     for (const [ref, q] of this._requests) {
@@ -392,10 +404,38 @@ export class ParleyClient extends EventTarget {
   }
 
   _sendJoin(room, r) {
+    if (!r.inflight) {
+      if (this._joining >= JOIN_WINDOW) {
+        if (!this._joinWait.includes(room)) this._joinWait.push(room);
+        return;
+      }
+      r.inflight = true;
+      this._joining += 1;
+    }
     r.ref = this._ref('j');
     const f = { type: 'join', ref: r.ref, room };
     if (r.epoch !== undefined) f.since = { epoch: r.epoch, seq: r.seq };
     this._write(f);
+  }
+
+  /** A join of r was answered (or given up): its place in the window goes to the next. */
+  _joinAnswered(r) {
+    if (r.inflight) {
+      r.inflight = false;
+      this._joining -= 1;
+    }
+    while (this._ready && this._joinWait.length && this._joining < JOIN_WINDOW) {
+      const room = this._joinWait.shift();
+      const w = this._rooms.get(room);
+      if (w && !w.inflight) this._sendJoin(room, w);
+    }
+  }
+
+  /** The socket is gone: no join is on the wire; the next welcome sends them all again. */
+  _resetJoins() {
+    for (const r of this._rooms.values()) r.inflight = false;
+    this._joining = 0;
+    this._joinWait = [];
   }
 
   /**
@@ -430,7 +470,13 @@ export class ParleyClient extends EventTarget {
    * gave no retry_after_ms) a backoff that doubles with each refusal, with jitter.
    */
   _retryDelay(f, refusals) {
-    if (f.code === 'rate_limited' && f.retry_after_ms > 0) return f.retry_after_ms;
+    if (f.code === 'rate_limited' && f.retry_after_ms > 0) {
+      // Refused requests go again one per retry_after_ms, not all at once
+      // (they would only be refused again, together).
+      const now = Date.now();
+      this._nextRetry = Math.max(now, this._nextRetry || 0) + f.retry_after_ms;
+      return this._nextRetry - now;
+    }
     const ceiling = Math.min(this.maxBackoff, 1000 * 2 ** (refusals - 1));
     return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
   }
@@ -488,6 +534,7 @@ export class ParleyClient extends EventTarget {
   _onJoined(f) {
     const r = this._rooms.get(f.room);
     if (!r) return;
+    if (f.ref && f.ref === r.ref) this._joinAnswered(r);
     const epoch = f.epoch || '';
     const resumed = r.epoch !== undefined;
     const epochChanged = resumed && r.epoch !== '' && r.epoch !== epoch;
@@ -557,6 +604,8 @@ export class ParleyClient extends EventTarget {
     for (const [room, r] of this._rooms) {
       if (r.ref !== f.ref) continue;
       if (RETRYABLE.has(f.code)) {
+        // It keeps its place in the window until the retry is answered:
+        // freeing it would send the next join into the same refusal.
         // Not now: the room stays joined as far as the caller knows; join again later.
         r.refusals += 1;
         r.timer = this._retryLater(f, r.refusals, { type: 'join', room }, () => {
@@ -565,6 +614,7 @@ export class ParleyClient extends EventTarget {
         continue;
       }
       this._rooms.delete(room);
+      this._joinAnswered(r);
       for (const w of r.waiters) w.reject(Object.assign(new Error(f.message), { code: f.code }));
     }
     return undefined;

@@ -121,9 +121,13 @@ func (c *Client) serve(cn *conn, resume bool, bo *backoff) error {
 	return context.Cause(cn.ctx)
 }
 
-// resume re-joins every joined room with since = its position, waits for
-// the answers, then resends the callers' pending requests in order and
-// opens cn to new ones.
+// rejoinWindow is how many automatic re-joins a resume has on the wire at
+// once: well under the gateway's default burst of 40 frames.
+const rejoinWindow = 16
+
+// resume re-joins every joined room with since = its position (at most
+// rejoinWindow at a time), waits for the answers, then resends the
+// callers' pending requests in order and opens cn to new ones.
 func (c *Client) resume(cn *conn) error {
 	c.mu.Lock()
 	c.cur = cn
@@ -148,8 +152,15 @@ func (c *Client) resume(cn *conn) error {
 		})
 		cl.internal = true
 		c.pending[cl.ref] = cl
-		c.write(cn, cl)
 		rejoins = append(rejoins, cl)
+	}
+	// At most rejoinWindow re-joins are on the wire at once, the next
+	// written as each is answered: a client in many rooms must not send
+	// them all in one burst, which the gateway's rate limit would refuse
+	// past its burst and close as a flood.
+	written := min(len(rejoins), rejoinWindow)
+	for _, cl := range rejoins[:written] {
+		c.write(cn, cl)
 	}
 	c.mu.Unlock()
 
@@ -158,6 +169,15 @@ func (c *Client) resume(cn *conn) error {
 	for _, cl := range rejoins {
 		select {
 		case r := <-cl.done:
+			if written < len(rejoins) {
+				c.mu.Lock()
+				if c.cur == cn {
+					c.write(cn, rejoins[written])
+				}
+				c.mu.Unlock()
+				written++
+			}
+			timer.Reset(c.cfg.AckTimeout) // each answer restarts the wait for the next
 			if r.err == nil {
 				continue
 			}

@@ -99,3 +99,71 @@ func TestClientSDKResumesAcrossGateways(t *testing.T) {
 		t.Fatalf("own message %+v, ack %+v", got[10], ack)
 	}
 }
+
+// A client in many rooms resumes within the rate limit: its re-joins after
+// a reconnect go out a few at a time, not in one burst that the gateway
+// would refuse past its burst of 40 and close as a flood (1008, which the
+// SDK takes as fatal). 100 rooms, resumed on a gateway with the default
+// limits; one message in each room afterwards arrives.
+func TestClientSDKResumesManyRoomsWithinTheRateLimit(t *testing.T) {
+	c := newCluster(t, 0, nil)
+	roomy := c.addNode("gw-1", func(cfg *gateway.Config) { cfg.RateLimit, cfg.RateBurst, cfg.DrainSpread = 10000, 10000, time.Millisecond })
+	strict := c.addNode("gw-2", nil) // the default 20 frames/s, burst 40
+	lb := &switchLB{}
+	lb.to.Store(roomy.g)
+	srv := httptest.NewServer(lb)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, client.Config{URL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws", User: "alice",
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const rooms = 100
+	for i := range rooms {
+		if _, err := cl.Join(ctx, fmt.Sprintf("room-%03d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lb.to.Store(strict.g)
+	go func() { _ = roomy.g.Drain(ctx) }()
+	// Wait for the resume on gw-2, then one message per room.
+	for cl.Welcome().Node != "gw-2" {
+		select {
+		case ev, ok := <-cl.Events():
+			if !ok {
+				t.Fatal("events closed")
+			}
+			if ev.State == client.StateClosed {
+				t.Fatalf("the client gave up: %v", ev.Err)
+			}
+			if ev.State == client.StateReconnecting && ev.Err != nil && strings.Contains(ev.Err.Error(), "flood") {
+				t.Fatalf("the client was closed as a flood: %v", ev.Err)
+			}
+		case <-ctx.Done():
+			t.Fatal("no resume on gw-2")
+		}
+	}
+	for i := range rooms {
+		publish(t, strict, fmt.Sprintf("room-%03d", i), fmt.Sprintf("m%d", i))
+	}
+	seen := map[string]bool{}
+	for len(seen) < rooms {
+		select {
+		case ev, ok := <-cl.Events():
+			if !ok {
+				t.Fatalf("events closed after %d rooms", len(seen))
+			}
+			if ev.Message != nil {
+				seen[ev.Message.Room] = true
+			}
+			if ev.State == client.StateReconnecting || ev.State == client.StateClosed {
+				t.Fatalf("connection lost after the resume: %v", ev.Err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("messages arrived in %d of %d rooms", len(seen), rooms)
+		}
+	}
+}
