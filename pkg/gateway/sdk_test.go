@@ -107,7 +107,9 @@ func TestClientSDKResumesAcrossGateways(t *testing.T) {
 // limits; one message in each room afterwards arrives.
 func TestClientSDKResumesManyRoomsWithinTheRateLimit(t *testing.T) {
 	c := newCluster(t, 0, nil)
-	roomy := c.addNode("gw-1", func(cfg *gateway.Config) { cfg.RateLimit, cfg.RateBurst, cfg.DrainSpread = 10000, 10000, time.Millisecond })
+	roomy := c.addNode("gw-1", func(cfg *gateway.Config) {
+		cfg.RateLimit, cfg.RateBurst, cfg.DrainSpread = 10000, 10000, time.Millisecond
+	})
 	strict := c.addNode("gw-2", nil) // the default 20 frames/s, burst 40
 	lb := &switchLB{}
 	lb.to.Store(roomy.g)
