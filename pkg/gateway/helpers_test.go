@@ -275,11 +275,34 @@ func (c *tclient) messages(n int) []protocol.Frame {
 	return out
 }
 
-// quiet asserts that nothing arrives for d.
-func (c *tclient) quiet(d time.Duration) {
+var sentinels atomic.Uint64
+
+// sentinel asserts that nothing more of room reaches the clients: a
+// sentinel message published to room through n, after everything the test
+// published, must be the next frame each of them reads.
+func sentinel(t *testing.T, n *node, room string, cs ...*tclient) {
+	t.Helper()
+	body := fmt.Sprintf("sentinel-%d", sentinels.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := n.g.Broker().Publish(ctx, broker.Publication{Room: room, ID: body, From: "sentinel", Body: body}); err != nil {
+		t.Fatalf("publish the sentinel: %v", err)
+	}
+	for _, c := range cs {
+		if f := c.next(); f.Type != "message" || f.Body != body {
+			t.Fatalf("%s: got %+v where the sentinel %s must come next", c.name, f, body)
+		}
+	}
+}
+
+// nothingQueued asserts that nothing is on its way to c now: the answer to
+// a ping sent now must be the next frame c reads.
+func (c *tclient) nothingQueued() {
 	c.t.Helper()
-	if f, err := c.tryNext(d); err == nil {
-		c.t.Fatalf("%s: unexpected frame %+v", c.name, f)
+	ref := fmt.Sprintf("sentinel-%d", sentinels.Add(1))
+	c.send(protocol.Frame{Type: "ping", Ref: ref})
+	if f := c.next(); f.Type != "pong" || f.Ref != ref {
+		c.t.Fatalf("%s: got %+v where the pong %s must come next", c.name, f, ref)
 	}
 }
 

@@ -183,7 +183,7 @@ func TestRepair_SlowReadStallsNoOtherRoom(t *testing.T) {
 	}
 	wantSeqs(t, "dave", dave.messages(7), 1)
 	// Alice gets nothing past the hole while the repair waits.
-	alice.quiet(100 * time.Millisecond)
+	alice.nothingQueued()
 
 	gb.release <- nil // round 1: history 3,4; buffered 5; 7 follows a hole
 	gb.waitEntered(t, "a second round for seq 6, lost after the first read")
@@ -194,8 +194,7 @@ func TestRepair_SlowReadStallsNoOtherRoom(t *testing.T) {
 	publish(t, n, "a", "a8")
 	expectPrompt(t, alice, 5*time.Second, 8, "a8")
 	expectPrompt(t, dave, 5*time.Second, 8, "a8") // 3..7 were duplicates for dave
-	alice.quiet(100 * time.Millisecond)
-	dave.quiet(100 * time.Millisecond)
+	sentinel(t, n, "a", alice, dave)
 	flowB(t, n, bob, 6, 6)
 	if v := scrapeValue(t, n, "parley_gaps_repaired_total"); v != 2 {
 		t.Fatalf("parley_gaps_repaired_total = %v, want 2 (seqs 3 and 6)", v)
@@ -274,7 +273,7 @@ func TestRepair_ReadErrorsDoNotWedgeTheRoom(t *testing.T) {
 	wantSeqs(t, "alice", alice2.messages(2), 3)
 	publish(t, n, "a", "a5")
 	expectPrompt(t, alice2, 5*time.Second, 5, "a5")
-	alice2.quiet(100 * time.Millisecond)
+	sentinel(t, n, "a", alice2)
 }
 
 // A repair that waits long enough for its buffer to overflow drops it and
@@ -311,7 +310,7 @@ func TestRepair_BufferOverflowReadsThroughToHead(t *testing.T) {
 	wantSeqs(t, "alice", got, 3)
 	publish(t, n, "a", fmt.Sprintf("a%d", last+1))
 	expectPrompt(t, alice, 5*time.Second, last+1, fmt.Sprintf("a%d", last+1))
-	alice.quiet(100 * time.Millisecond)
+	sentinel(t, n, "a", alice)
 }
 
 // Close ends a repair that waits on Redis and waits for its goroutine
