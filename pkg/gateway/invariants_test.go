@@ -144,19 +144,32 @@ func TestInvariant4_ResumeOnAnotherGatewayWhileMessagesFlow(t *testing.T) {
 		sender.post("general", fmt.Sprintf("b%d", i), fmt.Sprintf("b%d", i))
 	}
 	// Keep publishing from another goroutine while the phone resumes.
+	// The goroutine reports its failure instead of calling t.Fatal.
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
+	bgErr := make(chan error, 1)
+	bg := login(t, c.gws[0], "carol", "bot")
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		bg := login(t, c.gws[0], "carol", "bot")
 		for i := 1; i <= 30; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			bg.post("general", fmt.Sprintf("c%d", i), fmt.Sprintf("c%d", i))
+			id := fmt.Sprintf("c%d", i)
+			bg.send(protocol.Frame{Type: "send", Ref: id, Room: "general", ID: id, Body: id})
+			for {
+				f, err := bg.tryNext(10 * time.Second)
+				if err != nil {
+					bgErr <- fmt.Errorf("carol's send %s: %w", id, err)
+					return
+				}
+				if f.Type == "ack" && f.Ref == id {
+					break
+				}
+			}
 		}
 	}()
 	phone2 := login(t, c.gws[2], "alice", "phone")
@@ -166,6 +179,11 @@ func TestInvariant4_ResumeOnAnotherGatewayWhileMessagesFlow(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
+	select {
+	case err := <-bgErr:
+		t.Fatal(err)
+	default:
+	}
 	// 7 missed + 30 concurrent, from seq 6 to 42, each once in order.
 	ms := phone2.messages(37)
 	for k, m := range ms {
@@ -284,8 +302,8 @@ func TestInvariant5_PubSubKilledWhileMessagesFlow(t *testing.T) {
 	recv.join("r", nil)
 	const total = 200
 	errc := make(chan error, 1)
+	s := login(t, c.gws[0], "alice", "phone")
 	go func() {
-		s := login(t, c.gws[0], "alice", "phone")
 		for i := 1; i <= total; i++ {
 			s.n++
 			s.send(protocol.Frame{Type: "send", Ref: "s", Room: "r", ID: fmt.Sprintf("m%d", i), Body: fmt.Sprint(i)})
