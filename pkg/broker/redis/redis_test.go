@@ -258,6 +258,14 @@ func TestFailedSubscribesDuringOutageLeaveNothing(t *testing.T) {
 	if err := b.Subscribe(ctx, "control"); err != nil {
 		t.Fatal(err)
 	}
+	publishThenSentinel(t, ctx, b, rec, rooms...)
+}
+
+// publishThenSentinel publishes a message to each of rooms, then one to
+// room "control", and asserts that only the control message (the
+// sentinel) reached the Handler: nothing of rooms did.
+func publishThenSentinel(t *testing.T, ctx context.Context, b *redis.Broker, rec *brokertest.Recorder, rooms ...string) {
+	t.Helper()
 	for _, room := range rooms {
 		if _, err := b.Publish(ctx, broker.Publication{Room: room, ID: "m1", From: "u", Body: "must not arrive"}); err != nil {
 			t.Fatal(err)
@@ -307,13 +315,7 @@ func TestLateConfirmationOfFailedSubscribeIsIgnored(t *testing.T) {
 	if want := prefix + ":{control}"; len(chans) != 1 || chans[0] != want {
 		t.Fatalf("Redis has the broker subscribed to %q, want only %s", chans, want)
 	}
-	if _, err := b.Publish(bg, broker.Publication{Room: "stalled", ID: "m1", From: "u", Body: "must not arrive"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Publish(bg, broker.Publication{Room: "control", ID: "sentinel", From: "u", Body: "last"}); err != nil {
-		t.Fatal(err)
-	}
-	rec.AssertOnly(t, "control", "sentinel")
+	publishThenSentinel(t, bg, b, rec, "stalled")
 }
 
 // The gateway probes Ready every second with a 1 s timeout, so Ready must
