@@ -92,25 +92,59 @@ func applyEnv(fs *flag.FlagSet, args []string) error {
 	return errors.Join(errs...)
 }
 
+// serve is `parley serve`: it parses the flags into a config, then runs
+// the gateway until SIGTERM or SIGINT, which drains it.
 func serve(args []string, stderr io.Writer) int {
-	var cfg serveConfig
-	fs := serveFlags(&cfg, stderr)
+	cfg, code, ok := parseServe(args, stderr)
+	if !ok {
+		return code
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan struct{})
+	go func() { // ends at the first signal, or when serve returns
+		defer close(done)
+		select {
+		case sig := <-sigs:
+			cancel(fmt.Errorf("signal %s", sig))
+		case <-ctx.Done():
+		}
+	}()
+	code = runServe(ctx, cfg, stderr)
+	cancel(nil)
+	<-done
+	return code
+}
+
+// serveRun is what runServe needs: the parsed flags, checked.
+type serveRun struct {
+	serveConfig
+	level   slog.Level
+	proxies []netip.Prefix
+}
+
+// parseServe parses and checks serve's flags (and PARLEY_* variables). It
+// reports ok false with the exit code when there is nothing to run: --help
+// (0) or a bad value, said in one line on stderr (2).
+func parseServe(args []string, stderr io.Writer) (run serveRun, code int, ok bool) {
+	cfg := &run.serveConfig
+	fs := serveFlags(cfg, stderr)
 	if err := applyEnv(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return run, 0, false
 		}
 		fmt.Fprintf(stderr, "parley serve: %v\n", err)
-		return 2
+		return run, 2, false
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+	if err := run.level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
 		fmt.Fprintf(stderr, "parley serve: --log-level: %v\n", err)
-		return 2
+		return run, 2, false
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.history <= 0 || cfg.backlog <= 0 || cfg.drainSpread <= 0 || cfg.drainTimeout <= 0 {
 		fmt.Fprintln(stderr, "parley serve: --history, --backlog, --drain-spread and --drain-timeout must be positive")
-		return 2
+		return run, 2, false
 	}
 	for _, bad := range []struct {
 		flag, want string
@@ -128,10 +162,9 @@ func serve(args []string, stderr io.Writer) int {
 	} {
 		if bad.bad {
 			fmt.Fprintf(stderr, "parley serve: %s must be %s\n", bad.flag, bad.want)
-			return 2
+			return run, 2, false
 		}
 	}
-	var proxies []netip.Prefix
 	for _, p := range strings.Split(cfg.trustedProxies, ",") {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
@@ -139,14 +172,23 @@ func serve(args []string, stderr io.Writer) int {
 		pfx, err := netip.ParsePrefix(p)
 		if err != nil {
 			fmt.Fprintf(stderr, "parley serve: --trusted-proxies: %q is not a network like 10.0.0.0/8: %v\n", p, err)
-			return 2
+			return run, 2, false
 		}
-		proxies = append(proxies, pfx)
+		run.proxies = append(run.proxies, pfx)
 	}
 	if !cfg.devAuth && cfg.jwtSecret == "" {
 		fmt.Fprintln(stderr, "parley serve: set --jwt-secret (PARLEY_JWT_SECRET), or --dev-auth for development")
-		return 2
+		return run, 2, false
 	}
+	return run, 0, true
+}
+
+// runServe runs a gateway with cfg until ctx ends, then drains it (its
+// cause, a signal, is logged) and returns the exit code. Errors that stop
+// it from starting are one line on stderr and exit 1.
+func runServe(ctx context.Context, run serveRun, stderr io.Writer) int {
+	cfg := &run.serveConfig
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: run.level}))
 
 	gcfg := gateway.Config{
 		NodeID:          cfg.nodeID,
@@ -163,7 +205,7 @@ func serve(args []string, stderr io.Writer) int {
 		OutboundBytes:   cfg.outboundBytes,
 		MaxConnsPerUser: cfg.maxConnsPerUser,
 		MaxConnsPerIP:   cfg.maxConnsPerIP,
-		TrustedProxies:  proxies,
+		TrustedProxies:  run.proxies,
 		HelloTimeout:    cfg.helloTimeout,
 		PrivateMetrics:  cfg.metricsAddr != "",
 	}
@@ -234,13 +276,10 @@ func serve(args []string, stderr io.Writer) int {
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving", "addr", ln.Addr().String(), "node", g.NodeID(), "redis", cfg.redisURL != "", "dev_auth", cfg.devAuth)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	code := 0
 	select {
-	case sig := <-sigs:
-		log.Info("signal received: draining", "signal", sig.String())
+	case <-ctx.Done():
+		log.Info("stopping: draining", "cause", context.Cause(ctx).Error())
 		// Stop accepting first: the listener closes, so the load balancer's
 		// next connection to this node is refused and it retries another
 		// gateway at once, instead of sending reconnecting clients here
