@@ -92,14 +92,9 @@ func TestServeSIGTERMDrains(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{Subprotocols: []string{"parley.v1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	_ = ws.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","user":"alice"}`))
-	if _, b, err := ws.Read(ctx); err != nil || !strings.Contains(string(b), `"node":"proc-1"`) {
-		t.Fatalf("welcome: %s %v", b, err)
+	ws, welcome := helloAlice(t, ctx, addr)
+	if !strings.Contains(welcome, `"node":"proc-1"`) {
+		t.Fatalf("welcome: %s", welcome)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -161,17 +156,29 @@ func TestLimitsAndMetricsAddrReachTheGateway(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{Subprotocols: []string{"parley.v1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	_ = ws.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","user":"alice"}`))
-	if _, _, err := ws.Read(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ws, _ := helloAlice(t, ctx, addr)
 	_ = ws.Write(ctx, websocket.MessageText, []byte(`{"type":"send","ref":"s","room":"r","id":"m1","body":"eleven char"}`))
 	if _, b, err := ws.Read(ctx); err != nil || !strings.Contains(string(b), `"code":"too_large"`) || !strings.Contains(string(b), `"ref":"s"`) {
 		t.Fatalf("an 11-byte body under --max-body-bytes 10: %s %v", b, err)
 	}
+}
+
+// helloAlice connects a protocol-v1 client to the gateway at addr, says
+// hello as alice and returns the connection (closed when the test ends)
+// with the welcome frame.
+func helloAlice(t *testing.T, ctx context.Context, addr string) (*websocket.Conn, string) {
+	t.Helper()
+	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", &websocket.DialOptions{Subprotocols: []string{"parley.v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","user":"alice"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := ws.Read(ctx)
+	if err != nil {
+		t.Fatalf("welcome: %v", err)
+	}
+	return ws, string(b)
 }

@@ -281,20 +281,6 @@ func (s *fakeServer) answerHeld(answer func(f *protocol.Frame) *protocol.Frame) 
 	s.held, s.hold = nil, nil
 }
 
-// rateLimited is the gateway's answer to a request over the connection's
-// allowance.
-func rateLimited(f *protocol.Frame, after time.Duration) *protocol.Frame {
-	e := protocol.ErrorFrame(f.Ref, protocol.CodeRateLimited, "more than 20 frames per second; frame dropped")
-	e.RetryAfterMS = after.Milliseconds()
-	return e
-}
-
-// unavailable is the gateway's answer to a request while its store is
-// unreachable.
-func unavailable(f *protocol.Frame) *protocol.Frame {
-	return protocol.ErrorFrame(f.Ref, protocol.CodeUnavailable, "message store unreachable; retry later")
-}
-
 // received returns every frame received so far.
 func (s *fakeServer) received() []recvFrame {
 	s.mu.Lock()

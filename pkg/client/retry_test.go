@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-chat/parley/internal/fakegw"
 	"github.com/parley-chat/parley/pkg/protocol"
 )
 
@@ -63,7 +64,7 @@ func TestRateLimitedRequestsResent(t *testing.T) {
 	const after = 150 * time.Millisecond
 	s := newFakeServer(t)
 	s.set(func(s *fakeServer) {
-		s.refuse = firstOfEach(func(f *protocol.Frame) *protocol.Frame { return rateLimited(f, after) },
+		s.refuse = firstOfEach(func(f *protocol.Frame) *protocol.Frame { return fakegw.RateLimited(f, after) },
 			protocol.TypeJoin, protocol.TypeSend, protocol.TypeHistory)
 	})
 	c := dial(t, testConfig(s.url(), "alice"))
@@ -130,7 +131,7 @@ func TestRateLimitedSendNotOvertaken(t *testing.T) {
 	const after = 200 * time.Millisecond
 	s := newFakeServer(t)
 	s.set(func(s *fakeServer) {
-		s.refuse = firstOfEach(func(f *protocol.Frame) *protocol.Frame { return rateLimited(f, after) }, protocol.TypeSend)
+		s.refuse = firstOfEach(func(f *protocol.Frame) *protocol.Frame { return fakegw.RateLimited(f, after) }, protocol.TypeSend)
 	})
 	c := dial(t, testConfig(s.url(), "alice"))
 	ctx := testCtx(t)
@@ -174,7 +175,7 @@ func TestUnavailableRetriedWithBackoff(t *testing.T) {
 	s.set(func(s *fakeServer) {
 		s.refuse = func(f *protocol.Frame) *protocol.Frame {
 			if down && (f.Type == protocol.TypeSend || f.Type == protocol.TypeJoin) {
-				return unavailable(f)
+				return fakegw.Unavailable(f)
 			}
 			return nil
 		}
@@ -245,7 +246,7 @@ func TestRefusedSendContextEnds(t *testing.T) {
 	s.set(func(s *fakeServer) {
 		s.refuse = func(f *protocol.Frame) *protocol.Frame {
 			if f.ID == "doomed" {
-				return unavailable(f)
+				return fakegw.Unavailable(f)
 			}
 			return nil
 		}
@@ -314,7 +315,7 @@ func TestRateLimitedHoldsTheConnection(t *testing.T) {
 	var last time.Time // the last refusal
 	s.answerHeld(func(f *protocol.Frame) *protocol.Frame {
 		last = time.Now()
-		return rateLimited(f, after)
+		return fakegw.RateLimited(f, after)
 	})
 	for range 3 {
 		nextRetry(t, c, protocol.TypeHistory, protocol.CodeRateLimited)
@@ -363,7 +364,7 @@ func TestRejoinRateLimited(t *testing.T) {
 	nextEvent(t, c, "the joined event")
 
 	s.set(func(s *fakeServer) {
-		s.refuse = firstOfEach(func(f *protocol.Frame) *protocol.Frame { return rateLimited(f, 50*time.Millisecond) }, protocol.TypeJoin)
+		s.refuse = firstOfEach(func(f *protocol.Frame) *protocol.Frame { return fakegw.RateLimited(f, 50*time.Millisecond) }, protocol.TypeJoin)
 	})
 	s.closeAll(websocket.StatusServiceRestart, "restart")
 	if ev := nextEvent(t, c, "StateReconnecting"); ev.State != StateReconnecting {
