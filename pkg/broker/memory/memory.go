@@ -44,7 +44,7 @@ type Broker struct {
 	mu     sync.Mutex
 	rooms  map[string]*room
 	idem   map[string]idemEntry
-	subs   map[string]bool
+	subs   map[broker.Topic]bool
 	closed bool
 
 	// deliveries run on one goroutine, in publish order, like a pub/sub
@@ -70,7 +70,7 @@ func New(cfg Config) *Broker {
 		cfg:   cfg,
 		rooms: make(map[string]*room),
 		idem:  make(map[string]idemEntry),
-		subs:  make(map[string]bool),
+		subs:  make(map[broker.Topic]bool),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 	}
@@ -158,7 +158,7 @@ func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack,
 	if len(b.idem)%1024 == 0 {
 		b.expireIdem(now)
 	}
-	if b.subs[p.Room] && b.cfg.Handler != nil {
+	if b.subs[broker.Room(p.Room)] && b.cfg.Handler != nil {
 		h := b.cfg.Handler
 		b.post(func() { h.Deliver(env) })
 	}
@@ -230,28 +230,66 @@ func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error)
 
 // Subscribe implements broker.Broker. Nothing here waits, but a ctx that
 // has already ended fails it, as it would fail the Redis broker's.
-func (b *Broker) Subscribe(ctx context.Context, room string) error {
+func (b *Broker) Subscribe(ctx context.Context, t broker.Topic) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("memory subscribe %s: %w", room, err)
+		return fmt.Errorf("memory subscribe %s: %w", t, err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return broker.ErrClosed
 	}
-	b.subs[room] = true
+	b.subs[t] = true
 	if h := b.cfg.Handler; h != nil {
-		b.post(func() { h.Subscribed(room) })
+		b.post(func() { h.Subscribed(t) })
 	}
 	return nil
 }
 
 // Unsubscribe implements broker.Broker.
-func (b *Broker) Unsubscribe(ctx context.Context, room string) error {
+func (b *Broker) Unsubscribe(ctx context.Context, t broker.Topic) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.subs, room)
+	delete(b.subs, t)
 	return nil
+}
+
+// Emit implements broker.Broker.
+func (b *Broker) Emit(ctx context.Context, ev broker.Event) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory emit %s: %w", ev.Topic, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return broker.ErrClosed
+	}
+	if b.subs[ev.Topic] && b.cfg.Handler != nil {
+		h := b.cfg.Handler
+		ev.Data = append([]byte(nil), ev.Data...) // the caller may reuse its slice
+		b.post(func() { h.Event(ev) })
+	}
+	return nil
+}
+
+// Interrupt simulates the loss of the subscriber connection, for tests of
+// what the loss signal sets off: the Handler gets Lost with every
+// subscribed topic, then Subscribed for each. Nothing published is lost.
+func (b *Broker) Interrupt(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.cfg.Handler
+	if b.closed || h == nil || len(b.subs) == 0 {
+		return
+	}
+	topics := make([]broker.Topic, 0, len(b.subs))
+	for t := range b.subs {
+		topics = append(topics, t)
+	}
+	b.post(func() { h.Lost(topics, err) })
+	for _, t := range topics {
+		b.post(func() { h.Subscribed(t) })
+	}
 }
 
 // Ready implements broker.Broker; an open memory broker is always ready.
