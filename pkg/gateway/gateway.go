@@ -9,10 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/parley-chat/parley/pkg/broker"
 )
@@ -38,6 +36,7 @@ type Gateway struct {
 	broker  broker.Broker
 	hub     *hub
 	metrics *metrics
+	mux     *http.ServeMux // the routes (routes.go)
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -50,7 +49,7 @@ type Gateway struct {
 	bg     sync.WaitGroup               // the health prober
 
 	mu    sync.Mutex
-	conns map[*conn]struct{}
+	conns map[*wsConn]struct{}
 	users map[string]int     // connections per user (after hello), for MaxConnsPerUser
 	ips   map[netip.Addr]int // connections per client address, for MaxConnsPerIP
 	wg    sync.WaitGroup     // connection handlers
@@ -68,7 +67,7 @@ func New(cfg Config) (*Gateway, error) {
 		log:    cfg.Logger.With("node", cfg.NodeID),
 		ctx:    ctx,
 		cancel: cancel,
-		conns:  make(map[*conn]struct{}),
+		conns:  make(map[*wsConn]struct{}),
 		users:  make(map[string]int),
 		ips:    make(map[netip.Addr]int),
 		boot:   newBootID(),
@@ -80,6 +79,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.metrics = m
 	g.hub = newHub(g)
+	g.mux = g.routes()
 	b, err := cfg.NewBroker(g.hub)
 	if err != nil {
 		cancel()
@@ -98,38 +98,6 @@ func (g *Gateway) NodeID() string { return g.cfg.NodeID }
 // Broker returns the gateway's broker.
 func (g *Gateway) Broker() broker.Broker { return g.broker }
 
-// ServeHTTP implements http.Handler.
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		g.serveWS(w, r)
-		return
-	}
-	switch r.URL.Path {
-	case "/healthz":
-		fmt.Fprintln(w, "ok")
-	case "/readyz":
-		// From state the node holds: never a call to Redis, so a frozen
-		// Redis cannot make the check time out.
-		if g.draining.Load() {
-			http.Error(w, "not ready: "+ErrDraining.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	case "/healthz/deep":
-		g.serveDeepHealth(w)
-	case "/metrics":
-		if g.cfg.PrivateMetrics {
-			http.NotFound(w, r)
-			return
-		}
-		g.metrics.handler().ServeHTTP(w, r)
-	default:
-		// Everything else is the browser client (Config.Web): the page at
-		// "/" and its assets; it answers 404 for paths it does not have.
-		g.cfg.Web.ServeHTTP(w, r)
-	}
-}
-
 // MetricsHandler serves the gateway's metrics (Config.Gatherer), for an
 // embedder that serves them on a private address.
 func (g *Gateway) MetricsHandler() http.Handler { return g.metrics.handler() }
@@ -142,70 +110,6 @@ func (g *Gateway) Ready(ctx context.Context) error {
 		return ErrDraining
 	}
 	return g.broker.Ready(ctx)
-}
-
-func (g *Gateway) track(c *conn) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	// Draining too: Drain sets draining before it takes its snapshot of
-	// conns under mu, so a connection that passed serveWS's check just
-	// before the drain began is either in the snapshot or refused here,
-	// never missed.
-	if g.ctx.Err() != nil || g.draining.Load() {
-		return false
-	}
-	g.conns[c] = struct{}{}
-	g.wg.Add(1)
-	g.metrics.connections.Inc()
-	return true
-}
-
-func (g *Gateway) untrack(c *conn) {
-	g.mu.Lock()
-	delete(g.conns, c)
-	g.releaseLocked(c)
-	g.mu.Unlock()
-	g.metrics.connections.Dec()
-	g.wg.Done()
-}
-
-// Drain takes the node out of service: Ready turns false at once, then every
-// connection is closed with 1012 (service restart), the closes spread over
-// DrainSpread so clients do not reconnect all at once. Drain returns when
-// every connection has ended or ctx is done.
-func (g *Gateway) Drain(ctx context.Context) error {
-	g.draining.Store(true)
-	g.metrics.draining.Set(1)
-	g.mu.Lock()
-	conns := make([]*conn, 0, len(g.conns))
-	for c := range g.conns {
-		conns = append(conns, c)
-	}
-	g.mu.Unlock()
-	g.log.Info("draining", "connections", len(conns), "spread", g.cfg.DrainSpread)
-	var step time.Duration
-	if len(conns) > 1 {
-		step = g.cfg.DrainSpread / time.Duration(len(conns))
-	}
-	for i, c := range conns {
-		if i > 0 && step > 0 {
-			t := time.NewTimer(step)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-		}
-		c.closeWith(1012, "service restart: reconnect and resume", true)
-	}
-	done := make(chan struct{})
-	go func() { g.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("drain: %w", ctx.Err())
-	}
 }
 
 // Close ends every connection at once, closes the broker and waits for

@@ -11,13 +11,15 @@ import (
 
 // hub is the gateway's local room registry. It implements broker.Handler:
 // the broker delivers each published envelope to it once, and it fans the
-// envelope out to the room's local members. Gaps are repaired from history
-// by one goroutine per room (repair.go), never on the delivery goroutine.
+// envelope out to the room's local members, each a subscriber
+// (subscriber.go). Gaps are repaired from history by one goroutine per
+// room (repair.go), never on the delivery goroutine.
 //
-// Lock order: room.subMu, then hub.mu or room.mu (never both at once);
-// room.mu, then conn.qmu (fan-out enqueues under room.mu). Gateway.mu,
-// hub.mu and conn.qmu take no other lock while held. A broker call runs
-// under room.subMu only (Subscribe, Unsubscribe), never under room.mu.
+// Lock order: hub.mu and room.mu are never held together; room.mu, then a
+// subscriber's outbox.mu (fan-out queues under room.mu). Gateway.mu,
+// hub.mu and outbox.mu take no other lock while held. No broker call runs
+// under any of them: a room's Subscribe and Unsubscribe run unlocked, one
+// at a time, by the caller that set room.op (see acquire and release).
 type hub struct {
 	g *Gateway
 
@@ -32,30 +34,28 @@ type hub struct {
 // the first member subscribes, the last one out unsubscribes.
 type room struct {
 	name string
+	hold int // the most live messages held back for one joining member (OutboundQueue)
 
-	refs int // guarded by hub.mu
-
-	subMu      sync.Mutex // serialises Subscribe/Unsubscribe of this room
-	subscribed bool       // guarded by subMu
+	// guarded by hub.mu
+	refs       int           // members counted in (subscribed or being subscribed for)
+	subscribed bool          // the broker delivers the room
+	op         chan struct{} // a Subscribe or Unsubscribe in flight; closed when it ends
 
 	mu      sync.Mutex // guards the delivery state below
-	known   bool       // epoch and last describe the live stream
-	epoch   string
-	last    int64 // last seq fanned out
+	cur     cursor     // the last envelope fanned out
 	members map[*member]struct{}
 	repair  repairState // a history repair in progress
 }
 
-// member is one connection's membership of a room.
+// member is one subscriber's membership of a room.
 type member struct {
-	c    *conn
+	sub  subscriber
 	room *room
 
 	// guarded by room.mu
 	pending bool              // joining: live messages are buffered
 	buf     []broker.Envelope // live messages seen while pending
-	epoch   string            // what this member has been given
-	last    int64
+	pos     protocol.Position // what this member has been given
 }
 
 func newHub(g *Gateway) *hub {
@@ -68,77 +68,108 @@ func (h *hub) room(name string) *room {
 	return h.rooms[name]
 }
 
-// acquire counts a member in and makes sure the room is subscribed.
+// acquire counts a member in and makes sure the room is subscribed. The
+// caller that finds the room unsubscribed subscribes it, unlocked; others
+// wait for that call (or an unsubscribe in flight) to end, bounded by ctx.
 func (h *hub) acquire(ctx context.Context, name string) (*room, error) {
-	h.mu.Lock()
-	r := h.rooms[name]
-	if r == nil {
-		r = &room{name: name, members: make(map[*member]struct{})}
-		h.rooms[name] = r
-		h.g.metrics.rooms.Inc()
-	}
-	r.refs++
-	h.mu.Unlock()
-
-	r.subMu.Lock()
-	var err error
-	if !r.subscribed {
-		if err = h.g.broker.Subscribe(ctx, name); err == nil {
-			r.subscribed = true
+	for {
+		h.mu.Lock()
+		r := h.rooms[name]
+		if r == nil {
+			r = &room{name: name, hold: h.g.cfg.OutboundQueue, members: make(map[*member]struct{})}
+			h.rooms[name] = r
+			h.g.metrics.rooms.Inc()
 		}
+		if op := r.op; op != nil {
+			h.mu.Unlock()
+			select {
+			case <-op:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("subscribe %s: %w: %w", name, broker.ErrUnavailable, ctx.Err())
+			}
+		}
+		r.refs++
+		if r.subscribed {
+			h.mu.Unlock()
+			return r, nil
+		}
+		op := make(chan struct{})
+		r.op = op
+		h.mu.Unlock()
+
+		err := h.g.broker.Subscribe(ctx, broker.Room(name))
+
+		h.mu.Lock()
+		r.op = nil
+		close(op)
+		if err == nil {
+			r.subscribed = true
+		} else {
+			r.refs--
+			h.forgetLocked(r)
+		}
+		h.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
-	r.subMu.Unlock()
-	if err != nil {
-		h.release(r)
-		return nil, err
-	}
-	return r, nil
 }
 
 // release counts a member out; the last one unsubscribes the room.
 func (h *hub) release(r *room) {
 	h.mu.Lock()
 	r.refs--
-	last := r.refs == 0
-	h.mu.Unlock()
-	if !last {
+	if r.refs > 0 || !r.subscribed || r.op != nil {
+		h.forgetLocked(r)
+		h.mu.Unlock()
 		return
 	}
-	r.subMu.Lock()
-	defer r.subMu.Unlock()
-	h.mu.Lock()
-	still := r.refs == 0
+	op := make(chan struct{})
+	r.op = op
 	h.mu.Unlock()
-	if still && r.subscribed {
-		ctx, cancel := context.WithTimeout(context.Background(), h.g.cfg.RequestTimeout)
-		if err := h.g.broker.Unsubscribe(ctx, r.name); err != nil {
-			h.g.log.Warn("unsubscribe failed", "room", r.name, "err", err)
-		}
-		cancel()
-		r.subscribed = false
-		r.mu.Lock()
-		r.known = false
-		r.abandonRepairLocked()
-		r.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), h.g.cfg.RequestTimeout)
+	if err := h.g.broker.Unsubscribe(ctx, broker.Room(r.name)); err != nil {
+		h.g.log.Warn("unsubscribe failed", "room", r.name, "err", err)
 	}
+	cancel()
+	// The room's stream is no longer followed: the next joiner reads
+	// history itself.
+	r.mu.Lock()
+	r.cur = cursor{}
+	r.abandonRepairLocked()
+	r.mu.Unlock()
+
 	h.mu.Lock()
-	if r.refs == 0 && !r.subscribed && h.rooms[r.name] == r {
-		delete(h.rooms, r.name)
-		h.g.metrics.rooms.Dec()
-	}
+	r.subscribed = false
+	r.op = nil
+	close(op)
+	h.forgetLocked(r)
 	h.mu.Unlock()
 }
 
-// join makes c a member of the room, reading history as invariant 4 says:
-// subscribe first, buffer live messages, read history after since, send
-// joined and the missed messages, then the buffered ones without
+// forgetLocked drops r from the registry once nothing holds it: no member,
+// no subscription, no call in flight. Acquirers that waited for r's call
+// then make a new room. Called with hub.mu held.
+func (h *hub) forgetLocked(r *room) {
+	if r.refs == 0 && !r.subscribed && r.op == nil && h.rooms[r.name] == r {
+		delete(h.rooms, r.name)
+		h.g.metrics.rooms.Dec()
+	}
+}
+
+// join makes sub a member of the room, reading history as invariant 4
+// says: subscribe first, buffer live messages, read history after since,
+// give the subscriber its catch-up, then the buffered messages without
 // duplicates, then go live.
-func (h *hub) join(ctx context.Context, c *conn, name string, since *protocol.Since, ref string) (*member, error) {
+func (h *hub) join(ctx context.Context, sub subscriber, name string, since *protocol.Position, ref string) (*member, error) {
 	r, err := h.acquire(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	m := &member{c: c, room: r, pending: true}
+	m := &member{sub: sub, room: r, pending: true}
 	r.mu.Lock()
 	r.members[m] = struct{}{}
 	r.mu.Unlock()
@@ -151,58 +182,28 @@ func (h *hub) join(ctx context.Context, c *conn, name string, since *protocol.Si
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c.plain {
-		for _, env := range rng.Messages {
-			m.deliverPlain(env, true)
-		}
-	} else {
-		jf := &protocol.Frame{Type: protocol.TypeJoined, Ref: ref, Room: name, Epoch: rng.Epoch, Seq: rng.Seq, First: rng.First}
-		if since != nil {
-			jf.Recovered = protocol.Bool(recovered)
-		}
-		b, _ := protocol.Encode(jf) // a Frame always encodes
-		frames := make([][]byte, 0, 1+len(rng.Messages))
-		frames = append(frames, b)
-		for _, env := range rng.Messages {
-			frames = append(frames, env.Raw)
-		}
-		c.enqueueCatchUp(frames...)
-	}
-	m.epoch, m.last = rng.Epoch, rng.Seq
+	sub.joined(joinOutcome{ref: ref, room: name, rng: rng, resumed: since != nil, recovered: recovered})
+	m.pos = protocol.Position{Epoch: rng.Epoch, Seq: rng.Seq}
 	m.pending = false
 	buf := m.buf
 	m.buf = nil
 	for _, env := range buf {
 		m.deliver(env, true) // held back during the join: part of its catch-up
 	}
-	if !r.known {
-		r.known, r.epoch, r.last = true, rng.Epoch, rng.Seq
+	if !r.cur.known {
+		r.cur = cursor{known: true, pos: m.pos}
 	}
 	return m, nil
 }
 
 // catchUp reads what a joiner is owed: everything after since when it is
-// given, else the last Backlog messages. recovered reports whether every
-// message after since is in the range.
-func (h *hub) catchUp(ctx context.Context, name string, since *protocol.Since) (broker.Range, bool, error) {
-	b := h.g.broker
+// given (readSince), else the last Backlog messages.
+func (h *hub) catchUp(ctx context.Context, name string, since *protocol.Position) (broker.Range, bool, error) {
 	if since == nil {
-		rng, err := b.Before(ctx, name, 0, h.g.cfg.Backlog)
+		rng, err := h.g.broker.Before(ctx, name, 0, h.g.cfg.Backlog)
 		return rng, true, err
 	}
-	rng, err := b.After(ctx, name, since.Seq, 0)
-	if err != nil {
-		return rng, false, err
-	}
-	if since.Seq == 0 || rng.Epoch == since.Epoch {
-		// Every message after since.Seq is here unless history was trimmed
-		// past it. A client ahead of the head (same epoch) has all there is.
-		return rng, rng.Seq <= since.Seq || rng.First <= since.Seq+1, nil
-	}
-	// The epoch changed: Redis lost the room. Everything in the new epoch
-	// is new to the client, and what it missed before is gone.
-	rng, err = b.After(ctx, name, 0, 0)
-	return rng, false, err
+	return readSince(ctx, h.g.broker, name, *since)
 }
 
 // remove takes m out of its room and releases the room.
@@ -215,12 +216,12 @@ func (h *hub) remove(m *member) {
 	h.release(r)
 }
 
-// Deliver implements broker.Handler. It runs on the broker's single
-// delivery goroutine, so envelopes of one room arrive in publish order
-// except where pub/sub lost some, which the seq check finds. It never
-// waits on Redis: a gap (or a new epoch whose start was not seen) buffers
-// the envelope and starts the room's repair, and while the room repairs
-// its envelopes are buffered for the repair to merge.
+// Deliver implements broker.Handler. It runs on the broker's delivery
+// goroutine, so envelopes of one room arrive in publish order except where
+// pub/sub lost some, which the seq check finds. It never waits on Redis: a
+// gap (or a new epoch whose start was not seen) buffers the envelope and
+// starts the room's repair, and while the room repairs its envelopes are
+// buffered for the repair to merge.
 func (h *hub) Deliver(env broker.Envelope) {
 	r := h.room(env.Room)
 	if r == nil {
@@ -232,14 +233,14 @@ func (h *hub) Deliver(env broker.Envelope) {
 		h.bufferLocked(r, env)
 		return
 	}
-	switch r.placeLocked(env) {
+	switch r.cur.place(env) {
 	case placeSeen:
 		// already delivered (a repair read it first)
 	case placeNext:
 		r.fanOut(env, false)
 	case placeHole:
 		why := "live gap"
-		if env.Epoch != r.epoch {
+		if env.Epoch != r.cur.pos.Epoch {
 			// A new epoch (the room was lost and recreated) whose start
 			// we have not seen: read it from history first.
 			why = "new epoch"
@@ -249,35 +250,60 @@ func (h *hub) Deliver(env broker.Envelope) {
 	}
 }
 
-// Subscribed implements broker.Handler. After a reconnect of the
-// subscriber connection the room's subscription is back, and whatever was
-// published while it was down is read from history by the room's repair.
-func (h *hub) Subscribed(name string) {
-	r := h.room(name)
+// Event implements broker.Handler: a room's ephemeral event goes to its
+// members as it is, neither sequenced nor repaired. User topics are not
+// subscribed yet.
+func (h *hub) Event(ev broker.Event) {
+	if ev.Topic.Kind != broker.RoomTopic {
+		return
+	}
+	r := h.room(ev.Topic.Name)
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h.g.log.Debug("subscribed", "room", name, "known", r.known, "last", r.last, "repairing", r.repair.active)
-	if !r.known {
+	for m := range r.members {
+		if !m.pending {
+			m.sub.event(ev)
+		}
+	}
+}
+
+// Subscribed implements broker.Handler. After a loss the room's
+// subscription is back, and whatever was published while it was down is
+// read from history by the room's repair.
+func (h *hub) Subscribed(t broker.Topic) {
+	if t.Kind != broker.RoomTopic {
+		return
+	}
+	r := h.room(t.Name)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.g.log.Debug("subscribed", "room", t.Name, "known", r.cur.known, "last", r.cur.pos.Seq, "repairing", r.repair.active)
+	if !r.cur.known {
 		return // first subscription: the joiner reads history itself
 	}
 	h.startRepairLocked(r, "resubscribed")
 }
 
-// Disconnected implements broker.Handler.
-func (h *hub) Disconnected(err error) {
+// Lost implements broker.Handler. Nothing is done until each room's
+// Subscribed comes back: its repair then reads what the loss cost.
+func (h *hub) Lost(topics []broker.Topic, err error) {
 	h.g.metrics.pubsubLost.Inc()
-	h.g.log.Warn("pub/sub connection lost; rooms will be re-read from history when it is back", "err", err)
+	h.g.log.Warn("pub/sub subscriptions lost; rooms will be re-read from history when they are back",
+		"topics", len(topics), "err", err)
 }
 
 // fanOut gives env to every member and advances the room. Called with
-// r.mu held; it never blocks: enqueue only appends to a bounded queue.
-// catchUp marks what the gateway held back (a repair's merge): it does not
-// count against the members' outbound limits.
+// r.mu held; it never blocks: subscribers only queue. catchUp marks what
+// the gateway held back (a repair's merge): it does not count against the
+// members' outbound limits.
 func (r *room) fanOut(env broker.Envelope, catchUp bool) {
-	r.known, r.epoch, r.last = true, env.Epoch, env.Seq
+	r.cur.advance(env)
 	for m := range r.members {
 		m.deliver(env, catchUp)
 	}
@@ -287,57 +313,25 @@ func (r *room) fanOut(env broker.Envelope, catchUp bool) {
 // duplicates. Called with room.mu held.
 func (m *member) deliver(env broker.Envelope, catchUp bool) {
 	if m.pending {
-		if len(m.buf) >= m.c.g.cfg.OutboundQueue {
-			m.c.slowConsumer()
+		if len(m.buf) >= m.room.hold {
+			m.sub.overflow()
 			return
 		}
 		m.buf = append(m.buf, env)
 		return
 	}
-	if m.c.plain {
-		if env.Epoch == m.epoch && env.Seq <= m.last {
-			return
-		}
-		m.epoch, m.last = env.Epoch, env.Seq
-		m.deliverPlain(env, catchUp)
+	switch m.pos.Place(env.Epoch, env.Seq) {
+	case protocol.Duplicate:
 		return
+	case protocol.NewEpoch:
+		// The room's epoch changed under the member: Redis lost its data.
+		m.pos = protocol.Reset(env.Epoch, env.Seq)
+		m.sub.epochReset(m.room.name, m.pos, env.Seq)
+	case protocol.Gap:
+		// A hole history could not fill: never hide it. The client
+		// resumes from its last seq and is told what can be recovered.
+		m.sub.resume(m.room.name, m.pos)
 	}
-	if env.Epoch != m.epoch {
-		if m.epoch == "" && m.last == 0 {
-			m.epoch = env.Epoch // the room was empty when we joined: its first message
-		} else {
-			// The room's epoch changed under us: Redis lost its data.
-			m.c.sendFrame(&protocol.Frame{Type: protocol.TypeJoined, Room: m.room.name, Epoch: env.Epoch,
-				Seq: env.Seq - 1, First: env.Seq, Recovered: protocol.Bool(false)})
-			m.epoch, m.last = env.Epoch, env.Seq-1
-		}
-	}
-	if env.Seq <= m.last {
-		return
-	}
-	if env.Seq > m.last+1 {
-		// A hole history could not fill: never hide it. The client resumes
-		// from its last seq and is told what can be recovered.
-		m.c.closeWith(protocol.CloseTryAgainLater, fmt.Sprintf("missed messages after seq %d; resume", m.last), false)
-		return
-	}
-	m.last = env.Seq
-	if catchUp {
-		m.c.enqueueCatchUp(env.Raw)
-	} else {
-		m.c.enqueue(env.Raw)
-	}
-}
-
-// deliverPlain gives a plain-text member the bare body of every message
-// not its own.
-func (m *member) deliverPlain(env broker.Envelope, catchUp bool) {
-	if env.From == m.c.user && env.Device == m.c.device {
-		return
-	}
-	if catchUp {
-		m.c.enqueueCatchUp([]byte(env.Body))
-	} else {
-		m.c.enqueue([]byte(env.Body))
-	}
+	m.pos = protocol.Position{Epoch: env.Epoch, Seq: env.Seq}
+	m.sub.deliver(env, catchUp)
 }

@@ -56,21 +56,22 @@ func (g *Gateway) admitAddrLocked(addr netip.Addr) bool {
 	return true
 }
 
-// admitUser counts c in as a connection of its user, unless the user
-// holds MaxConnsPerUser on this node already.
-func (g *Gateway) admitUser(c *conn) bool {
+// admitUser counts c in as a connection of user, unless the user holds
+// MaxConnsPerUser on this node already.
+func (g *Gateway) admitUser(c *wsConn, user string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.cfg.MaxConnsPerUser > 0 && g.users[c.user] >= g.cfg.MaxConnsPerUser {
+	if g.cfg.MaxConnsPerUser > 0 && g.users[user] >= g.cfg.MaxConnsPerUser {
 		return false
 	}
-	g.users[c.user]++
-	c.counted = true
+	g.users[user]++
+	c.user, c.counted = user, true
+	c.out.setUser(user)
 	return true
 }
 
 // release counts c out of its user and address. Called with g.mu held.
-func (g *Gateway) releaseLocked(c *conn) {
+func (g *Gateway) releaseLocked(c *wsConn) {
 	if c.counted {
 		if g.users[c.user]--; g.users[c.user] <= 0 {
 			delete(g.users, c.user)

@@ -11,19 +11,20 @@ import (
 )
 
 type metrics struct {
-	connections    prometheus.Gauge
-	rooms          prometheus.Gauge
-	framesIn       prometheus.Counter
-	framesOut      prometheus.Counter
-	publishSeconds prometheus.Histogram
-	slowCloses     prometheus.Counter
-	pubsubLost     prometheus.Counter
-	gapsRepaired   prometheus.Counter
-	brokerUp       prometheus.Gauge
-	draining       prometheus.Gauge
-	refused        *prometheus.CounterVec
-	errors         *prometheus.CounterVec
-	gatherer       prometheus.Gatherer
+	connections      prometheus.Gauge
+	rooms            prometheus.Gauge
+	framesIn         prometheus.Counter
+	framesOut        prometheus.Counter
+	publishSeconds   prometheus.Histogram
+	slowCloses       prometheus.Counter
+	ephemeralDropped prometheus.Counter
+	pubsubLost       prometheus.Counter
+	gapsRepaired     prometheus.Counter
+	brokerUp         prometheus.Gauge
+	draining         prometheus.Gauge
+	refused          *prometheus.CounterVec
+	errors           *prometheus.CounterVec
+	gatherer         prometheus.Gatherer
 }
 
 func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string) (*metrics, error) {
@@ -43,8 +44,10 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
 		slowCloses: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_slow_consumer_closes_total",
 			Help: "Connections closed with 1013 because their outbound queue overflowed.", ConstLabels: labels}),
+		ephemeralDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_ephemeral_dropped_total",
+			Help: "Ephemeral events (typing, presence) dropped because a connection's outbound queue was full.", ConstLabels: labels}),
 		pubsubLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_pubsub_reconnects_total",
-			Help: "Losses of the pub/sub connection (each followed by a reconnect and a history re-read).", ConstLabels: labels}),
+			Help: "Losses of pub/sub subscriptions, one per subscriber connection lost (each followed by a resubscribe and a history re-read).", ConstLabels: labels}),
 		gapsRepaired: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_gaps_repaired_total",
 			Help: "Messages that pub/sub lost and the gateway re-read from history.", ConstLabels: labels}),
 		brokerUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_redis_up",
@@ -57,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Help: "Error frames sent, by code.", ConstLabels: labels}, []string{"code"}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
-		m.slowCloses, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors} {
+		m.slowCloses, m.ephemeralDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

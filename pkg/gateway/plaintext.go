@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -25,13 +24,46 @@ func plainRoom(path string) (string, bool) {
 	return p, protocol.ValidRoom(p) && !protocol.DirectRoom(p)
 }
 
+// plainSession is a plain-text client's membership of its one room: the
+// subscriber (subscriber.go) that turns the room's stream into bare text.
+// A plain-text client gets the body of every message not its own, and
+// cannot be told about epochs or holes: it gets what there is.
+type plainSession struct {
+	p   principal
+	out *outbox
+}
+
+var _ subscriber = (*plainSession)(nil)
+
+func (s *plainSession) joined(j joinOutcome) {
+	for _, env := range j.rng.Messages {
+		s.deliver(env, true)
+	}
+}
+
+func (s *plainSession) deliver(env broker.Envelope, catchUp bool) {
+	if env.From == s.p.user && env.Device == s.p.device {
+		return
+	}
+	if catchUp {
+		s.out.pushCatchUp([]byte(env.Body))
+		return
+	}
+	s.out.push([]byte(env.Body), classLive)
+}
+
+func (s *plainSession) event(broker.Event)                          {}
+func (s *plainSession) epochReset(string, protocol.Position, int64) {}
+func (s *plainSession) resume(string, protocol.Position)            {}
+func (s *plainSession) overflow()                                   { s.out.overflow() }
+
 // servePlain runs plain-text mode for clients that speak no subprotocol:
 // the classic tutorial pages and mini-programs. Each text frame is posted to
 // the path's room; other connections' messages come back as bare text.
-func (c *conn) servePlain(target *url.URL) {
+func (c *wsConn) servePlain(target *url.URL) {
 	room, ok := plainRoom(target.Path)
 	if !ok {
-		c.closeWith(protocol.ClosePolicy, "invalid room in path", true)
+		c.out.close(protocol.ClosePolicy, "invalid room in path", true)
 		return
 	}
 	q := target.Query()
@@ -43,34 +75,34 @@ func (c *conn) servePlain(target *url.URL) {
 	}
 	u, err := c.g.authenticate(q.Get("token"), user)
 	if err != nil {
-		c.closeWith(protocol.ClosePolicy, err.Error(), true)
+		c.out.close(protocol.ClosePolicy, err.Error(), true)
+		return
+	}
+	if !c.admit(u, false, "") {
 		return
 	}
 	// Message ids are <device>-<n>: the boot id makes them unique across
 	// restarts of this node, whose connection numbers start again at 1;
 	// without it a new client's first messages would be taken for resends
 	// of an old one's within the idempotency window, and dropped.
-	c.user, c.device = u, fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id)
-	if !c.admit("") {
-		return
-	}
+	s := &plainSession{p: principal{user: u, device: fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id)}, out: &c.out}
 
 	var m *member
 	c.offStack(func() {
-		ctx, cancel := c.requestCtx(nowFunc())
-		m, err = c.g.hub.join(ctx, c, room, nil, "")
+		ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+		m, err = c.g.join(ctx, s.p, s, room, nil, "")
 		cancel()
 	})
 	if err != nil {
-		c.closeWith(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
+		c.out.close(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
 		return
 	}
-	c.members[room] = m
+	defer c.g.leave(m)
 
 	lim := newBucket(c.g.cfg.RateLimit, c.g.cfg.RateBurst)
 	var n int
 	for {
-		data, typ, err := c.read(c.ctx)
+		data, typ, err := c.read()
 		if err != nil {
 			c.logEnd(err)
 			return
@@ -89,16 +121,16 @@ func (c *conn) servePlain(target *url.URL) {
 		}
 		switch {
 		case typ != websocket.MessageText || !utf8.Valid(data):
-			c.closeWith(protocol.CloseUnsupportedData, "plain-text mode takes UTF-8 text frames only", true)
+			c.out.close(protocol.CloseUnsupportedData, "plain-text mode takes UTF-8 text frames only", true)
 			return
 		case len(data) > c.g.cfg.MaxBodyBytes:
-			c.closeWith(protocol.CloseTooBig, fmt.Sprintf("message over %d bytes", c.g.cfg.MaxBodyBytes), true)
+			c.out.close(protocol.CloseTooBig, fmt.Sprintf("message over %d bytes", c.g.cfg.MaxBodyBytes), true)
 			return
 		case len(strings.TrimSpace(string(data))) == 0:
 			continue
 		}
 		n++
-		if !c.publishPlain(now, room, fmt.Sprintf("%s-%d", c.device, n), string(data)) {
+		if !c.publishPlain(s.p, now, room, fmt.Sprintf("%s-%d", s.p.device, n), string(data)) {
 			return
 		}
 	}
@@ -111,20 +143,25 @@ func (c *conn) servePlain(target *url.URL) {
 // a plain-text client, it does not cut it or drop its words. It reports
 // false when the connection ended, or on an error a retry cannot fix
 // (then the connection is closed).
-func (c *conn) publishPlain(arrived time.Time, room, id, body string) bool {
+func (c *wsConn) publishPlain(p principal, arrived time.Time, room, id, body string) bool {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		var err error
-		c.offStack(func() { _, err = c.publish(arrived, room, id, body) })
+		c.offStack(func() {
+			ctx, cancel := context.WithDeadline(c.ctx, arrived.Add(c.g.cfg.RequestTimeout))
+			_, err = c.g.publish(ctx, p, room, id, body)
+			cancel()
+		})
 		if err == nil {
 			return true
 		}
-		if c.ctx.Err() != nil || errors.Is(err, broker.ErrClosed) {
+		if c.ctx.Err() != nil || c.g.ctx.Err() != nil {
 			return false // the connection or the gateway is ending
 		}
-		if !errors.Is(err, broker.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+		oe := c.g.refusal(c.ctx, err)
+		if oe.code != protocol.CodeUnavailable {
 			c.g.log.Error("plain-text publish failed", "conn", c.id, "err", err)
-			c.closeWith(protocol.CloseInternal, "internal error", true)
+			c.out.close(protocol.CloseInternal, "internal error", true)
 			return false
 		}
 		if attempt == 1 {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/protocol"
 )
 
 // Repair reads history to fill what pub/sub lost (invariant 5). It never
@@ -39,33 +40,6 @@ type repairState struct {
 	again   bool               // another round is owed even when the merge finds no hole
 	buf     []broker.Envelope  // live envelopes received while repairing, in arrival order
 	arrived uint64             // envelopes ever buffered; buf[len(buf)-1] is number arrived
-}
-
-// placement is where an envelope falls in a room's live stream.
-type placement int
-
-const (
-	placeSeen placement = iota // fanned out already
-	placeNext                  // the next one: fan it out
-	placeHole                  // something before it is missing
-)
-
-// placeLocked says where env falls in the room's stream: a room whose
-// stream is not known yet takes anything; in the same epoch the next seq
-// follows r.last; a new epoch follows from its seq 1. Called with r.mu held.
-func (r *room) placeLocked(env broker.Envelope) placement {
-	switch {
-	case !r.known:
-		return placeNext
-	case env.Epoch == r.epoch && env.Seq <= r.last:
-		return placeSeen
-	case env.Epoch == r.epoch && env.Seq == r.last+1:
-		return placeNext
-	case env.Epoch != r.epoch && env.Seq == 1:
-		return placeNext
-	default:
-		return placeHole
-	}
 }
 
 // bufferLocked keeps env for the running repair. A buffer over its bound
@@ -143,11 +117,11 @@ func (h *hub) runRepair(ctx context.Context, r *room, gen uint64) {
 			r.mu.Unlock()
 			return
 		}
-		epoch, after, why, mark := r.epoch, r.last, r.repair.why, r.repair.arrived
+		from, why, mark := r.cur.pos, r.repair.why, r.repair.arrived
 		r.repair.again = false
 		r.mu.Unlock()
 
-		rng, err := h.readHistory(ctx, r.name, epoch, after)
+		rng, err := h.readHistory(ctx, r.name, from)
 
 		r.mu.Lock()
 		if r.repair.gen != gen {
@@ -185,11 +159,9 @@ func (h *hub) runRepair(ctx context.Context, r *room, gen uint64) {
 	}
 }
 
-// readHistory reads room's messages after seq after, bounded by
-// RequestTimeout once a read slot is free. When the room is no longer in
-// epoch (Redis lost it and a new epoch began), it reads the new epoch from
-// its start instead, as a joiner's catch-up does.
-func (h *hub) readHistory(ctx context.Context, room, epoch string, after int64) (broker.Range, error) {
+// readHistory reads what follows from in room's history (readSince),
+// bounded by RequestTimeout once a read slot is free.
+func (h *hub) readHistory(ctx context.Context, room string, from protocol.Position) (broker.Range, error) {
 	select {
 	case h.readSlots <- struct{}{}:
 		defer func() { <-h.readSlots }()
@@ -198,70 +170,39 @@ func (h *hub) readHistory(ctx context.Context, room, epoch string, after int64) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.g.cfg.RequestTimeout)
 	defer cancel()
-	rng, err := h.g.broker.After(ctx, room, after, 0)
+	rng, _, err := readSince(ctx, h.g.broker, room, from)
 	if err != nil {
-		return rng, fmt.Errorf("read history after seq %d: %w", after, err)
-	}
-	if now := rng.Epoch; after > 0 && now != epoch && now != "" {
-		if rng, err = h.g.broker.After(ctx, room, 0, 0); err != nil {
-			return rng, fmt.Errorf("read new epoch %s: %w", now, err)
-		}
+		return rng, fmt.Errorf("read history after seq %d: %w", from.Seq, err)
 	}
 	return rng, nil
 }
 
-// mergeLocked fans out what one round read and then the buffered live
-// envelopes, each once and in seq order. History messages are fanned out
-// even past a hole (one history can no longer fill: members see it and are
-// told to resume). Buffered envelopes that arrived before the read began
-// (number <= mark) and are of another epoch than the read saw are stale:
-// their epoch is gone. At a hole in the buffer the rest stays buffered and
-// mergeLocked reports true: the room needs another round. Called with r.mu
-// held.
+// mergeLocked fans out what one round decided (merge, merge.go) and keeps
+// the buffered envelopes after a hole for the next round, reporting true
+// when there is one. Buffered envelopes numbered up to mark arrived before
+// the round's read began. Called with r.mu held.
 func (h *hub) mergeLocked(r *room, rng broker.Range, mark uint64, why string) (hole bool) {
 	rs := &r.repair
-	live := make(map[int64]bool, len(rs.buf)) // seqs pub/sub did deliver: not counted as repaired
-	for _, env := range rs.buf {
-		if env.Epoch == rng.Epoch {
-			live[env.Seq] = true
-		}
+	first := rs.arrived - uint64(len(rs.buf)) + 1 // the number of buf[0]
+	stale := 0
+	if mark >= first {
+		stale = int(min(mark-first+1, uint64(len(rs.buf))))
 	}
-	n := 0
-	for _, env := range rng.Messages {
-		if r.placeLocked(env) == placeSeen {
-			continue
-		}
+	res := merge(r.cur, rng, rs.buf, stale)
+	for _, env := range res.out {
 		r.fanOut(env, true)
-		if !live[env.Seq] {
-			n++
-		}
 	}
-	if n > 0 {
-		h.g.metrics.gapsRepaired.Add(float64(n))
-		h.g.log.Info("repaired gap from history", "room", r.name, "why", why, "messages", n)
+	if res.repaired > 0 {
+		h.g.metrics.gapsRepaired.Add(float64(res.repaired))
+		h.g.log.Info("repaired gap from history", "room", r.name, "why", why, "messages", res.repaired)
 	}
-
-	buf := rs.buf
-	first := rs.arrived - uint64(len(buf)) + 1 // the number of buf[0]
-	for i, env := range buf {
-		if first+uint64(i) <= mark && env.Epoch != rng.Epoch {
-			continue
-		}
-		switch r.placeLocked(env) {
-		case placeSeen:
-		case placeNext:
-			r.fanOut(env, true)
-		case placeHole:
-			rest := copy(buf, buf[i:])
-			clear(buf[rest:])
-			rs.buf = buf[:rest]
-			rs.why = "gap after repair"
-			return true
-		}
+	n := copy(rs.buf, res.rest)
+	clear(rs.buf[n:])
+	rs.buf = rs.buf[:n]
+	if res.hole {
+		rs.why = "gap after repair"
 	}
-	clear(buf)
-	rs.buf = buf[:0]
-	return false
+	return res.hole
 }
 
 // giveUpLocked ends a repair whose reads keep failing: the buffered
@@ -272,7 +213,7 @@ func (h *hub) giveUpLocked(r *room) {
 	h.g.log.Warn("history repair gave up; members will see the gap and resume",
 		"room", r.name, "buffered", len(r.repair.buf))
 	for _, env := range r.repair.buf {
-		if r.placeLocked(env) != placeSeen {
+		if r.cur.place(env) != placeSeen {
 			r.fanOut(env, true)
 		}
 	}

@@ -1,0 +1,75 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// track counts c in as a connection of the gateway, which Drain and Close
+// end and wait for; it refuses c once the gateway drains or is closed.
+func (g *Gateway) track(c *wsConn) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// Draining too: Drain sets draining before it takes its snapshot of
+	// conns under mu, so a connection that passed serveWS's check just
+	// before the drain began is either in the snapshot or refused here,
+	// never missed.
+	if g.ctx.Err() != nil || g.draining.Load() {
+		return false
+	}
+	g.conns[c] = struct{}{}
+	g.wg.Add(1)
+	g.metrics.connections.Inc()
+	return true
+}
+
+func (g *Gateway) untrack(c *wsConn) {
+	g.mu.Lock()
+	delete(g.conns, c)
+	g.releaseLocked(c)
+	g.mu.Unlock()
+	g.metrics.connections.Dec()
+	g.wg.Done()
+}
+
+// Drain takes the node out of service: Ready turns false at once, then every
+// connection is closed with 1012 (service restart), the closes spread over
+// DrainSpread so clients do not reconnect all at once. Drain returns when
+// every connection has ended or ctx is done.
+func (g *Gateway) Drain(ctx context.Context) error {
+	g.draining.Store(true)
+	g.metrics.draining.Set(1)
+	g.mu.Lock()
+	conns := make([]*wsConn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	g.log.Info("draining", "connections", len(conns), "spread", g.cfg.DrainSpread)
+	var step time.Duration
+	if len(conns) > 1 {
+		step = g.cfg.DrainSpread / time.Duration(len(conns))
+	}
+	for i, c := range conns {
+		if i > 0 && step > 0 {
+			t := time.NewTimer(step)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		c.out.close(protocol.CloseServiceRestart, "service restart: reconnect and resume", true)
+	}
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,152 @@
+package gateway
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// serveV1 runs protocol v1 on the connection: hello, then requests until
+// the connection ends. The reader charges each frame to the rate limit as
+// it arrives and queues it in the inbox, whose handler goroutine hands
+// frames to the session in order; a frame over the limit is answered
+// rate_limited (naming its ref, with retry_after_ms) and dropped.
+func (c *wsConn) serveV1() {
+	s := c.hello()
+	if s == nil {
+		return
+	}
+	c.in.handle = func(r request) { c.handleRequest(s, r) }
+	defer func() {
+		// End the request in progress and wait for the handler: the
+		// memberships it owns are left next.
+		c.cancel()
+		c.in.close()
+		s.leaveAll()
+	}()
+	lim := newBucket(c.g.cfg.RateLimit, c.g.cfg.RateBurst)
+	for {
+		data, typ, err := c.read()
+		if err != nil {
+			c.logEnd(err)
+			return
+		}
+		now := nowFunc()
+		if !lim.allow(now) {
+			c.refuse(data, typ, lim)
+			if lim.denied > c.g.cfg.RateBurst {
+				// The frames accepted before the flood are answered first.
+				c.in.wait()
+				c.out.close(protocol.ClosePolicy, "flood: too many frames", true)
+				return
+			}
+			continue
+		}
+		held, ok := c.in.push(c.ctx, request{data: data, typ: typ, arrived: now})
+		if !ok {
+			return
+		}
+		lim.hold(held)
+	}
+}
+
+// refuse answers a frame over the rate limit: rate_limited with the
+// frame's ref when it has one, and when to send again.
+func (c *wsConn) refuse(data []byte, typ websocket.MessageType, lim *bucket) {
+	ref := ""
+	if typ == websocket.MessageText {
+		if f, _ := protocol.Decode(data); f != nil {
+			ref = f.Ref
+		}
+	}
+	msg := fmt.Sprintf("more than %g frames per second; this frame was dropped: send it again after retry_after_ms", c.g.cfg.RateLimit)
+	if lim.denied > c.g.cfg.RateBurst {
+		msg = "flood: connection closed"
+	}
+	c.g.metrics.errors.WithLabelValues(protocol.CodeRateLimited).Inc()
+	f := protocol.ErrorFrame(ref, protocol.CodeRateLimited, msg)
+	f.RetryAfterMS = lim.retryAfter().Milliseconds()
+	c.out.send(f)
+}
+
+// handleRequest hands one queued client frame to the session, on the
+// inbox's handler goroutine.
+func (c *wsConn) handleRequest(s *session, r request) {
+	defer c.recoverRequest()
+	if f := c.decode(r.data, r.typ); f != nil {
+		s.handle(f, r.arrived)
+	}
+}
+
+// decode parses one client frame, answering a binary or invalid one with a
+// bad_request error (echoing its ref when it had one) and returning nil.
+func (c *wsConn) decode(data []byte, typ websocket.MessageType) *protocol.Frame {
+	if typ != websocket.MessageText {
+		c.out.sendError("", protocol.CodeBadRequest, "binary frames are not part of protocol v1; send JSON text frames")
+		return nil
+	}
+	f, err := protocol.Decode(data)
+	if err != nil {
+		ref := ""
+		if f != nil {
+			ref = f.Ref
+		}
+		c.out.sendError(ref, protocol.CodeBadRequest, err.Error())
+		return nil
+	}
+	return f
+}
+
+// hello waits for a valid hello within HelloTimeout and returns the
+// client's session, or nil when the connection ended first. Other frames
+// before it are answered with unauthorized; a bad token closes with 1008.
+func (c *wsConn) hello() *session {
+	// Not a read deadline: a cancelled Read tears the socket down without a
+	// close frame, and the client deserves to read the reason.
+	deadline := time.AfterFunc(c.g.cfg.HelloTimeout, func() {
+		c.out.close(protocol.ClosePolicy, "no hello within "+c.g.cfg.HelloTimeout.String(), true)
+	})
+	defer deadline.Stop()
+	for {
+		data, typ, err := c.read()
+		if err != nil {
+			c.logEnd(err)
+			return nil
+		}
+		var s *session
+		var done bool
+		c.offStack(func() { s, done = c.helloFrame(data, typ) })
+		if done {
+			return s
+		}
+	}
+}
+
+// helloFrame handles one frame read while waiting for hello: done reports
+// that the wait is over, with the session when the client said a valid
+// hello.
+func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType) (s *session, done bool) {
+	f := c.decode(data, typ)
+	if f == nil {
+		return nil, false
+	}
+	if f.Type != protocol.TypeHello {
+		c.out.sendError(f.Ref, protocol.CodeUnauthorized, "send hello first")
+		return nil, false
+	}
+	user, err := c.g.authenticate(f.Token, f.User)
+	if err != nil {
+		c.out.sendError(f.Ref, protocol.CodeUnauthorized, err.Error())
+		c.out.close(protocol.ClosePolicy, err.Error(), true)
+		return nil, true
+	}
+	if !c.admit(user, true, f.Ref) {
+		return nil, true
+	}
+	c.out.send(&protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID})
+	c.g.log.Debug("hello", "conn", c.id, "user", user, "device", f.Device)
+	return &session{g: c.g, ctx: c.ctx, p: principal{user: user, device: f.Device}, out: &c.out, members: make(map[string]*member)}, true
+}
