@@ -27,4 +27,3 @@ func TestTrackRefusesOnceDraining(t *testing.T) {
 		t.Fatal("a connection was tracked after the drain began")
 	}
 }
-

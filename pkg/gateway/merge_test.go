@@ -33,7 +33,9 @@ func names(es []broker.Envelope) []string {
 	return out
 }
 
-func at(e string, n int64) cursor { return cursor{known: true, pos: protocol.Position{Epoch: e, Seq: n}} }
+func at(e string, n int64) cursor {
+	return cursor{known: true, pos: protocol.Position{Epoch: e, Seq: n}}
+}
 
 func TestCursorPlace(t *testing.T) {
 	cases := []struct {
