@@ -4,13 +4,24 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/parley-chat/parley/pkg/protocol"
 )
+
+// client is one open client connection, of any transport, as the gateway
+// tracks it: Drain and Close end it and wait for its serve goroutine,
+// which calls untrack as it ends.
+type client interface {
+	// admitted is what the connection counts against the connection limits.
+	admitted() *admission
+	// shutdown asks the client to reconnect to another node after what is
+	// queued for it: a WebSocket closes with 1012 (service restart).
+	shutdown()
+	// kill ends the connection at once.
+	kill()
+}
 
 // track counts c in as a connection of the gateway, which Drain and Close
 // end and wait for; it refuses c once the gateway drains or is closed.
-func (g *Gateway) track(c *wsConn) bool {
+func (g *Gateway) track(c client) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	// Draining too: Drain sets draining before it takes its snapshot of
@@ -26,10 +37,10 @@ func (g *Gateway) track(c *wsConn) bool {
 	return true
 }
 
-func (g *Gateway) untrack(c *wsConn) {
+func (g *Gateway) untrack(c client) {
 	g.mu.Lock()
 	delete(g.conns, c)
-	g.releaseLocked(c)
+	g.releaseLocked(c.admitted())
 	g.mu.Unlock()
 	g.metrics.connections.Dec()
 	g.wg.Done()
@@ -43,7 +54,7 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	g.draining.Store(true)
 	g.metrics.draining.Set(1)
 	g.mu.Lock()
-	conns := make([]*wsConn, 0, len(g.conns))
+	conns := make([]client, 0, len(g.conns))
 	for c := range g.conns {
 		conns = append(conns, c)
 	}
@@ -62,7 +73,7 @@ func (g *Gateway) Drain(ctx context.Context) error {
 				t.Stop()
 			}
 		}
-		c.out.close(protocol.CloseServiceRestart, "service restart: reconnect and resume", true)
+		c.shutdown()
 	}
 	done := make(chan struct{})
 	go func() { g.wg.Wait(); close(done) }()

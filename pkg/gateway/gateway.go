@@ -49,7 +49,7 @@ type Gateway struct {
 	bg     sync.WaitGroup               // the health prober
 
 	mu    sync.Mutex
-	conns map[*wsConn]struct{}
+	conns map[client]struct{}
 	users map[string]int     // connections per user (after hello), for MaxConnsPerUser
 	ips   map[netip.Addr]int // connections per client address, for MaxConnsPerIP
 	wg    sync.WaitGroup     // connection handlers
@@ -67,7 +67,7 @@ func New(cfg Config) (*Gateway, error) {
 		log:    cfg.Logger.With("node", cfg.NodeID),
 		ctx:    ctx,
 		cancel: cancel,
-		conns:  make(map[*wsConn]struct{}),
+		conns:  make(map[client]struct{}),
 		users:  make(map[string]int),
 		ips:    make(map[netip.Addr]int),
 		boot:   newBootID(),
@@ -119,7 +119,7 @@ func (g *Gateway) Close() error {
 	g.mu.Lock()
 	g.cancel()
 	for c := range g.conns {
-		c.cancel()
+		c.kill()
 	}
 	g.mu.Unlock()
 	g.wg.Wait()

@@ -56,22 +56,29 @@ func (g *Gateway) admitAddrLocked(addr netip.Addr) bool {
 	return true
 }
 
-// admitUser counts c in as a connection of user, unless the user holds
+// admission is what one connection counts against the connection limits.
+type admission struct {
+	addr    netip.Addr // the client's address, counted against MaxConnsPerIP
+	user    string     // the user after hello, counted against MaxConnsPerUser
+	counted bool       // counted against MaxConnsPerUser (guarded by Gateway.mu)
+}
+
+// admitUser counts a in as a connection of user, unless the user holds
 // MaxConnsPerUser on this node already.
-func (g *Gateway) admitUser(c *wsConn, user string) bool {
+func (g *Gateway) admitUser(a *admission, user string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.cfg.MaxConnsPerUser > 0 && g.users[user] >= g.cfg.MaxConnsPerUser {
 		return false
 	}
 	g.users[user]++
-	c.user, c.counted = user, true
-	c.out.setUser(user)
+	a.user, a.counted = user, true
 	return true
 }
 
-// release counts c out of its user and address. Called with g.mu held.
-func (g *Gateway) releaseLocked(c *wsConn) {
+// releaseLocked counts a out of its user and address. Called with g.mu
+// held.
+func (g *Gateway) releaseLocked(c *admission) {
 	if c.counted {
 		if g.users[c.user]--; g.users[c.user] <= 0 {
 			delete(g.users, c.user)

@@ -27,9 +27,7 @@ type wsConn struct {
 	cancel context.CancelFunc
 	id     uint64
 
-	addr    netip.Addr // the client's address, counted against MaxConnsPerIP
-	user    string     // the user after hello, counted against MaxConnsPerUser
-	counted bool       // counted against MaxConnsPerUser (guarded by Gateway.mu)
+	admission // against the connection limits; user is the user after hello
 
 	out  outbox   // frames to the client
 	in   inbox    // v1: client frames waiting to be handled
@@ -37,7 +35,10 @@ type wsConn struct {
 	wd   watchdog // bounds each frame write
 }
 
-var _ wire = (*wsConn)(nil)
+var (
+	_ wire   = (*wsConn)(nil)
+	_ client = (*wsConn)(nil)
+)
 
 // serveWS accepts a WebSocket connection: protocol v1 when the client
 // offers the parley.v1 subprotocol, else plain text.
@@ -71,7 +72,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	c := g.newWSConn(ws, addr)
 	if !g.track(c) {
 		g.mu.Lock()
-		g.releaseLocked(c)
+		g.releaseLocked(&c.admission)
 		g.mu.Unlock()
 		c.cancel()
 		_ = ws.Close(protocol.CloseServiceRestart, "gateway shutting down")
@@ -88,7 +89,7 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) newWSConn(ws *websocket.Conn, addr netip.Addr) *wsConn {
 	ctx, cancel := context.WithCancel(g.ctx)
-	c := &wsConn{g: g, ws: ws, ctx: ctx, cancel: cancel, id: g.nextID.Add(1), addr: addr}
+	c := &wsConn{g: g, ws: ws, ctx: ctx, cancel: cancel, id: g.nextID.Add(1), admission: admission{addr: addr}}
 	c.out = outbox{g: g, w: c, id: c.id}
 	c.ping = pinger{interval: g.cfg.PingInterval, ping: c.sendPing, failed: c.pingFailed}
 	c.wd = watchdog{timeout: g.cfg.WriteTimeout, stuck: c.writeStuck}
@@ -158,6 +159,16 @@ func (c *wsConn) close(code int, why string) {
 // abort implements wire.
 func (c *wsConn) abort() { c.cancel() }
 
+func (c *wsConn) admitted() *admission { return &c.admission }
+
+// shutdown implements client: 1012 once what is queued is written.
+func (c *wsConn) shutdown() {
+	c.out.close(protocol.CloseServiceRestart, "service restart: reconnect and resume", true)
+}
+
+// kill implements client.
+func (c *wsConn) kill() { c.cancel() }
+
 // writeStuck runs when a write has been stuck for WriteTimeout: the socket
 // is closed, which fails the write.
 func (c *wsConn) writeStuck() {
@@ -219,7 +230,8 @@ func (c *wsConn) recoverRequest() {
 // has MaxConnsPerUser already, answers (v1: an error frame naming ref)
 // and closes it with 1008.
 func (c *wsConn) admit(user string, answer bool, ref string) bool {
-	if c.g.admitUser(c, user) {
+	if c.g.admitUser(&c.admission, user) {
+		c.out.setUser(user)
 		return true
 	}
 	c.g.metrics.refused.WithLabelValues("per_user").Inc()
