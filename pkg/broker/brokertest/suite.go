@@ -1,12 +1,20 @@
 // Package brokertest is the conformance suite that every broker.Broker
 // implementation passes. An implementation's test calls Run with a factory
-// that returns a fresh, empty broker wired to the given handler.
+// that returns a fresh, empty broker wired to the given handler, and with a
+// way to make that broker lose its subscriber connection.
+//
+// Tests that check that something is not delivered end with a sentinel,
+// published last, that must arrive last: the Handler is called in the order
+// of its subscriber connection, so once the sentinel is there nothing
+// published before it can still come. They rely on every topic of a test
+// sharing one subscriber connection, as both brokers' topics do today.
 package brokertest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,19 +28,121 @@ import (
 // retention messages per room. The broker is closed by the suite.
 type Factory func(t *testing.T, h broker.Handler, retention int) broker.Broker
 
-// Recorder is a broker.Handler that records what it is given.
+// Interrupt makes b, made by the Factory, lose the subscriptions of every
+// topic it has subscribed, as a dropped subscriber connection would, and
+// returns without waiting for the broker to notice. The broker must then
+// report Lost and recover on its own. The memory broker's Interrupt
+// method does this; a Redis broker's test kills its pub/sub connection.
+type Interrupt func(t *testing.T, b broker.Broker)
+
+// Call is one call of a broker.Handler method, as a Recorder saw it.
+type Call struct {
+	Method   string          // "Deliver", "Event", "Subscribed" or "Lost"
+	Envelope broker.Envelope // of Deliver
+	Event    broker.Event    // of Event
+	Topics   []broker.Topic  // of Subscribed (one topic) and Lost
+	Err      error           // of Lost
+}
+
+// String renders the call for comparisons and failure messages:
+//
+//	Deliver room:r m1                 (the envelope's room and id)
+//	Event user:u "data"
+//	Subscribed room:r
+//	Lost [room:r user:u]              (the topics sorted; the error left out)
+func (c Call) String() string {
+	switch c.Method {
+	case "Deliver":
+		return "Deliver " + broker.Room(c.Envelope.Room).String() + " " + c.Envelope.ID
+	case "Event":
+		return fmt.Sprintf("Event %s %q", c.Event.Topic, c.Event.Data)
+	case "Subscribed":
+		if len(c.Topics) == 1 {
+			return "Subscribed " + c.Topics[0].String()
+		}
+	case "Lost":
+		names := make([]string, len(c.Topics))
+		for i, t := range c.Topics {
+			names[i] = t.String()
+		}
+		slices.Sort(names)
+		return "Lost [" + strings.Join(names, " ") + "]"
+	}
+	return fmt.Sprintf("%s %v", c.Method, c.Topics)
+}
+
+// Log is what a Recorder recorded, in the order of the calls.
+type Log []Call
+
+// Envelopes returns the envelopes of the Deliver calls.
+func (l Log) Envelopes() []broker.Envelope {
+	var out []broker.Envelope
+	for _, c := range l {
+		if c.Method == "Deliver" {
+			out = append(out, c.Envelope)
+		}
+	}
+	return out
+}
+
+// Events returns the events of the Event calls.
+func (l Log) Events() []broker.Event {
+	var out []broker.Event
+	for _, c := range l {
+		if c.Method == "Event" {
+			out = append(out, c.Event)
+		}
+	}
+	return out
+}
+
+// Subscribed returns the topics of the Subscribed calls.
+func (l Log) Subscribed() []broker.Topic {
+	var out []broker.Topic
+	for _, c := range l {
+		if c.Method == "Subscribed" {
+			out = append(out, c.Topics...)
+		}
+	}
+	return out
+}
+
+// Lost returns the Lost calls.
+func (l Log) Lost() []Call {
+	var out []Call
+	for _, c := range l {
+		if c.Method == "Lost" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Strings renders every call with Call.String.
+func (l Log) Strings() []string {
+	out := make([]string, len(l))
+	for i, c := range l {
+		out[i] = c.String()
+	}
+	return out
+}
+
+// Recorder is a broker.Handler that records what it is given. It keeps
+// what the broker hands it as it is, without copies, so a broker that
+// reused an event's Data or a Lost's topics afterwards would show.
 type Recorder struct {
-	mu         sync.Mutex
-	envs       []broker.Envelope
-	subscribed []string
-	lost       int
-	changed    chan struct{}
+	mu      sync.Mutex
+	calls   Log
+	changed chan struct{}
 }
 
 // NewRecorder returns an empty Recorder.
 func NewRecorder() *Recorder { return &Recorder{changed: make(chan struct{}, 1)} }
 
-func (r *Recorder) note() {
+func (r *Recorder) record(c Call) {
+	r.mu.Lock()
+	r.calls = append(r.calls, c)
+	r.mu.Unlock()
 	select {
 	case r.changed <- struct{}{}:
 	default:
@@ -40,45 +150,49 @@ func (r *Recorder) note() {
 }
 
 // Deliver implements broker.Handler.
-func (r *Recorder) Deliver(env broker.Envelope) {
-	r.mu.Lock()
-	r.envs = append(r.envs, env)
-	r.mu.Unlock()
-	r.note()
-}
+func (r *Recorder) Deliver(env broker.Envelope) { r.record(Call{Method: "Deliver", Envelope: env}) }
+
+// Event implements broker.Handler.
+func (r *Recorder) Event(ev broker.Event) { r.record(Call{Method: "Event", Event: ev}) }
 
 // Subscribed implements broker.Handler.
-func (r *Recorder) Subscribed(room string) {
-	r.mu.Lock()
-	r.subscribed = append(r.subscribed, room)
-	r.mu.Unlock()
-	r.note()
+func (r *Recorder) Subscribed(t broker.Topic) {
+	r.record(Call{Method: "Subscribed", Topics: []broker.Topic{t}})
 }
 
-// Disconnected implements broker.Handler.
-func (r *Recorder) Disconnected(error) {
+// Lost implements broker.Handler.
+func (r *Recorder) Lost(topics []broker.Topic, err error) {
+	r.record(Call{Method: "Lost", Topics: topics, Err: err})
+}
+
+// Calls returns a copy of every call so far.
+func (r *Recorder) Calls() Log {
 	r.mu.Lock()
-	r.lost++
-	r.mu.Unlock()
-	r.note()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+// Len returns how many calls were recorded so far: a mark for
+// AssertSince.
+func (r *Recorder) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.calls)
 }
 
 // Envelopes returns a copy of what was delivered.
-func (r *Recorder) Envelopes() []broker.Envelope {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]broker.Envelope(nil), r.envs...)
-}
+func (r *Recorder) Envelopes() []broker.Envelope { return r.Calls().Envelopes() }
 
-// WaitFor waits until cond holds over the recorder's state or fails the test
-// after timeout with msg.
-func (r *Recorder) WaitFor(t testing.TB, timeout time.Duration, msg string, cond func(envs []broker.Envelope, subscribed []string) bool) {
+// WaitFor waits until cond holds over the calls recorded so far or fails
+// the test after timeout with msg. cond runs with the recorder locked and
+// must not keep log.
+func (r *Recorder) WaitFor(t testing.TB, timeout time.Duration, msg string, cond func(log Log) bool) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
-		ok := cond(r.envs, r.subscribed)
+		ok := cond(r.calls)
 		r.mu.Unlock()
 		if ok {
 			return
@@ -86,40 +200,70 @@ func (r *Recorder) WaitFor(t testing.TB, timeout time.Duration, msg string, cond
 		select {
 		case <-r.changed:
 		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, msg)
+			t.Fatalf("timed out after %v waiting for %s; calls: %q", timeout, msg, r.Calls().Strings())
 		}
 	}
 }
 
+// AssertSince waits until the last call recorded, rendered by Call.String,
+// is the last of want (the sentinel), then requires the calls from mark
+// (a Len taken earlier) on to be exactly want, in order.
+func (r *Recorder) AssertSince(t testing.TB, mark int, want ...string) {
+	t.Helper()
+	sentinel := want[len(want)-1]
+	var got []string
+	r.WaitFor(t, 10*time.Second, "the sentinel "+sentinel, func(l Log) bool {
+		if len(l) <= mark || l[len(l)-1].String() != sentinel {
+			return false
+		}
+		got = l[mark:].Strings()
+		return true
+	})
+	if !slices.Equal(got, want) {
+		t.Errorf("calls up to the sentinel:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
 // AssertOnly waits until the envelope with id sentinel of room arrives and
-// then requires that nothing but it was delivered and that room is the only
-// room Subscribed was called for. The Handler is called in delivery order,
-// so the sentinel, published last, closes the check: nothing else arrived
-// before it. Tests of what must not be delivered publish it last.
+// then requires that nothing but it was delivered (no other envelope, no
+// event) and that room is the only topic Subscribed was called for; Lost
+// calls are not checked. The Handler is called in delivery order, so the
+// sentinel, published last, closes the check: nothing else arrived before
+// it. Tests of what must not be delivered publish it last.
 func (r *Recorder) AssertOnly(t testing.TB, room, sentinel string) {
 	t.Helper()
-	var envs []broker.Envelope
-	var subscribed []string
-	r.WaitFor(t, 10*time.Second, "the sentinel "+room+"/"+sentinel, func(e []broker.Envelope, s []string) bool {
-		envs, subscribed = append(envs[:0], e...), append(subscribed[:0], s...)
-		return len(e) > 0 && e[len(e)-1].Room == room && e[len(e)-1].ID == sentinel
+	var l Log
+	r.WaitFor(t, 10*time.Second, "the sentinel "+room+"/"+sentinel, func(calls Log) bool {
+		e := calls.Envelopes()
+		if len(e) == 0 || e[len(e)-1].Room != room || e[len(e)-1].ID != sentinel {
+			return false
+		}
+		l = slices.Clone(calls)
+		return true
 	})
-	if len(envs) != 1 {
+	if envs := l.Envelopes(); len(envs) != 1 {
 		t.Errorf("%d envelope(s) arrived before the sentinel, want none:", len(envs)-1)
 		for _, e := range envs[:len(envs)-1] {
 			t.Errorf("  %s", e.Raw)
 		}
 	}
-	for _, s := range subscribed {
-		if s != room {
-			t.Errorf("Subscribed(%q) was called; only %q was subscribed (all calls: %q)", s, room, subscribed)
+	for _, ev := range l.Events() {
+		t.Errorf("an event arrived, want none: %s %q", ev.Topic, ev.Data)
+	}
+	for _, s := range l.Subscribed() {
+		if s != broker.Room(room) {
+			t.Errorf("Subscribed(%s) was called; only %s was subscribed (all calls: %q)", s, broker.Room(room), l.Strings())
 			break
 		}
 	}
 }
 
-// Run runs the conformance suite.
-func Run(t *testing.T, newBroker Factory) {
+// Run runs the conformance suite. Both arguments are required: interrupt
+// is how the suite checks the loss signal.
+func Run(t *testing.T, newBroker Factory, interrupt Interrupt) {
+	if newBroker == nil || interrupt == nil {
+		t.Fatal("brokertest.Run needs a Factory and an Interrupt")
+	}
 	ctx := context.Background()
 	setup := func(t *testing.T, retention int) (broker.Broker, *Recorder) {
 		rec := NewRecorder()
@@ -130,6 +274,31 @@ func Run(t *testing.T, newBroker Factory) {
 			}
 		})
 		return b, rec
+	}
+	// sub subscribes topic and waits for its Subscribed call, which may
+	// come after Subscribe returns, so that Recorder.Len marks what follows.
+	sub := func(t *testing.T, b broker.Broker, rec *Recorder, topic broker.Topic) {
+		t.Helper()
+		count := func(l Log) int {
+			n := 0
+			for _, s := range l.Subscribed() {
+				if s == topic {
+					n++
+				}
+			}
+			return n
+		}
+		was := count(rec.Calls())
+		if err := b.Subscribe(ctx, topic); err != nil {
+			t.Fatalf("Subscribe(%s): %v", topic, err)
+		}
+		rec.WaitFor(t, 10*time.Second, "Subscribed("+topic.String()+")", func(l Log) bool { return count(l) > was })
+	}
+	emit := func(t *testing.T, b broker.Broker, topic broker.Topic, data string) {
+		t.Helper()
+		if err := b.Emit(ctx, broker.Event{Topic: topic, Data: []byte(data)}); err != nil {
+			t.Fatalf("Emit(%s, %q): %v", topic, data, err)
+		}
 	}
 	pub := func(t *testing.T, b broker.Broker, room, from, id, body string) broker.Ack {
 		t.Helper()
@@ -208,7 +377,7 @@ func Run(t *testing.T, newBroker Factory) {
 
 	t.Run("IdempotentPublish", func(t *testing.T) {
 		b, rec := setup(t, 10)
-		if err := b.Subscribe(ctx, "idem"); err != nil {
+		if err := b.Subscribe(ctx, broker.Room("idem")); err != nil {
 			t.Fatal(err)
 		}
 		a1 := pub(t, b, "idem", "alice", "same", "first")
@@ -225,7 +394,7 @@ func Run(t *testing.T, newBroker Factory) {
 		if len(r.Messages) != 2 || r.Messages[0].Body != "first" || r.Messages[1].Body != "bob's" {
 			t.Fatalf("history after resend = %v", bodies(r.Messages))
 		}
-		rec.WaitFor(t, 5*time.Second, "two deliveries", func(e []broker.Envelope, _ []string) bool { return len(e) >= 2 })
+		rec.WaitFor(t, 5*time.Second, "two deliveries", func(l Log) bool { return len(l.Envelopes()) >= 2 })
 		if envs := rec.Envelopes(); len(envs) != 2 || envs[0].Seq != 1 || envs[1].Seq != 2 {
 			t.Fatalf("delivered %v, want seqs 1,2 once each", bodies(envs))
 		}
@@ -321,11 +490,11 @@ func Run(t *testing.T, newBroker Factory) {
 	t.Run("SubscribeDeliversInOrder", func(t *testing.T) {
 		b, rec := setup(t, 1000)
 		pub(t, b, "live", "u", "before", "published before subscribe")
-		if err := b.Subscribe(ctx, "live"); err != nil {
+		if err := b.Subscribe(ctx, broker.Room("live")); err != nil {
 			t.Fatal(err)
 		}
-		rec.WaitFor(t, 5*time.Second, "Subscribed(live)", func(_ []broker.Envelope, s []string) bool { return contains(s, "live") })
-		if err := b.Subscribe(ctx, "other"); err != nil {
+		rec.WaitFor(t, 5*time.Second, "Subscribed(live)", func(l Log) bool { return slices.Contains(l.Subscribed(), broker.Room("live")) })
+		if err := b.Subscribe(ctx, broker.Room("other")); err != nil {
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup
@@ -346,7 +515,7 @@ func Run(t *testing.T, newBroker Factory) {
 		}
 		wg.Wait()
 		pub(t, b, "unsubscribed-room", "u", "x", "not delivered")
-		rec.WaitFor(t, 10*time.Second, "100 live deliveries", func(e []broker.Envelope, _ []string) bool { return len(e) >= 100 })
+		rec.WaitFor(t, 10*time.Second, "100 live deliveries", func(l Log) bool { return len(l.Envelopes()) >= 100 })
 		last := map[string]int64{"live": 1, "other": 0}
 		for _, e := range rec.Envelopes() {
 			if e.Room == "unsubscribed-room" {
@@ -360,12 +529,13 @@ func Run(t *testing.T, newBroker Factory) {
 		if last["live"] != 81 || last["other"] != 20 {
 			t.Fatalf("last seqs = %v, want live 81, other 20", last)
 		}
-		if err := b.Unsubscribe(ctx, "live"); err != nil {
+		if err := b.Unsubscribe(ctx, broker.Room("live")); err != nil {
 			t.Fatal(err)
 		}
 		pub(t, b, "live", "u", "after-unsub", "x")
 		pub(t, b, "other", "u", "marker", "x")
-		rec.WaitFor(t, 5*time.Second, "marker in other", func(e []broker.Envelope, _ []string) bool {
+		rec.WaitFor(t, 5*time.Second, "marker in other", func(l Log) bool {
+			e := l.Envelopes()
 			return len(e) > 0 && e[len(e)-1].ID == "marker"
 		})
 		for _, e := range rec.Envelopes() {
@@ -376,27 +546,250 @@ func Run(t *testing.T, newBroker Factory) {
 	})
 
 	// A Subscribe that fails leaves nothing behind: the caller treats the
-	// room as not subscribed and never unsubscribes it. Nothing of the room
-	// reaches the Handler, neither Subscribed nor its messages; a control
-	// room subscribed afterwards and published to last shows that
-	// everything before it has been handled.
+	// topic as not subscribed and never unsubscribes it. Nothing of the
+	// topic reaches the Handler, neither Subscribed nor its messages nor
+	// its events; a control room subscribed afterwards and published to
+	// last shows that everything before it has been handled.
 	t.Run("FailedSubscribeLeavesNothing", func(t *testing.T) {
 		b, rec := setup(t, 10)
 		cancelled, cancel := context.WithCancel(ctx)
 		cancel()
-		err := b.Subscribe(cancelled, "failed")
-		if err == nil {
-			t.Fatal("Subscribe with a cancelled context succeeded")
+		for _, topic := range []broker.Topic{broker.Room("failed"), broker.User("failed")} {
+			err := b.Subscribe(cancelled, topic)
+			if err == nil {
+				t.Fatalf("Subscribe(%s) with a cancelled context succeeded", topic)
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Subscribe(%s) with a cancelled context: %v, want an error wrapping context.Canceled", topic, err)
+			}
 		}
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Subscribe with a cancelled context: %v, want an error wrapping context.Canceled", err)
-		}
-		if err := b.Subscribe(ctx, "control"); err != nil {
-			t.Fatal(err)
-		}
+		sub(t, b, rec, broker.Room("control"))
 		pub(t, b, "failed", "u", "m1", "must not arrive")
+		emit(t, b, broker.Room("failed"), "must not arrive")
+		emit(t, b, broker.User("failed"), "must not arrive")
 		pub(t, b, "control", "u", "sentinel", "last")
 		rec.AssertOnly(t, "control", "sentinel")
+	})
+
+	// Events reach the subscribers of their topic, room or user, with
+	// their data as emitted, and nobody else. A room and a user of the same
+	// name are two topics.
+	t.Run("EventsReachSubscribedTopics", func(t *testing.T) {
+		b, rec := setup(t, 10)
+		sub(t, b, rec, broker.Room("x"))
+		sub(t, b, rec, broker.User("y"))
+		mark := rec.Len()
+		emit(t, b, broker.Room("x"), "typing")
+		emit(t, b, broker.User("y"), `{"type":"joined","room":"x"}`) // looks like an envelope, is an event
+		emit(t, b, broker.User("x"), "user x is not subscribed")
+		emit(t, b, broker.Room("y"), "room y is not subscribed")
+		emit(t, b, broker.Room("z"), "never subscribed")
+		emit(t, b, broker.User("y"), "") // no data is still an event
+		emit(t, b, broker.Room("x"), "!\x00\xff binary")
+		// The caller may reuse its buffer once Emit returns.
+		buf := []byte("first")
+		if err := b.Emit(ctx, broker.Event{Topic: broker.Room("x"), Data: buf}); err != nil {
+			t.Fatal(err)
+		}
+		copy(buf, "XXXXX")
+		emit(t, b, broker.Room("x"), "sentinel")
+		rec.AssertSince(t, mark,
+			`Event room:x "typing"`,
+			`Event user:y "{\"type\":\"joined\",\"room\":\"x\"}"`,
+			`Event user:y ""`,
+			`Event room:x "!\x00\xff binary"`,
+			`Event room:x "first"`,
+			`Event room:x "sentinel"`)
+	})
+
+	// Events are ephemeral: they take no seq, change no room's head and
+	// appear in no history, whether the room has messages or none.
+	t.Run("EventsAreNotStored", func(t *testing.T) {
+		b, rec := setup(t, 10)
+		sub(t, b, rec, broker.Room("stored"))
+		for i := 1; i <= 3; i++ {
+			pub(t, b, "stored", "u", fmt.Sprintf("m%d", i), "x")
+		}
+		type reads struct {
+			after, before broker.Range
+			head, empty   broker.Position
+		}
+		read := func() reads {
+			t.Helper()
+			var r reads
+			var err error
+			if r.after, err = b.After(ctx, "stored", 0, 0); err != nil {
+				t.Fatal(err)
+			}
+			if r.before, err = b.Before(ctx, "stored", 0, 0); err != nil {
+				t.Fatal(err)
+			}
+			if r.head, err = b.Head(ctx, "stored"); err != nil {
+				t.Fatal(err)
+			}
+			if r.empty, err = b.Head(ctx, "events-only"); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		was := read()
+		for i := range 5 {
+			emit(t, b, broker.Room("stored"), fmt.Sprintf("e%d", i))
+			emit(t, b, broker.Room("events-only"), fmt.Sprintf("e%d", i))
+		}
+		emit(t, b, broker.Room("stored"), "last")
+		// Once the last event is delivered every Emit has been handled.
+		rec.WaitFor(t, 10*time.Second, "the last event", func(l Log) bool {
+			ev := l.Events()
+			return len(ev) == 6 && string(ev[5].Data) == "last"
+		})
+		is := read()
+		if is.head != was.head || is.after.Position != was.after.Position || is.before.Position != was.before.Position {
+			t.Errorf("head after events = %+v (After %+v, Before %+v), want %+v as before them", is.head, is.after.Position, is.before.Position, was.head)
+		}
+		if got, want := seqs(is.after.Messages), seqs(was.after.Messages); got != want || got != "1,2,3" {
+			t.Errorf("After after events = [%s], want [%s]", got, want)
+		}
+		if got, want := seqs(is.before.Messages), seqs(was.before.Messages); got != want || got != "1,2,3" {
+			t.Errorf("Before after events = [%s], want [%s]", got, want)
+		}
+		if is.empty != (broker.Position{}) {
+			t.Errorf("head of a room with only events = %+v, want zero", is.empty)
+		}
+		if ack := pub(t, b, "stored", "u", "m4", "x"); ack.Seq != 4 || ack.Epoch != was.head.Epoch {
+			t.Errorf("publish after events: ack %+v, want seq 4 in epoch %s", ack, was.head.Epoch)
+		}
+	})
+
+	// A room's messages and events arrive in the order they were
+	// published: one topic is one ordered stream, whatever it carries.
+	t.Run("MessagesAndEventsKeepPublishOrder", func(t *testing.T) {
+		b, rec := setup(t, 100)
+		sub(t, b, rec, broker.Room("mixed"))
+		mark := rec.Len()
+		var want []string
+		for i := range 10 {
+			// Runs of one, two and three of each kind, so that neither
+			// kind can overtake the other.
+			for j := range 1 + i%3 {
+				id := fmt.Sprintf("m%d-%d", i, j)
+				pub(t, b, "mixed", "u", id, "x")
+				want = append(want, "Deliver room:mixed "+id)
+			}
+			for j := range 1 + (i+1)%3 {
+				data := fmt.Sprintf("e%d-%d", i, j)
+				emit(t, b, broker.Room("mixed"), data)
+				want = append(want, fmt.Sprintf("Event room:mixed %q", data))
+			}
+		}
+		pub(t, b, "mixed", "u", "sentinel", "last")
+		want = append(want, "Deliver room:mixed sentinel")
+		rec.AssertSince(t, mark, want...)
+	})
+
+	// Unsubscribe stops a topic's messages and events alike; a room left
+	// subscribed carries the sentinel.
+	t.Run("UnsubscribeStopsMessagesAndEvents", func(t *testing.T) {
+		b, rec := setup(t, 10)
+		for _, topic := range []broker.Topic{broker.Room("gone"), broker.User("gone"), broker.Room("control")} {
+			sub(t, b, rec, topic)
+		}
+		mark := rec.Len()
+		pub(t, b, "gone", "u", "m1", "x")
+		emit(t, b, broker.Room("gone"), "before")
+		emit(t, b, broker.User("gone"), "before")
+		pub(t, b, "control", "u", "c1", "x")
+		rec.AssertSince(t, mark,
+			"Deliver room:gone m1",
+			`Event room:gone "before"`,
+			`Event user:gone "before"`,
+			"Deliver room:control c1")
+
+		for _, topic := range []broker.Topic{broker.Room("gone"), broker.User("gone")} {
+			if err := b.Unsubscribe(ctx, topic); err != nil {
+				t.Fatalf("Unsubscribe(%s): %v", topic, err)
+			}
+		}
+		mark = rec.Len()
+		pub(t, b, "gone", "u", "m2", "x")
+		emit(t, b, broker.Room("gone"), "after")
+		emit(t, b, broker.User("gone"), "after")
+		pub(t, b, "control", "u", "sentinel", "x")
+		rec.AssertSince(t, mark, "Deliver room:control sentinel")
+	})
+
+	// The loss of a subscriber connection is reported once, naming every
+	// topic it carried and nothing else (not a topic unsubscribed before
+	// it); each is then reported Subscribed again, after which messages
+	// and events flow as before.
+	t.Run("LossReportsTopicsThenResubscribes", func(t *testing.T) {
+		b, rec := setup(t, 10)
+		for _, topic := range []broker.Topic{broker.Room("a"), broker.User("u"), broker.Room("left")} {
+			sub(t, b, rec, topic)
+		}
+		if err := b.Unsubscribe(ctx, broker.Room("left")); err != nil {
+			t.Fatal(err)
+		}
+		mark := rec.Len()
+		interrupt(t, b)
+		var back []string
+		rec.WaitFor(t, 20*time.Second, "Lost, then Subscribed for room:a and user:u", func(l Log) bool {
+			if len(l) < mark+3 {
+				return false
+			}
+			back = Log(l[mark:]).Strings()
+			return true
+		})
+		if want := "Lost [room:a user:u]"; back[0] != want {
+			t.Fatalf("after the interrupt: %q, want %s first", back, want)
+		}
+		if err := rec.Calls()[mark].Err; err == nil {
+			t.Error("Lost was called with a nil error")
+		}
+		resub := slices.Sorted(slices.Values(back[1:3]))
+		if want := []string{"Subscribed room:a", "Subscribed user:u"}; !slices.Equal(resub, want) {
+			t.Fatalf("after the interrupt: %q, want Lost then %q in any order", back, want)
+		}
+
+		pub(t, b, "a", "u", "after-loss", "x")
+		emit(t, b, broker.User("u"), "after-loss")
+		rec.WaitFor(t, 10*time.Second, "the message and the event sent after the loss", func(l Log) bool {
+			if len(l) < mark+5 {
+				return false
+			}
+			back = Log(l[mark:]).Strings()
+			return true
+		})
+		// Both were sent after the resubscriptions were reported, and the
+		// one after the other: they close the check.
+		if got, want := back[3:], []string{"Deliver room:a after-loss", `Event user:u "after-loss"`}; !slices.Equal(slices.Sorted(slices.Values(got)), want) {
+			t.Fatalf("after the resubscriptions: %q, want %q", got, want)
+		}
+	})
+
+	// A closed broker refuses everything with an error wrapping ErrClosed.
+	// (The broker is made here, not by setup: it is closed by the test.)
+	t.Run("ClosedBrokerRefuses", func(t *testing.T) {
+		rec := NewRecorder()
+		b := newBroker(t, rec, 10)
+		if err := b.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := b.Emit(ctx, broker.Event{Topic: broker.Room("r"), Data: []byte("x")}); !errors.Is(err, broker.ErrClosed) {
+			t.Errorf("Emit after Close: %v, want an error wrapping ErrClosed", err)
+		}
+		if err := b.Emit(ctx, broker.Event{Topic: broker.User("u"), Data: []byte("x")}); !errors.Is(err, broker.ErrClosed) {
+			t.Errorf("Emit to a user after Close: %v, want an error wrapping ErrClosed", err)
+		}
+		if _, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "1", From: "u", Body: "x"}); !errors.Is(err, broker.ErrClosed) {
+			t.Errorf("Publish after Close: %v, want an error wrapping ErrClosed", err)
+		}
+		if err := b.Subscribe(ctx, broker.User("u")); !errors.Is(err, broker.ErrClosed) {
+			t.Errorf("Subscribe after Close: %v, want an error wrapping ErrClosed", err)
+		}
+		if calls := rec.Calls(); len(calls) != 0 {
+			t.Errorf("a closed broker called its Handler: %q", calls.Strings())
+		}
 	})
 
 	t.Run("ConcurrentPublishersGetDistinctSeqs", func(t *testing.T) {
@@ -467,13 +860,4 @@ func bodies(envs []broker.Envelope) []string {
 		s[i] = fmt.Sprintf("%d:%s", e.Seq, e.Body)
 	}
 	return s
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }

@@ -1,6 +1,7 @@
 package memory_test
 
 import (
+	"errors"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -15,5 +16,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T, h broker.Handler, retention int) broker.Broker {
 		return memory.New(memory.Config{Handler: h, Retention: retention})
+	}, func(t *testing.T, b broker.Broker) {
+		b.(*memory.Broker).Interrupt(errors.New("interrupted by the conformance suite"))
 	})
 }

@@ -30,7 +30,8 @@ type Config struct {
 	// IdempotencyWindow is how long a send's ack is remembered.
 	// Default broker.DefaultIdempotencyWindow (5m); at least 2m.
 	IdempotencyWindow time.Duration
-	// Handler receives subscribed messages. Required for Subscribe.
+	// Handler receives the messages and events of subscribed topics.
+	// Required for Subscribe.
 	Handler broker.Handler
 	// Logger for connection events. Default slog.Default().
 	Logger *slog.Logger
@@ -66,7 +67,7 @@ type Broker struct {
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // channel -> Subscribe calls waiting for confirmation
-	subs    map[string]bool            // channels subscribed and not unsubscribed
+	subs    map[string]bool            // channels subscribed (or being subscribed) and not unsubscribed
 
 	pingMu sync.Mutex
 	ping   *pingCall // Ready's PING in flight, if any
@@ -155,15 +156,55 @@ func idemKind(from, id string) string {
 	return "idem:" + strconv.Itoa(len(from)) + ":" + from + ":" + id
 }
 
-func (b *Broker) channel(room string) string { return b.cfg.Prefix + ":{" + room + "}" }
+// userMark starts a user topic's channel after the prefix. A room's channel
+// has '{' there instead, so the kind of a channel is never in doubt.
+const userMark = "u:"
 
-func (b *Broker) roomOf(channel string) (string, bool) {
-	s, ok := strings.CutPrefix(channel, b.cfg.Prefix+":{")
-	if !ok {
-		return "", false
+// channel returns the pub/sub channel of a topic: <prefix>:{<room>} for a
+// room (the channel the publish script publishes to, which gateways
+// already running subscribe: it must not change) and <prefix>:u:{<user>}
+// for a user. The hash tag puts each topic on one Cluster slot.
+func (b *Broker) channel(t broker.Topic) string {
+	if t.Kind == broker.UserTopic {
+		return b.cfg.Prefix + ":" + userMark + "{" + t.Name + "}"
 	}
-	return strings.CutSuffix(s, "}")
+	return b.cfg.Prefix + ":{" + t.Name + "}"
 }
+
+// topicOf is the inverse of channel. It reports false for a channel that
+// is not one of this broker's topics.
+func (b *Broker) topicOf(channel string) (broker.Topic, bool) {
+	s, ok := strings.CutPrefix(channel, b.cfg.Prefix+":")
+	if !ok {
+		return broker.Topic{}, false
+	}
+	kind := broker.RoomTopic
+	if rest, user := strings.CutPrefix(s, userMark); user {
+		kind, s = broker.UserTopic, rest
+	}
+	s, ok = strings.CutPrefix(s, "{")
+	if !ok {
+		return broker.Topic{}, false
+	}
+	name, ok := strings.CutSuffix(s, "}")
+	if !ok {
+		return broker.Topic{}, false
+	}
+	return broker.Topic{Kind: kind, Name: name}, true
+}
+
+// checkTopic refuses a topic of a kind this broker has no channel for, so
+// that what is subscribed is what Subscribed and Lost report.
+func checkTopic(op string, t broker.Topic) error {
+	if t.Kind != broker.RoomTopic && t.Kind != broker.UserTopic {
+		return fmt.Errorf("redis %s: unknown topic kind %d", op, t.Kind)
+	}
+	return nil
+}
+
+// Payloads on a topic's channel. An envelope is a JSON object, so it
+// starts with '{'; an event starts with eventMark, which no envelope does.
+const eventMark = '!'
 
 // Client returns the underlying go-redis client (for diagnostics and tests).
 func (b *Broker) Client() *goredis.Client { return b.client }
@@ -200,7 +241,7 @@ func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack,
 	res, err := b.enqueue(ctx, &publishReq{
 		ctx:  ctx,
 		keys: keys,
-		args: []any{head, tail, b.cfg.Retention, b.cfg.IdempotencyWindow.Milliseconds(), broker.NewEpoch(), b.channel(p.Room), p.TS},
+		args: []any{head, tail, b.cfg.Retention, b.cfg.IdempotencyWindow.Milliseconds(), broker.NewEpoch(), b.channel(broker.Room(p.Room)), p.TS},
 		res:  make(chan publishResult, 1),
 	})
 	if err != nil {
@@ -264,14 +305,18 @@ func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error)
 	return r.Position, err
 }
 
-// Subscribe implements broker.Broker: it sends SUBSCRIBE on the shared
-// pub/sub connection and waits for Redis to confirm it. If ctx ends first,
-// Subscribe undoes itself before it returns the error (see abandon).
-func (b *Broker) Subscribe(ctx context.Context, room string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("redis subscribe %s: %w: %w", room, broker.ErrUnavailable, err)
+// Subscribe implements broker.Broker: it sends SUBSCRIBE of the topic's
+// channel on the shared pub/sub connection and waits for Redis to confirm
+// it. If ctx ends first, Subscribe undoes itself before it returns the
+// error (see abandon).
+func (b *Broker) Subscribe(ctx context.Context, t broker.Topic) error {
+	if err := checkTopic("subscribe", t); err != nil {
+		return err
 	}
-	ch := b.channel(room)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redis subscribe %s: %w: %w", t, broker.ErrUnavailable, err)
+	}
+	ch := b.channel(t)
 	done := make(chan struct{})
 	b.mu.Lock()
 	b.waiters[ch] = append(b.waiters[ch], done)
@@ -287,7 +332,7 @@ func (b *Broker) Subscribe(ctx context.Context, room string) error {
 		if b.abandon(ch, done) {
 			return nil // confirmed after all: the subscription stands
 		}
-		return fmt.Errorf("redis subscribe %s: %w: %w", room, broker.ErrUnavailable, ctx.Err())
+		return fmt.Errorf("redis subscribe %s: %w: %w", t, broker.ErrUnavailable, ctx.Err())
 	case <-b.ctx.Done():
 		return broker.ErrClosed
 	}
@@ -309,12 +354,12 @@ var abandonCtx = func() context.Context {
 }()
 
 // abandon undoes a Subscribe whose ctx ended before Redis confirmed it, so
-// that a failed Subscribe leaves nothing to undo: the caller treats the room
+// that a failed Subscribe leaves nothing to undo: the caller treats the topic
 // as not subscribed and will not call Unsubscribe. It reports true if the
 // confirmation came first after all, and then undoes nothing.
 //
 // Once abandon returns false nothing of the channel reaches the Handler:
-// the channel is out of b.subs, so its messages are dropped and a late
+// the channel is out of b.subs, so its messages and events are dropped and a late
 // confirmation of the SUBSCRIBE already sent is not reported (see
 // confirmed); it is out of go-redis's set (PubSub.Unsubscribe removes it
 // before sending, even when the send fails), so no reconnection subscribes
@@ -349,14 +394,44 @@ func (b *Broker) dropWaiterLocked(ch string, done chan struct{}) bool {
 	return false
 }
 
-// Unsubscribe implements broker.Broker. Messages of the room still in
-// flight on the pub/sub connection are dropped from the moment it is called.
-func (b *Broker) Unsubscribe(ctx context.Context, room string) error {
+// Unsubscribe implements broker.Broker. Messages and events of the topic
+// still in flight on the pub/sub connection are dropped from the moment it
+// is called.
+func (b *Broker) Unsubscribe(ctx context.Context, t broker.Topic) error {
+	if err := checkTopic("unsubscribe", t); err != nil {
+		return err
+	}
+	ch := b.channel(t)
 	b.mu.Lock()
-	delete(b.subs, b.channel(room))
+	delete(b.subs, ch)
 	b.mu.Unlock()
-	if err := b.ps.Unsubscribe(ctx, b.channel(room)); err != nil {
+	if err := b.ps.Unsubscribe(ctx, ch); err != nil {
 		return unavailable("unsubscribe", err)
+	}
+	return nil
+}
+
+// Emit implements broker.Broker with one PUBLISH of eventMark and the data
+// on the topic's channel, the room's own channel for a room topic: an event
+// and the room's messages then reach a subscriber in the order Redis ran
+// them. It goes out on its own pooled connection, not through the publish
+// pipelines: an event is one command, not a script call, and a gateway
+// emits far fewer events than it publishes messages.
+func (b *Broker) Emit(ctx context.Context, ev broker.Event) error {
+	if err := checkTopic("emit", ev.Topic); err != nil {
+		return err
+	}
+	if b.ctx.Err() != nil {
+		return broker.ErrClosed
+	}
+	payload := make([]byte, 1+len(ev.Data))
+	payload[0] = eventMark
+	copy(payload[1:], ev.Data)
+	if err := b.client.Publish(ctx, b.channel(ev.Topic), payload).Err(); err != nil {
+		if b.ctx.Err() != nil {
+			return fmt.Errorf("redis emit: %w: %w", broker.ErrClosed, err)
+		}
+		return unavailable("emit", err)
 	}
 	return nil
 }
@@ -435,8 +510,8 @@ func (b *Broker) Close() error {
 }
 
 // receive owns the pub/sub connection: it reads every reply, dispatches
-// messages and subscription confirmations, pings an idle connection and
-// reports its loss.
+// messages, events and subscription confirmations, pings an idle connection
+// and reports its loss.
 func (b *Broker) receive() {
 	defer b.wg.Done()
 	backoff := 50 * time.Millisecond
@@ -477,21 +552,38 @@ func (b *Broker) receive() {
 				b.confirmed(m.Channel)
 			}
 		case *goredis.Message:
-			room, ok := b.roomOf(m.Channel)
-			b.mu.Lock()
-			live := b.subs[m.Channel]
-			b.mu.Unlock()
-			if !ok || !live || b.cfg.Handler == nil {
-				continue
-			}
-			env, err := broker.ParseEnvelope([]byte(m.Payload))
-			if err != nil {
-				b.cfg.Logger.Error("redis: dropping malformed envelope", "room", room, "err", err)
-				continue
-			}
-			b.cfg.Handler.Deliver(env)
+			b.dispatch(m.Channel, m.Payload)
 		case *goredis.Pong:
 		}
+	}
+}
+
+// dispatch hands one pub/sub message to the Handler: an event (eventMark
+// and its data) of any topic, or an envelope (a JSON object) of a room.
+// Anything of a channel no longer in b.subs is dropped: it was unsubscribed
+// or its Subscribe failed, and the caller no longer expects it.
+func (b *Broker) dispatch(ch, payload string) {
+	t, ok := b.topicOf(ch)
+	b.mu.Lock()
+	live := b.subs[ch]
+	b.mu.Unlock()
+	if !ok || !live || b.cfg.Handler == nil {
+		return
+	}
+	switch {
+	case len(payload) > 0 && payload[0] == eventMark:
+		b.cfg.Handler.Event(broker.Event{Topic: t, Data: []byte(payload[1:])})
+	case len(payload) > 0 && payload[0] == '{' && t.Kind == broker.RoomTopic:
+		env, err := broker.ParseEnvelope([]byte(payload))
+		if err != nil {
+			b.cfg.Logger.Error("redis: dropping malformed envelope", "room", t.Name, "err", err)
+			return
+		}
+		b.cfg.Handler.Deliver(env)
+	default:
+		// Not something this broker publishes: another program's, or a
+		// newer broker's on a shared Redis.
+		b.cfg.Logger.Debug("redis: dropping an unknown payload", "topic", t, "bytes", len(payload))
 	}
 }
 
@@ -505,20 +597,36 @@ func (b *Broker) confirmed(ch string) {
 	delete(b.waiters, ch)
 	live := b.subs[ch]
 	b.mu.Unlock()
-	if room, ok := b.roomOf(ch); ok && live && b.cfg.Handler != nil {
-		b.cfg.Handler.Subscribed(room)
+	if t, ok := b.topicOf(ch); ok && live && b.cfg.Handler != nil {
+		b.cfg.Handler.Subscribed(t)
 	}
 	for _, w := range ws {
 		close(w)
 	}
 }
 
+// lost reports the loss of the pub/sub connection, once per loss: it was
+// up (healthy) until now. Every topic subscribed at this moment shares the
+// connection, so the Handler is told they are all lost, including those
+// whose Subscribe is still waiting for its confirmation; go-redis
+// resubscribes them all on the next connection, and confirmed reports each
+// as Subscribed. Nothing is reported when nothing is subscribed: there is
+// nothing to repair.
 func (b *Broker) lost(err error) {
-	if b.healthy.Swap(false) {
-		b.cfg.Logger.Warn("redis: pub/sub connection lost", "err", err)
-		if b.cfg.Handler != nil {
-			b.cfg.Handler.Disconnected(err)
+	if !b.healthy.Swap(false) {
+		return
+	}
+	b.mu.Lock()
+	topics := make([]broker.Topic, 0, len(b.subs))
+	for ch := range b.subs {
+		if t, ok := b.topicOf(ch); ok {
+			topics = append(topics, t)
 		}
+	}
+	b.mu.Unlock()
+	b.cfg.Logger.Warn("redis: pub/sub connection lost", "topics", len(topics), "err", err)
+	if b.cfg.Handler != nil && len(topics) > 0 {
+		b.cfg.Handler.Lost(topics, err)
 	}
 }
 

@@ -6,7 +6,11 @@
 //	<prefix>:{R}:meta                 hash: seq (last assigned), epoch
 //	<prefix>:{R}:log                  list: the last Retention envelopes, oldest first
 //	<prefix>:{R}:idem:<n>:<user>:<id> string: the ack of an idempotent send, with a TTL
-//	channel <prefix>:{R}              pub/sub: each envelope as it is published
+//	channel <prefix>:{R}              pub/sub: each envelope as it is published, and the room's events
+//
+// Per user U (a topic with no keys: events are not stored):
+//
+//	channel <prefix>:u:{U}            pub/sub: the user's events
 //
 // In the idempotency key n is the length of user in bytes, in decimal: user
 // and id may both contain ':', and n says where the user ends.
@@ -23,9 +27,17 @@
 // Reads run a script that reads the head and the list in one step, so the
 // list always holds the seqs head-len+1..head.
 //
+// On a channel an envelope is its JSON object, which starts with '{'. An
+// event (Emit) is one PUBLISH of '!' followed by its data, on the room's
+// channel for a room topic, so a room's messages and events reach a
+// subscriber in the order Redis ran them. Whatever else arrives on a
+// channel is dropped. Gateways that predate events drop an event on a
+// room's channel as a malformed envelope.
+//
 // One pub/sub connection per Broker carries every subscription. A broken
-// connection is re-established by go-redis, which resubscribes every channel;
-// each resubscription is reported to the Handler through Subscribed, and
-// the loss of the connection through Disconnected, so the gateway can re-read
+// connection is re-established by go-redis, which resubscribes every
+// channel. Because all topics share that one connection, its loss is
+// reported to the Handler as one Lost naming every subscribed topic, and
+// each resubscription then through Subscribed, so the gateway can re-read
 // what pub/sub lost.
 package redis

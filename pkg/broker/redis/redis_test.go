@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,12 @@ func TestConformance(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	brokertest.Run(t, func(t *testing.T, h broker.Handler, retention int) broker.Broker {
 		return newBroker(t, srv, h, retention)
+	}, func(t *testing.T, _ broker.Broker) {
+		// Each subtest's broker is closed before the next starts, so the
+		// only pub/sub connection on srv is the one of the broker at hand.
+		if n := srv.KillPubSub(context.Background()); n == 0 {
+			t.Fatal("no pub/sub connection to kill: the broker has subscribed nothing")
+		}
 	})
 }
 
@@ -117,18 +124,18 @@ func TestRestartNewEpochAndResubscribe(t *testing.T) {
 	b := newBroker(t, srv, rec, 100)
 	defer b.Close()
 	ctx := context.Background()
-	if err := b.Subscribe(ctx, "r"); err != nil {
+	if err := b.Subscribe(ctx, broker.Room("r")); err != nil {
 		t.Fatal(err)
 	}
 	var before int
-	rec.WaitFor(t, 5*time.Second, "first subscription", func(_ []broker.Envelope, s []string) bool { before = len(s); return before > 0 })
+	rec.WaitFor(t, 5*time.Second, "first subscription", func(l brokertest.Log) bool { before = len(l.Subscribed()); return before > 0 })
 	a1, err := b.Publish(ctx, broker.Publication{Room: "r", ID: "1", From: "u", Body: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.WaitFor(t, 5*time.Second, "delivery before the restart", func(e []broker.Envelope, _ []string) bool { return len(e) == 1 })
+	rec.WaitFor(t, 5*time.Second, "delivery before the restart", func(l brokertest.Log) bool { return len(l.Envelopes()) == 1 })
 	srv.Restart()
-	rec.WaitFor(t, 15*time.Second, "resubscription after restart", func(_ []broker.Envelope, s []string) bool { return len(s) > before })
+	rec.WaitFor(t, 15*time.Second, "resubscription after restart", func(l brokertest.Log) bool { return len(l.Subscribed()) > before })
 	var a2 broker.Ack
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -144,7 +151,8 @@ func TestRestartNewEpochAndResubscribe(t *testing.T) {
 	if a2.Seq != 1 || a2.Epoch == a1.Epoch || a2.Epoch == "" {
 		t.Fatalf("after an empty restart: ack %+v, want seq 1 with an epoch other than %s", a2, a1.Epoch)
 	}
-	rec.WaitFor(t, 5*time.Second, "delivery of the new-epoch message", func(e []broker.Envelope, _ []string) bool {
+	rec.WaitFor(t, 5*time.Second, "delivery of the new-epoch message", func(l brokertest.Log) bool {
+		e := l.Envelopes()
 		return len(e) == 2 && e[1].Epoch == a2.Epoch
 	})
 }
@@ -232,7 +240,7 @@ func TestFailedSubscribesDuringOutageLeaveNothing(t *testing.T) {
 		room := fmt.Sprintf("room-%02d", i)
 		rooms = append(rooms, room)
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		err := b.Subscribe(ctx, room)
+		err := b.Subscribe(ctx, broker.Room(room))
 		cancel()
 		if err == nil {
 			t.Fatalf("Subscribe(%s) with Redis down succeeded", room)
@@ -255,7 +263,7 @@ func TestFailedSubscribesDuringOutageLeaveNothing(t *testing.T) {
 		t.Fatalf("after Redis came back the broker is subscribed to %q, want nothing: every Subscribe failed", chans)
 	}
 
-	if err := b.Subscribe(ctx, "control"); err != nil {
+	if err := b.Subscribe(ctx, broker.Room("control")); err != nil {
 		t.Fatal(err)
 	}
 	publishThenSentinel(t, ctx, b, rec, rooms...)
@@ -295,7 +303,7 @@ func TestLateConfirmationOfFailedSubscribeIsIgnored(t *testing.T) {
 	srv.Freeze()
 	t.Cleanup(srv.Thaw)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	err = b.Subscribe(ctx, "stalled")
+	err = b.Subscribe(ctx, broker.Room("stalled"))
 	cancel()
 	if !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Subscribe while Redis is frozen: %v, want an error wrapping ErrUnavailable", err)
@@ -305,7 +313,7 @@ func TestLateConfirmationOfFailedSubscribeIsIgnored(t *testing.T) {
 	// control's SUBSCRIBE follows stalled's SUBSCRIBE and UNSUBSCRIBE on the
 	// same connection, so once it is confirmed Redis has handled them all.
 	bg := context.Background()
-	if err := b.Subscribe(bg, "control"); err != nil {
+	if err := b.Subscribe(bg, broker.Room("control")); err != nil {
 		t.Fatal(err)
 	}
 	chans, err := srv.Client().PubSubChannels(bg, prefix+":*").Result()
@@ -345,4 +353,97 @@ func TestReadyEndsWithItsContextWhenRedisStalls(t *testing.T) {
 		}
 		t.Logf("Ready %d: %v after %v", i+1, err, took.Round(time.Millisecond))
 	}
+}
+
+// Redis down: Emit fails with ErrUnavailable quickly, never hangs.
+func TestEmitUnavailable(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := newBroker(t, srv, nil, 100)
+	defer b.Close()
+	srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, topic := range []broker.Topic{broker.Room("r"), broker.User("u")} {
+		err := b.Emit(ctx, broker.Event{Topic: topic, Data: []byte("typing")})
+		if !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatalf("Emit(%s) with Redis down: %v, want an error wrapping ErrUnavailable", topic, err)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Emit with Redis down took the whole 20s")
+	}
+}
+
+// The channels are part of the contract with running gateways and other
+// programs: a room's is <prefix>:{R} (where the publish script publishes),
+// a user's <prefix>:u:{U}, and an event is "!" and its data. A room whose
+// name starts "u:" is still a room. Whatever else arrives on a channel (not
+// an event, nor an envelope on a room's channel) is dropped.
+func TestChannelsAndPayloads(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := brokertest.NewRecorder()
+	const prefix = "chan"
+	b, err := redis.New(redis.Config{URL: srv.URL(), Prefix: prefix, Handler: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	for _, topic := range []broker.Topic{broker.Room("x"), broker.User("x"), broker.Room("u:x")} {
+		if err := b.Subscribe(ctx, topic); err != nil {
+			t.Fatalf("Subscribe(%s): %v", topic, err)
+		}
+	}
+	c := srv.Client()
+	chans, err := c.PubSubChannels(ctx, prefix+":*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(chans)
+	if want := []string{"chan:u:{x}", "chan:{u:x}", "chan:{x}"}; !slices.Equal(chans, want) {
+		t.Fatalf("subscribed channels = %q, want %q", chans, want)
+	}
+
+	// What Emit sends, as another subscriber sees it.
+	raw := c.Subscribe(ctx, "chan:u:{x}")
+	defer raw.Close()
+	if _, err := raw.Receive(ctx); err != nil { // the confirmation
+		t.Fatal(err)
+	}
+	mark := rec.Len()
+	if err := b.Emit(ctx, broker.Event{Topic: broker.User("x"), Data: []byte("wire")}); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := raw.ReceiveMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Channel != "chan:u:{x}" || msg.Payload != "!wire" {
+		t.Fatalf("Emit to user x published %q on %s, want \"!wire\" on chan:u:{x}", msg.Payload, msg.Channel)
+	}
+
+	// What the broker makes of payloads published by others.
+	head, tail := broker.EnvelopeParts(broker.Publication{Room: "x", ID: "raw", From: "u", TS: broker.Now(), Body: "b"})
+	envelope := broker.Assemble(head, 1, "0123456789abcdef", tail)
+	for _, p := range []struct{ channel, payload string }{
+		{"chan:u:{x}", "!from elsewhere"},
+		{"chan:{u:x}", "!to the room u:x"},
+		{"chan:{x}", "not an envelope"},
+		{"chan:{x}", ""},
+		{"chan:u:{x}", string(envelope)}, // an envelope on a user's channel
+		{"chan:{x}", string(envelope)},
+	} {
+		if err := c.Publish(ctx, p.channel, p.payload).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Emit(ctx, broker.Event{Topic: broker.Room("x"), Data: []byte("sentinel")}); err != nil {
+		t.Fatal(err)
+	}
+	rec.AssertSince(t, mark,
+		`Event user:x "wire"`,
+		`Event user:x "from elsewhere"`,
+		`Event room:u:x "to the room u:x"`,
+		"Deliver room:x raw",
+		`Event room:x "sentinel"`)
 }
