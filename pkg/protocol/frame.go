@@ -27,13 +27,6 @@ const (
 	TypeError   = "error"
 )
 
-// Since is a resume position: the epoch and the last seq a client has seen
-// in a room.
-type Since struct {
-	Epoch string `json:"epoch"`
-	Seq   int64  `json:"seq"`
-}
-
 // Frame is the union of every v1 frame. Fields that a frame type does not use
 // are left at their zero value and omitted from the encoding.
 type Frame struct {
