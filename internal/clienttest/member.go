@@ -28,7 +28,7 @@ type Member struct {
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every change
 	seqs     []int64
-	epoch    string
+	pos      protocol.Position // the last message received
 	bodies   map[int64]string
 	at       map[int64]time.Time
 	joins    []protocol.Frame
@@ -77,14 +77,17 @@ func (m *Member) record() {
 		m.mu.Lock()
 		switch {
 		case ev.Message != nil && ev.Message.Room == m.Room:
-			s := ev.Message.Seq
-			if n := len(m.seqs); n > 0 && s != m.seqs[n-1]+1 {
-				m.problems = append(m.problems, fmt.Sprintf("seq %d after %d", s, m.seqs[n-1]))
+			s, e := ev.Message.Seq, ev.Message.Epoch
+			if len(m.seqs) > 0 { // the first one may start anywhere: Check looks at it
+				switch m.pos.Place(e, s) {
+				case protocol.Next:
+				case protocol.NewEpoch:
+					m.problems = append(m.problems, fmt.Sprintf("seq %d in epoch %s, earlier ones in %s", s, e, m.pos.Epoch))
+				default: // a duplicate or a gap
+					m.problems = append(m.problems, fmt.Sprintf("seq %d after %d", s, m.pos.Seq))
+				}
 			}
-			if m.epoch != "" && ev.Message.Epoch != m.epoch {
-				m.problems = append(m.problems, fmt.Sprintf("seq %d in epoch %s, earlier ones in %s", s, ev.Message.Epoch, m.epoch))
-			}
-			m.epoch = ev.Message.Epoch
+			m.pos = protocol.Position{Epoch: e, Seq: s}
 			m.seqs = append(m.seqs, s)
 			m.bodies[s] = ev.Message.Body
 			m.at[s] = now

@@ -1,5 +1,7 @@
 package loadgen
 
+import "github.com/parley-chat/parley/pkg/protocol"
+
 // SeqChecker follows one room on one connection and counts seqs that arrive
 // out of turn. Start it with the position of a joined frame; every message
 // must then carry the next seq. It is not safe for concurrent use (one
@@ -20,22 +22,23 @@ func (c *SeqChecker) Joined(epoch string, head int64) {
 
 // Message checks one message and reports whether it was new (neither a
 // duplicate nor from a stale epoch). A new epoch (the room's store was lost)
-// restarts the count from seq 0; the first epoch after "" is adopted as is.
+// restarts the count before its seq 1; the zero position (an empty room)
+// takes the first epoch as its own (protocol.Position.Place).
 func (c *SeqChecker) Message(epoch string, seq int64) bool {
-	if epoch != c.Epoch {
-		if c.Epoch != "" {
-			c.Epochs++
-			c.Last = 0
-		}
-		c.Epoch = epoch
+	pos := protocol.Position{Epoch: c.Epoch, Seq: c.Last}
+	place := pos.Place(epoch, seq)
+	if place == protocol.NewEpoch {
+		c.Epochs++
+		pos = protocol.Reset(epoch, 1)
+		place = pos.Place(epoch, seq)
 	}
-	switch {
-	case seq <= c.Last:
+	switch place {
+	case protocol.Duplicate:
 		c.Duplicates++
 		return false
-	case seq > c.Last+1:
-		c.Gaps += seq - c.Last - 1
+	case protocol.Gap:
+		c.Gaps += seq - pos.Seq - 1
 	}
-	c.Last = seq
+	c.Epoch, c.Last = epoch, seq
 	return true
 }

@@ -21,6 +21,8 @@ func TestSeqChecker(t *testing.T) {
 		{"duplicate and old", "e1", 0, []msg{{"e1", 1}, {"e1", 2}, {"e1", 2}, {"e1", 1}, {"e1", 3}}, 0, 2, 0, 3},
 		{"first message after head skipped", "e1", 10, []msg{{"e1", 12}}, 1, 0, 0, 12},
 		{"epoch change restarts", "e1", 5, []msg{{"e1", 6}, {"e2", 1}, {"e2", 2}}, 0, 0, 1, 2},
+		{"epoch change past its first seq", "e1", 5, []msg{{"e1", 6}, {"e2", 3}, {"e2", 3}}, 2, 1, 1, 3},
+		{"empty room's first message is not seq 1", "", 0, []msg{{"e1", 3}, {"e1", 4}}, 2, 0, 0, 4},
 	}
 	for _, c := range cases {
 		var k SeqChecker

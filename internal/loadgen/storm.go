@@ -64,13 +64,13 @@ func Storm(ctx context.Context, cfg Config) (*StormResult, error) {
 	res := &StormResult{Conns: cfg.Conns, Rooms: cfg.Rooms, MessagesPerRoom: cfg.StormMessages}
 
 	// 1. Join, remember the position, leave.
-	since := make([]protocol.Since, cfg.Conns)
+	since := make([]protocol.Position, cfg.Conns)
 	conns, failed, first, _, err := connectAll(ctx, cfg.Conns, cfg.ConnectConcurrency, func(ctx context.Context, i int) (*wsConn, error) {
 		w, j, err := d.connect(ctx, i, fmt.Sprintf("%s-%d", cfg.UserPrefix, i), rooms[i%cfg.Rooms], nil)
 		if err != nil {
 			return nil, err
 		}
-		since[i] = protocol.Since{Epoch: j.Epoch, Seq: j.Seq}
+		since[i] = protocol.Position{Epoch: j.Epoch, Seq: j.Seq}
 		return w, nil
 	})
 	if err != nil {

@@ -186,7 +186,9 @@ type Client struct {
 
 	mu      sync.Mutex
 	welcome protocol.Frame
-	rooms   map[string]*roomPos
+	// rooms holds the position of each joined room: the epoch and the
+	// last seq delivered on Events.
+	rooms   map[string]*protocol.Position
 	pending map[string]*call
 	// sends are the pending sends in the order they were made; only the
 	// first is ever written (see nextSendLocked).
@@ -203,13 +205,6 @@ type Client struct {
 	err error
 }
 
-// roomPos is the position of a joined room: the epoch and the last seq
-// delivered on Events.
-type roomPos struct {
-	epoch string
-	last  int64
-}
-
 // Dial connects to cfg.URL, sends hello and waits for welcome. It fails if
 // that first attempt fails (unless Config.RetryDial); the error then names
 // the close code and reason, or the error frame, the server answered with.
@@ -224,7 +219,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		events:  make(chan Event, cfg.Buffer),
-		rooms:   make(map[string]*roomPos),
+		rooms:   make(map[string]*protocol.Position),
 		pending: make(map[string]*call),
 	}
 	cn, welcome, err := c.connect(ctx)

@@ -252,7 +252,7 @@ func (c *Client) handleMessage(cn *conn, f *protocol.Frame) bool {
 	}
 	c.mu.Lock()
 	pos := c.rooms[m.Room]
-	dup := pos != nil && pos.epoch == m.Epoch && m.Seq <= pos.last
+	dup := pos != nil && pos.Place(m.Epoch, m.Seq) == protocol.Duplicate
 	c.mu.Unlock()
 	if pos == nil {
 		c.log.Debug("parley client: message for a room not joined", "room", m.Room, "seq", m.Seq)
@@ -263,12 +263,13 @@ func (c *Client) handleMessage(cn *conn, f *protocol.Frame) bool {
 		return true
 	}
 	// Deliver first, then advance: a message that never reached Events is
-	// asked for again on the next re-join.
+	// asked for again on the next re-join. Only a duplicate is dropped: a gap
+	// or a new epoch is delivered as it came.
 	if !c.emit(cn, Event{Message: m}) {
 		return false
 	}
 	c.mu.Lock()
-	pos.epoch, pos.last = m.Epoch, m.Seq
+	*pos = protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
 	c.mu.Unlock()
 	return true
 }
@@ -281,14 +282,17 @@ func (c *Client) handleJoined(cn *conn, f *protocol.Frame) bool {
 	c.mu.Lock()
 	pos := c.rooms[f.Room]
 	if pos == nil && cl != nil && !cl.internal {
-		pos = &roomPos{}
+		pos = &protocol.Position{}
 		if s := cl.frame.Since; s != nil {
-			pos.epoch, pos.last = s.Epoch, s.Seq
+			*pos = *s
 		}
 		c.rooms[f.Room] = pos
 	}
-	if pos != nil && pos.epoch != f.Epoch {
-		pos.epoch, pos.last = f.Epoch, 0
+	// The room is in f's epoch now. A position in another one (the room's
+	// store was lost), or the zero one (which takes any epoch as its own),
+	// starts over before seq 1 of it.
+	if pos != nil && (pos.IsZero() || pos.Place(f.Epoch, f.Seq) == protocol.NewEpoch) {
+		*pos = protocol.Reset(f.Epoch, 1)
 	}
 	c.mu.Unlock()
 	if pos == nil {

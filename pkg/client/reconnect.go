@@ -144,11 +144,11 @@ func (c *Client) resume(cn *conn) error {
 		if joining[room] {
 			continue
 		}
-		pos := c.rooms[room]
+		since := *c.rooms[room]
 		cl := c.newCall(&protocol.Frame{
 			Type:  protocol.TypeJoin,
 			Room:  room,
-			Since: &protocol.Since{Epoch: pos.epoch, Seq: pos.last},
+			Since: &since,
 		})
 		cl.internal = true
 		c.pending[cl.ref] = cl
@@ -212,7 +212,8 @@ func (c *Client) resume(cn *conn) error {
 			}
 		case protocol.TypeJoin:
 			if pos := c.rooms[cl.frame.Room]; pos != nil {
-				cl.frame.Since = &protocol.Since{Epoch: pos.epoch, Seq: pos.last}
+				since := *pos
+				cl.frame.Since = &since
 			}
 		}
 		// A resend planned after an unavailable answer goes now: the new

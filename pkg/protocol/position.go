@@ -70,5 +70,6 @@ func (p Position) IsZero() bool { return p.Epoch == "" && p.Seq == 0 }
 func Starts(seq int64) bool { return seq == 1 }
 
 // Reset returns the position just before seq in epoch: where a stream
-// stands when it jumps to a new epoch at seq.
+// stands when it jumps to a new epoch at seq. Reset(epoch, 1) is the start
+// of epoch, before its first message (the zero Position if epoch is "").
 func Reset(epoch string, seq int64) Position { return Position{Epoch: epoch, Seq: seq - 1} }

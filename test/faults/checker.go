@@ -90,7 +90,7 @@ func (c *Checker) FaultEnd(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("fault end: %w", err)
 		}
-		if p.seq == 0 {
+		if p.Seq == 0 {
 			c.mu.Lock()
 			c.pending[room] = true
 			c.mu.Unlock()
@@ -101,7 +101,7 @@ func (c *Checker) FaultEnd(ctx context.Context) error {
 	return nil
 }
 
-func (c *Checker) target(room string, p position, now time.Time) {
+func (c *Checker) target(room string, p protocol.Position, now time.Time) {
 	for _, m := range c.fleet.Members {
 		if slices.Contains(m.Rooms, room) {
 			m.setTarget(room, p, now)
@@ -112,7 +112,7 @@ func (c *Checker) target(room string, p position, now time.Time) {
 // acked records an ack, and makes it the room's target if the room was
 // waiting for its first message after the fault.
 func (c *Checker) acked(r *sendRec, ack protocol.Frame) {
-	p := position{epoch: ack.Epoch, seq: ack.Seq}
+	p := protocol.Position{Epoch: ack.Epoch, Seq: ack.Seq}
 	c.ledger.ack(r, p, time.Now())
 	c.mu.Lock()
 	first := c.pending[r.room]
@@ -125,21 +125,21 @@ func (c *Checker) acked(r *sendRec, ack protocol.Frame) {
 
 // head reads a room's head (epoch and last seq) from Redis, retrying until
 // Redis answers or ctx ends.
-func (c *Checker) head(ctx context.Context, room string) (position, error) {
+func (c *Checker) head(ctx context.Context, room string) (protocol.Position, error) {
 	for {
 		v, err := c.rdb.HMGet(ctx, "parley:{"+room+"}:meta", "epoch", "seq").Result()
 		if err == nil {
-			var p position
+			var p protocol.Position
 			if s, ok := v[0].(string); ok {
-				p.epoch = s
+				p.Epoch = s
 			}
 			if s, ok := v[1].(string); ok {
-				p.seq, _ = strconv.ParseInt(s, 10, 64)
+				p.Seq, _ = strconv.ParseInt(s, 10, 64)
 			}
 			return p, nil
 		}
 		if !sleepCtx(ctx, 50*time.Millisecond) {
-			return position{}, fmt.Errorf("read the head of %s: %w (last error %w)", room, ctx.Err(), err)
+			return protocol.Position{}, fmt.Errorf("read the head of %s: %w (last error %w)", room, ctx.Err(), err)
 		}
 	}
 }
@@ -151,6 +151,9 @@ type stored struct {
 	ID    string `json:"id"`
 	From  string `json:"from"`
 }
+
+// position is where e stands in its room's stream.
+func (e stored) position() protocol.Position { return protocol.Position{Epoch: e.Epoch, Seq: e.Seq} }
 
 // history reads a room's whole history list from Redis.
 func (c *Checker) history(ctx context.Context, room string) ([]stored, error) {
@@ -181,7 +184,7 @@ func (c *Checker) Finish(ctx context.Context, name string, traffic ...*Traffic) 
 	r.SendErrors = c.ledger.codes()
 
 	// Every Member catches up to the head.
-	heads := map[string]position{}
+	heads := map[string]protocol.Position{}
 	for _, room := range c.fleet.Rooms {
 		p, err := c.head(ctx, room)
 		if err != nil {
@@ -227,29 +230,31 @@ func (m *Member) fatalErr() error {
 // checkHistory compares each room's history with the ledger: every
 // acknowledged message is there exactly once, at the seq its ack named;
 // no id is stored twice; seqs rise by one.
-func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]position) {
+func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]protocol.Position) {
 	recs := c.ledger.snapshot()
-	type where struct {
-		seq   int64
-		epoch string
-	}
 	for _, room := range c.fleet.Rooms {
 		hist, err := c.history(ctx, room)
 		if err != nil {
 			r.problem("%v", err)
 			continue
 		}
-		seen := map[string][]where{}
+		seen := map[string][]protocol.Position{}
 		for i, e := range hist {
 			k := key(room, e.From, e.ID)
-			seen[k] = append(seen[k], where{e.Seq, e.Epoch})
-			if i > 0 && e.Epoch == hist[i-1].Epoch && e.Seq != hist[i-1].Seq+1 {
+			seen[k] = append(seen[k], e.position())
+			if i == 0 {
+				continue
+			}
+			// Within an epoch each entry is the next; a new epoch may
+			// follow (Redis lost the room and it began again).
+			switch hist[i-1].position().Place(e.Epoch, e.Seq) {
+			case protocol.Duplicate, protocol.Gap:
 				r.OutOfOrder++
 				r.problem("history of %s: seq %d after %d", room, e.Seq, hist[i-1].Seq)
 			}
 		}
-		if n := len(hist); n > 0 && hist[n-1].Seq != heads[room].seq {
-			r.problem("history of %s ends at seq %d, head is %d", room, hist[n-1].Seq, heads[room].seq)
+		if n := len(hist); n > 0 && hist[n-1].Seq != heads[room].Seq {
+			r.problem("history of %s ends at seq %d, head is %d", room, hist[n-1].Seq, heads[room].Seq)
 		}
 		for k, ws := range seen {
 			if len(ws) > 1 {
@@ -271,18 +276,20 @@ func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]
 			r.Acked++
 			ws := seen[key(room, s.user, s.id)]
 			switch {
-			case len(ws) > 0 && (ws[0].seq != s.ack.seq || ws[0].epoch != s.ack.epoch):
+			case len(ws) > 0 && ws[0] != s.ack:
 				r.LostHistory++
-				r.problem("%s acknowledged as %s/%d, stored as %s/%d", s.id, s.ack.epoch, s.ack.seq, ws[0].epoch, ws[0].seq)
+				r.problem("%s acknowledged as %s/%d, stored as %s/%d", s.id, s.ack.Epoch, s.ack.Seq, ws[0].Epoch, ws[0].Seq)
 			case len(ws) > 0:
-			case len(hist) > 0 && s.ack.epoch == hist[0].Epoch && s.ack.seq < hist[0].Seq:
-				r.Trimmed++ // retention dropped it: the streams vouch for it
-			case c.DataLoss && s.ack.epoch != heads[room].epoch:
+			case len(hist) > 0 && protocol.Reset(hist[0].Epoch, hist[0].Seq).Place(s.ack.Epoch, s.ack.Seq) == protocol.Duplicate:
+				// Before the oldest entry, in its epoch: retention dropped
+				// it, and the streams vouch for it.
+				r.Trimmed++
+			case c.DataLoss && s.ack.Epoch != heads[room].Epoch:
 				r.Excused++
 			default:
 				r.LostHistory++
 				if r.LostHistory <= 3 {
-					r.problem("%s acknowledged as %s/%d, not in the history of %s", s.id, s.ack.epoch, s.ack.seq, room)
+					r.problem("%s acknowledged as %s/%d, not in the history of %s", s.id, s.ack.Epoch, s.ack.Seq, room)
 				}
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/parley-chat/parley/pkg/protocol"
 )
 
 // sendRec is one message a scenario sent: its id, and its ack once it
@@ -13,7 +15,7 @@ type sendRec struct {
 	start          time.Time
 
 	acked    bool
-	ack      position
+	ack      protocol.Position
 	ackedAt  time.Time
 	attempts int    // error frames answered before the ack
 	gaveUp   string // why the send was abandoned, if it was
@@ -44,7 +46,7 @@ func (l *ledger) begin(room, user, id string, start time.Time) *sendRec {
 }
 
 // ack records r's ack and reports whether it is the first.
-func (l *ledger) ack(r *sendRec, p position, at time.Time) {
+func (l *ledger) ack(r *sendRec, p protocol.Position, at time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if r.acked && r.ack != p {

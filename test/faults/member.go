@@ -239,7 +239,7 @@ func (m *Member) waitFor(ctx context.Context, what string, cond func() bool) err
 
 // setTarget gives the Member's stream of room the position to reach for
 // "caught up after the fault": the Member holds it and is connected.
-func (m *Member) setTarget(room string, p position, now time.Time) {
+func (m *Member) setTarget(room string, p protocol.Position, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s := m.streams[room]; s != nil {
@@ -260,8 +260,8 @@ func (m *Member) checkTargets(now time.Time) {
 
 // waitAt waits until the Member is connected and holds position p of
 // room.
-func (m *Member) waitAt(ctx context.Context, room string, p position) error {
-	return m.waitFor(ctx, fmt.Sprintf("%s at %s/%d, connected", room, p.epoch, p.seq), func() bool {
+func (m *Member) waitAt(ctx context.Context, room string, p protocol.Position) error {
+	return m.waitFor(ctx, fmt.Sprintf("%s at %s/%d, connected", room, p.Epoch, p.Seq), func() bool {
 		s := m.streams[room]
 		return s != nil && s.at(p) && m.down.IsZero()
 	})

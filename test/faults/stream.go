@@ -7,12 +7,6 @@ import (
 	"github.com/parley-chat/parley/pkg/protocol"
 )
 
-// position is a place in a room's stream.
-type position struct {
-	epoch string
-	seq   int64
-}
-
 // stream is one Member's view of one room, checked as it arrives: within
 // an epoch each message's seq is the previous one plus one. The only
 // allowed break is one announced first by a joined frame with
@@ -21,8 +15,10 @@ type position struct {
 // lower one (out of order), an epoch change nobody announced. The Member's
 // lock guards it.
 type stream struct {
-	epoch string
-	last  int64
+	// pos is the last message received; before the first one, the start
+	// of the epoch joined says the room is in (the zero Position if it is
+	// empty).
+	pos protocol.Position
 	// free: a break was announced; the next message may start anywhere.
 	free bool
 
@@ -35,8 +31,8 @@ type stream struct {
 	lastNotRec   time.Time
 	problems     []string // the first few anomalies, for the failure message
 
-	target  *position // set when the fault ended: where "caught up" is
-	reached time.Time // when the stream first held target, connected
+	target  *protocol.Position // set when the fault ended: where "caught up" is
+	reached time.Time          // when the stream first held target, connected
 }
 
 const maxProblems = 5
@@ -53,56 +49,66 @@ func (s *stream) joined(now time.Time, f *protocol.Frame) {
 	if f.Recovered != nil && !*f.Recovered {
 		s.notRecovered++
 		s.lastNotRec = now
-		s.free = true
-		s.epoch = f.Epoch
+		// The announced break: the stream starts over in f's epoch (the
+		// zero Position if the room is empty now) and its next message
+		// may start anywhere.
+		s.pos, s.free = protocol.Reset(f.Epoch, 1), true
 		return
 	}
-	switch {
-	case s.epoch == "":
-		s.epoch = f.Epoch // first join, or the room had no message yet
-	case f.Epoch != "" && f.Epoch != s.epoch:
+	if f.Epoch == "" {
+		return // the room is empty: nothing to place
+	}
+	// f's head, placed after the stream: only another epoch matters here
+	// (the messages up to the head follow).
+	if s.pos.Place(f.Epoch, f.Seq) == protocol.NewEpoch {
 		s.unannounced++
-		s.problem("joined in epoch %s (recovered %v) while in %s at seq %d", f.Epoch, f.Recovered, s.epoch, s.last)
-		s.epoch, s.free = f.Epoch, true
+		s.problem("joined in epoch %s (recovered %v) while in %s at seq %d", f.Epoch, f.Recovered, s.pos.Epoch, s.pos.Seq)
+		s.pos, s.free = protocol.Reset(f.Epoch, 1), true
+		return
+	}
+	if s.pos.IsZero() {
+		s.pos.Epoch = f.Epoch // first join, or the room had no message yet
 	}
 }
 
 // message handles one delivered message.
 func (s *stream) message(now time.Time, m *protocol.Message) {
-	switch {
-	case s.free:
+	if s.free {
 		s.free = false
-	case m.Epoch != s.epoch:
-		if s.epoch == "" && s.last == 0 {
-			// The room was empty at the join: its first message is seq 1.
-			if m.Seq != 1 {
-				s.lost += m.Seq - 1
-				s.problem("first message of the room is seq %d", m.Seq)
+	} else {
+		switch last := s.pos.Seq; s.pos.Place(m.Epoch, m.Seq) {
+		case protocol.Next:
+		case protocol.Duplicate:
+			if m.Seq == last {
+				s.dups++
+				s.problem("seq %d twice", m.Seq)
+			} else {
+				s.outOfOrder++
+				s.problem("seq %d after %d", m.Seq, last)
 			}
-			break
+			return
+		case protocol.Gap:
+			s.lost += m.Seq - last - 1
+			if s.pos.IsZero() {
+				// The room was empty at the join: its first message is seq 1.
+				s.problem("first message of the room is seq %d", m.Seq)
+			} else {
+				s.problem("seq %d after %d: %d missing, unannounced", m.Seq, last, m.Seq-last-1)
+			}
+		case protocol.NewEpoch:
+			s.unannounced++
+			s.problem("seq %d in epoch %s after seq %d in %s, unannounced", m.Seq, m.Epoch, last, s.pos.Epoch)
 		}
-		s.unannounced++
-		s.problem("seq %d in epoch %s after seq %d in %s, unannounced", m.Seq, m.Epoch, s.last, s.epoch)
-	case m.Seq == s.last+1:
-	case m.Seq == s.last:
-		s.dups++
-		s.problem("seq %d twice", m.Seq)
-		return
-	case m.Seq < s.last:
-		s.outOfOrder++
-		s.problem("seq %d after %d", m.Seq, s.last)
-		return
-	default:
-		s.lost += m.Seq - s.last - 1
-		s.problem("seq %d after %d: %d missing, unannounced", m.Seq, s.last, m.Seq-s.last-1)
 	}
-	s.epoch, s.last = m.Epoch, m.Seq
+	s.pos = protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
 	s.received++
 }
 
-// at reports whether the stream holds p.
-func (s *stream) at(p position) bool {
-	return s.epoch == p.epoch && s.last >= p.seq && !s.free
+// at reports whether the stream holds p: p is at or before the stream's
+// position in its epoch (a message at p would be a duplicate), and no
+// announced break is pending.
+func (s *stream) at(p protocol.Position) bool {
+	return !s.free && s.pos.Place(p.Epoch, p.Seq) == protocol.Duplicate
 }
 
 // checkTarget notes when the stream first holds its target while its

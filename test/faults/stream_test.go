@@ -36,6 +36,9 @@ func TestStreamCheck(t *testing.T) {
 		{name: "a resume into another epoch said recovered", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("e2", protocol.Bool(true))}, {m: msg("e2", 1)}}, unann: 1},
 		{name: "an announced loss", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("e2", protocol.Bool(false))}, {m: msg("e2", 5)}, {m: msg("e2", 6)}}, nrc: 1},
 		{name: "a gap after an announced loss", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("e2", protocol.Bool(false))}, {m: msg("e2", 1)}, {m: msg("e2", 3)}}, lost: 1, nrc: 1},
+		{name: "an announced loss in the same epoch", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("e1", protocol.Bool(false))}, {m: msg("e1", 7)}, {m: msg("e1", 8)}}, nrc: 1},
+		{name: "an announced loss of the whole room, then its new epoch", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {j: joined("", protocol.Bool(false))}, {j: joined("e2", protocol.Bool(true))}, {m: msg("e2", 1)}, {m: msg("e2", 2)}}, nrc: 1},
+		{name: "an unannounced epoch counted once", steps: []step{{j: joined("e1", protocol.Bool(true))}, {m: msg("e1", 1)}, {m: msg("e2", 1)}, {m: msg("e2", 2)}, {m: msg("e2", 2)}}, unann: 1, dups: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s stream
@@ -60,7 +63,7 @@ func TestStreamTarget(t *testing.T) {
 	var s stream
 	s.joined(now, &protocol.Frame{Epoch: "e1", Recovered: protocol.Bool(true)})
 	s.message(now, &protocol.Message{Epoch: "e1", Seq: 1})
-	s.target = &position{epoch: "e1", seq: 2}
+	s.target = &protocol.Position{Epoch: "e1", Seq: 2}
 	s.checkTarget(now, true)
 	if !s.reached.IsZero() {
 		t.Fatal("reached seq 2 at seq 1")
