@@ -26,4 +26,10 @@
 // reader; catch-ups and repairs do not count against those bounds.
 // Gap repairs read history on a goroutine of the room's, never on the
 // broker's delivery goroutine or under the room's lock.
+//
+// Inside, the transports (WebSocket v1 and plain text) call transport-free
+// operations (join, leave, publish, history) on behalf of a principal; the
+// hub delivers each room's stream to subscribers, which turn it into their
+// transport's frames in a bounded outbox per connection. docs/architecture.md
+// describes the seams, the lock order and the owner of every goroutine.
 package gateway
