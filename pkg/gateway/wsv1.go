@@ -106,10 +106,18 @@ func (c *wsConn) decode(data []byte, typ websocket.MessageType) *protocol.Frame 
 func (c *wsConn) hello() *session {
 	// Not a read deadline: a cancelled Read tears the socket down without a
 	// close frame, and the client deserves to read the reason.
+	// The timer's callback is owned too: once it has begun, hello waits
+	// for it, so the writer it may start is one serve waits for.
+	fired := make(chan struct{})
 	deadline := time.AfterFunc(c.g.cfg.HelloTimeout, func() {
+		defer close(fired)
 		c.out.close(protocol.ClosePolicy, "no hello within "+c.g.cfg.HelloTimeout.String(), true)
 	})
-	defer deadline.Stop()
+	defer func() {
+		if !deadline.Stop() {
+			<-fired
+		}
+	}()
 	for {
 		data, typ, err := c.read()
 		if err != nil {
