@@ -1,12 +1,16 @@
 package main
 
-// Shared by the terminal clients (chat, send, tail): the connection flags,
-// argument parsing with flags and arguments in any order, dialing with a
-// one-line error, a send pacer under the gateway's rate limit, and the
-// escaping of untrusted text before it reaches a terminal.
+// Shared by the client commands (chat, send, tail; bench takes the
+// argument parsing and one-line errors): the connection flags, argument
+// parsing with flags and arguments in any order, dialing with a one-line
+// error, error and reason lines, message ids, a send pacer under the
+// gateway's rate limit, and the escaping of untrusted text before it
+// reaches a terminal.
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -148,9 +152,25 @@ func describe(err error) string {
 	return oneLine(err.Error())
 }
 
+// reason renders why the Client's connection changed state, for a status
+// line.
+func reason(err error) string {
+	if err == nil {
+		return "unknown reason"
+	}
+	return oneLine(err.Error())
+}
+
 // oneLine replaces line breaks so that an error stays on one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// randomHex returns n random bytes in hex (message ids).
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // sanitize makes text from other users safe to print on a terminal:
