@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/parley-chat/parley/pkg/client"
@@ -52,36 +49,43 @@ const (
 // until stored (or Ctrl-C).
 const commandTimeout = 15 * time.Second
 
-func chat(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return runChat(ctx, args, stdin, stdout, stderr)
+// chatConfig is what `parley chat` runs with: its flags (defaults as
+// given, each also settable as PARLEY_<FLAG>) and its argument.
+type chatConfig struct {
+	clientOptions        // --url, --user, --token, --device
+	room          string // ROOM, the one argument: the room joined first
 }
 
-// runChat runs a chat session until /quit, end of input or ctx ends
-// (exit 0), or until the connection is refused for good (exit 1).
-func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var o clientOptions
-	fs := newClientFlags("chat", &o)
+// parseChat parses and checks chat's flags and argument (and PARLEY_*
+// variables). It reports ok false with the exit code when there is nothing
+// to run: --help (0) or a bad flag or argument, one line on stderr (2).
+func parseChat(args []string, stderr io.Writer) (cfg chatConfig, code int, ok bool) {
+	fs := newClientFlags("chat", &cfg.clientOptions)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return flagExit(fs, chatHelp, err, stderr)
+		return cfg, flagExit(fs, chatHelp, err, stderr), false
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "parley chat: want exactly one ROOM argument, got %d (parley chat --help)\n", len(pos))
-		return 2
+		return cfg, 2, false
 	}
-	room := pos[0]
-	if !protocol.ValidRoom(room) {
-		fmt.Fprintf(stderr, "parley chat: invalid room name %q\n", room)
-		return 2
+	cfg.room = pos[0]
+	if !protocol.ValidRoom(cfg.room) {
+		fmt.Fprintf(stderr, "parley chat: invalid room name %q\n", cfg.room)
+		return cfg, 2, false
 	}
-	if err := o.check(); err != nil {
+	if err := cfg.check(); err != nil {
 		fmt.Fprintf(stderr, "parley chat: %v\n", err)
-		return 2
+		return cfg, 2, false
 	}
+	return cfg, 0, true
+}
 
-	c, err := o.dial(ctx, false)
+// runChat runs a chat session in cfg.room until /quit, end of input or
+// ctx ends (exit 0), or until the connection is refused for good (exit 1).
+func runChat(ctx context.Context, cfg chatConfig, stdin io.Reader, stdout, stderr io.Writer) int {
+	room := cfg.room
+	c, err := cfg.dial(ctx, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley chat: %v\n", err)
 		return 1

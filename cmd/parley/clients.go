@@ -27,9 +27,13 @@ import (
 // defaultURL is where `parley serve` listens by default.
 const defaultURL = "ws://localhost:8080/ws"
 
-// clientOptions are the connection flags every terminal client takes.
+// clientOptions are the connection flags every terminal client takes
+// (each also settable as PARLEY_<FLAG>).
 type clientOptions struct {
-	url, user, token, device string
+	url    string // --url: the gateway's WebSocket endpoint; default defaultURL
+	user   string // --user: user name, for gateways run with --dev-auth; default ""
+	token  string // --token: JWT whose sub is the user, wins over --user; default ""
+	device string // --device: device name stamped on the messages sent; default "terminal"
 }
 
 func (o *clientOptions) register(fs *flag.FlagSet) {
