@@ -14,9 +14,9 @@ import (
 )
 
 func TestBenchHelpListsFlags(t *testing.T) {
-	var out, errb bytes.Buffer
-	if code := runBench(context.Background(), []string{"--help"}, &out, &errb); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
+	var errb bytes.Buffer
+	if _, code, ok := parseBench([]string{"--help"}, &errb); ok || code != 0 {
+		t.Fatalf("ok %v, exit %d: %s", ok, code, errb.String())
 	}
 	for _, f := range []string{"-url", "-conns", "-rooms", "-members", "-rate", "-body", "-warmup", "-duration", "-sources", "-json", "-quiet", "-resume-storm", "PARLEY_"} {
 		if !strings.Contains(errb.String(), f) {
@@ -33,7 +33,7 @@ func TestBenchUnreachableIsOneLine(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	var out, errb bytes.Buffer
-	code := runBench(context.Background(), []string{"--url", "ws://" + addr + "/ws", "--conns", "5", "--duration", "1s", "--quiet"}, &out, &errb)
+	code := runCmd(context.Background(), "bench", []string{"--url", "ws://" + addr + "/ws", "--conns", "5", "--duration", "1s", "--quiet"}, nil, &out, &errb)
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -55,9 +55,9 @@ func TestBenchBadFlags(t *testing.T) {
 		{"--sources", "nope"},
 		{"extra"},
 	} {
-		var out, errb bytes.Buffer
-		if code := runBench(context.Background(), args, &out, &errb); code != 2 || strings.Count(errb.String(), "\n") != 1 {
-			t.Errorf("%v: exit %d, stderr %q; want 2 and one line", args, code, errb.String())
+		var errb bytes.Buffer
+		if _, code, ok := parseBench(args, &errb); ok || code != 2 || strings.Count(errb.String(), "\n") != 1 || !strings.HasPrefix(errb.String(), "parley bench: ") {
+			t.Errorf("%v: ok %v, exit %d, stderr %q; want 2 and one line", args, ok, code, errb.String())
 		}
 	}
 }
@@ -67,8 +67,8 @@ func TestBenchJSON(t *testing.T) {
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	code := runBench(ctx, []string{"--url", url, "--conns", "20", "--members", "10", "--rate", "40",
-		"--warmup", "0s", "--duration", "1s", "--resume-storm", "10", "--json", "--quiet"}, &out, &errb)
+	code := runCmd(ctx, "bench", []string{"--url", url, "--conns", "20", "--members", "10", "--rate", "40",
+		"--warmup", "0s", "--duration", "1s", "--resume-storm", "10", "--json", "--quiet"}, nil, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s\n%s", code, errb.String(), out.String())
 	}
@@ -88,7 +88,7 @@ func TestBenchJSON(t *testing.T) {
 
 func TestBenchRawCeilingJSON(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := runBench(context.Background(), []string{"--raw-ceiling", "--conns", "20", "--rate", "40", "--warmup", "100ms", "--duration", "500ms", "--json", "--quiet"}, &out, &errb)
+	code := runCmd(context.Background(), "bench", []string{"--raw-ceiling", "--conns", "20", "--rate", "40", "--warmup", "100ms", "--duration", "500ms", "--json", "--quiet"}, nil, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
@@ -104,15 +104,15 @@ func TestBenchRawCeilingJSON(t *testing.T) {
 func TestBenchHoldRateZero(t *testing.T) {
 	url, _ := memGateway(t, nil)
 	var out, errb bytes.Buffer
-	code := runBench(context.Background(), []string{"--url", url, "--conns", "10", "--rate", "0", "--hold", "200ms"}, &out, &errb)
+	code := runCmd(context.Background(), "bench", []string{"--url", url, "--conns", "10", "--rate", "0", "--hold", "200ms"}, nil, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(errb.String(), "bench: holding 10 connections") {
 		t.Errorf("stderr lacks the holding line: %q", errb.String())
 	}
-	if code := runBench(context.Background(), []string{"--url", url, "--rate", "0"}, &out, &errb); code != 2 {
-		t.Errorf("--rate 0 without --hold: exit %d, want 2", code)
+	if _, code, ok := parseBench([]string{"--url", url, "--rate", "0"}, &errb); ok || code != 2 {
+		t.Errorf("--rate 0 without --hold: ok %v, exit %d, want 2", ok, code)
 	}
 }
 
@@ -126,14 +126,14 @@ func TestBenchRawServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var serveErr bytes.Buffer
 	done := make(chan int)
-	go func() { done <- runBench(ctx, []string{"--raw-serve", addr}, io.Discard, &serveErr) }()
+	go func() { done <- runCmd(ctx, "bench", []string{"--raw-serve", addr}, nil, io.Discard, &serveErr) }()
 	var out, errb bytes.Buffer
 	deadline := time.Now().Add(5 * time.Second)
 	code := -1
 	for time.Now().Before(deadline) {
 		out.Reset()
 		errb.Reset()
-		code = runBench(context.Background(), []string{"--url", "ws://" + addr + "/ws", "--conns", "10", "--rate", "20", "--warmup", "0s", "--duration", "300ms", "--json", "--quiet"}, &out, &errb)
+		code = runCmd(context.Background(), "bench", []string{"--url", "ws://" + addr + "/ws", "--conns", "10", "--rate", "20", "--warmup", "0s", "--duration", "300ms", "--json", "--quiet"}, nil, &out, &errb)
 		if code == 0 {
 			break
 		}

@@ -211,18 +211,18 @@ func TestClientUsageErrorsAreOneLine(t *testing.T) {
 
 func chatRunner(ctx context.Context) func([]string, io.Writer) int {
 	return func(args []string, stderr io.Writer) int {
-		return runChat(ctx, args, strings.NewReader(""), io.Discard, stderr)
+		return runCmd(ctx, "chat", args, strings.NewReader(""), io.Discard, stderr)
 	}
 }
 
 func sendRunner(ctx context.Context, stdin string) func([]string, io.Writer) int {
 	return func(args []string, stderr io.Writer) int {
-		return runSend(ctx, args, strings.NewReader(stdin), io.Discard, stderr)
+		return runCmd(ctx, "send", args, strings.NewReader(stdin), io.Discard, stderr)
 	}
 }
 
 func tailRunner(ctx context.Context) func([]string, io.Writer) int {
-	return func(args []string, stderr io.Writer) int { return runTail(ctx, args, io.Discard, stderr) }
+	return func(args []string, stderr io.Writer) int { return runCmd(ctx, "tail", args, nil, io.Discard, stderr) }
 }
 
 func TestClientHelpListsFlags(t *testing.T) {
@@ -289,7 +289,7 @@ func TestChatSession(t *testing.T) {
 	var out, errb proctest.Buffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
+		exited <- runCmd(ctx, "chat", []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
 	}()
 	out.WaitFor(t, "-- connected to gw-test as alice", 10*time.Second)
 	out.WaitFor(t, "<bob> old two", 10*time.Second)
@@ -371,7 +371,7 @@ func TestChatShowsResumeAndErrors(t *testing.T) {
 	var out, errb proctest.Buffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
+		exited <- runCmd(ctx, "chat", []string{"--url", url, "--user", "alice", "general"}, stdin, &out, &errb)
 	}()
 	out.WaitFor(t, "-- joined general (no messages yet)", 10*time.Second)
 	if _, err := io.WriteString(typing, "this body is longer than sixteen bytes\nshort\n"); err != nil {
@@ -397,13 +397,13 @@ func TestSendAndTail(t *testing.T) {
 	defer cancel()
 
 	var sendOut, sendErr bytes.Buffer
-	code := runSend(ctx, []string{"--url", url, "--user", "carol", "general"}, strings.NewReader("first\n\nsecond\n"), &sendOut, &sendErr)
+	code := runCmd(ctx, "send", []string{"--url", url, "--user", "carol", "general"}, strings.NewReader("first\n\nsecond\n"), &sendOut, &sendErr)
 	if code != 0 || sendOut.String() != "seq 1\nseq 2\n" {
 		t.Fatalf("send from stdin: exit %d, stdout %q, stderr %q", code, sendOut.String(), sendErr.String())
 	}
 	for range 2 { // the same id twice: stored once
 		sendOut.Reset()
-		code = runSend(ctx, []string{"--url", url, "--user", "carol", "--id", "k-1", "general", "third", "one"}, strings.NewReader(""), &sendOut, &sendErr)
+		code = runCmd(ctx, "send", []string{"--url", url, "--user", "carol", "--id", "k-1", "general", "third", "one"}, strings.NewReader(""), &sendOut, &sendErr)
 		if code != 0 || sendOut.String() != "seq 3\n" {
 			t.Fatalf("send --id: exit %d, stdout %q, stderr %q", code, sendOut.String(), sendErr.String())
 		}
@@ -414,14 +414,14 @@ func TestSendAndTail(t *testing.T) {
 	var tailOut, tailErr proctest.Buffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- runTail(tctx, []string{"--url", tailURL, "--user", "tailer", "general", "--since", "1"}, &tailOut, &tailErr)
+		exited <- runCmd(tctx, "tail", []string{"--url", tailURL, "--user", "tailer", "general", "--since", "1"}, nil, &tailOut, &tailErr)
 	}()
 	tailErr.WaitFor(t, "following general", 10*time.Second)
 	tailOut.WaitFor(t, `"seq":3`, 10*time.Second)
 	link.cut()
 	tailErr.WaitFor(t, "reconnecting", 10*time.Second)
 	sendOut.Reset()
-	if code = runSend(ctx, []string{"--url", url, "--user", "carol", "general", "fourth"}, nil, &sendOut, &sendErr); code != 0 {
+	if code = runCmd(ctx, "send", []string{"--url", url, "--user", "carol", "general", "fourth"}, nil, &sendOut, &sendErr); code != 0 {
 		t.Fatalf("send: exit %d, stderr %q", code, sendErr.String())
 	}
 	tailOut.WaitFor(t, `"seq":4`, 10*time.Second)
@@ -514,7 +514,7 @@ func TestSendReportsRefusalAtOnce(t *testing.T) {
 	} {
 		var stdout, stderr bytes.Buffer
 		start := time.Now()
-		code := runSend(ctx, []string{"--url", url, "--user", "alice", tc.room}, strings.NewReader(tc.stdin), &stdout, &stderr)
+		code := runCmd(ctx, "send", []string{"--url", url, "--user", "alice", tc.room}, strings.NewReader(tc.stdin), &stdout, &stderr)
 		took := time.Since(start)
 		if code != 1 || stdout.String() != tc.stdout || stderr.String() != tc.stderr+"\n" {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit 1, stdout %q, stderr %q", tc.name, code, stdout.String(), stderr.String(), tc.stdout, tc.stderr)
@@ -562,7 +562,7 @@ func TestSendRetriesAStoppingGateway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := runSend(ctx, []string{"--url", gw.URL(), "--user", "carol", "--timeout", "10s", "general", "deploy", "finished"}, nil, &stdout, &stderr)
+	code := runCmd(ctx, "send", []string{"--url", gw.URL(), "--user", "carol", "--timeout", "10s", "general", "deploy", "finished"}, nil, &stdout, &stderr)
 	if code != 0 || stdout.String() != "seq 1\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 0 and seq 1", code, stdout.String(), stderr.String())
 	}
@@ -603,7 +603,7 @@ func startChat(t *testing.T, ctx context.Context, url string) (*proctest.Buffer,
 	out := &proctest.Buffer{}
 	exited := make(chan int, 1)
 	go func() {
-		exited <- runChat(ctx, []string{"--url", url, "--user", "alice", "general"}, stdin, out, io.Discard)
+		exited <- runCmd(ctx, "chat", []string{"--url", url, "--user", "alice", "general"}, stdin, out, io.Discard)
 	}()
 	return out, typing, exited
 }
@@ -753,7 +753,7 @@ func TestTailSinceOnEmptyRoom(t *testing.T) {
 	var out, errb proctest.Buffer
 	exited := make(chan int, 1)
 	go func() {
-		exited <- runTail(tctx, []string{"--url", url, "--user", "reader", "empty", "--since", "5"}, &out, &errb)
+		exited <- runCmd(tctx, "tail", []string{"--url", url, "--user", "reader", "empty", "--since", "5"}, nil, &out, &errb)
 	}()
 	errb.WaitFor(t, "following empty", 10*time.Second)
 	if _, err := sdk(t, url, "bob").Send(ctx, "empty", "first"); err != nil {

@@ -10,11 +10,24 @@
 // Every flag of serve, healthcheck and the clients can also be set in the
 // environment as PARLEY_<FLAG>, with dashes as underscores: PARLEY_ADDR,
 // PARLEY_REDIS, PARLEY_NODE_ID, PARLEY_URL, PARLEY_USER, ...
+//
+// Each command has a file of its own (serve.go, healthcheck.go, chat.go,
+// send.go, tail.go, bench.go) with its config, a parseX that turns the
+// command line into that config (and prints --help and bad flags), and a
+// runX(ctx, config, ...) that does the work until ctx ends. This file
+// dispatches to them and owns the signals: SIGINT or SIGTERM ends ctx.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 )
 
 const usage = `parley: a horizontally scaled chat cluster.
@@ -38,27 +51,111 @@ or --token; PARLEY_URL, PARLEY_USER and PARLEY_TOKEN work too.
 `
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
+	os.Exit(parley(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, untilSignal))
+}
+
+// parley runs the command that args[0] names and returns the exit status.
+// The command's parseX reads the rest of args into its config; when there
+// is nothing to run (--help: 0, a bad flag or argument: 2) that is all.
+// Otherwise start runs the command's runX with the context it is to stop
+// at: untilSignal's in main, a test's own in tests.
+func parley(args []string, stdin io.Reader, stdout, stderr io.Writer, start func(run func(context.Context) int) int) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
 	}
-	switch os.Args[1] {
+	name, args := args[0], args[1:]
+	switch name {
 	case "serve":
-		os.Exit(serve(os.Args[2:], os.Stderr))
+		cfg, code, ok := parseServe(args, stderr)
+		if !ok {
+			return code
+		}
+		return start(func(ctx context.Context) int { return runServe(ctx, cfg, stderr) })
 	case "healthcheck":
-		os.Exit(healthcheck(os.Args[2:], os.Stdout, os.Stderr))
+		cfg, code, ok := parseHealthcheck(args, stderr)
+		if !ok {
+			return code
+		}
+		return start(func(ctx context.Context) int { return runHealthcheck(ctx, cfg, stdout, stderr) })
 	case "chat":
-		os.Exit(chat(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		cfg, code, ok := parseChat(args, stderr)
+		if !ok {
+			return code
+		}
+		return start(func(ctx context.Context) int { return runChat(ctx, cfg, stdin, stdout, stderr) })
 	case "send":
-		os.Exit(send(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		cfg, code, ok := parseSend(args, stderr)
+		if !ok {
+			return code
+		}
+		return start(func(ctx context.Context) int { return runSend(ctx, cfg, stdin, stdout, stderr) })
 	case "tail":
-		os.Exit(tail(os.Args[2:], os.Stdout, os.Stderr))
+		cfg, code, ok := parseTail(args, stderr)
+		if !ok {
+			return code
+		}
+		return start(func(ctx context.Context) int { return runTail(ctx, cfg, stdout, stderr) })
 	case "bench":
-		os.Exit(bench(os.Args[2:], os.Stdout, os.Stderr))
+		cfg, code, ok := parseBench(args, stderr)
+		if !ok {
+			return code
+		}
+		return start(func(ctx context.Context) int { return runBench(ctx, cfg, stdout, stderr) })
 	case "-h", "--help", "help":
-		fmt.Print(usage)
+		fmt.Fprint(stdout, usage)
+		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "parley: unknown command %q\n\n%s", os.Args[1], usage)
-		os.Exit(2)
+		fmt.Fprintf(stderr, "parley: unknown command %q\n\n%s", name, usage)
+		return 2
 	}
+}
+
+// untilSignal calls run with a context that ends at the first SIGINT or
+// SIGTERM, its cause naming the signal ("signal terminated"), and returns
+// run's exit status once run and the goroutine that waits for the signal
+// have both returned. Until then a further signal is caught and ignored:
+// the command's own shutdown (serve's drain, chat's goodbye) decides how
+// long the exit takes.
+func untilSignal(run func(context.Context) int) int {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	done := make(chan struct{})
+	go func() { // ends at the first signal, or when run returns
+		defer close(done)
+		select {
+		case sig := <-sigs:
+			cancel(fmt.Errorf("signal %s", sig))
+		case <-ctx.Done():
+		}
+	}()
+	code := run(ctx)
+	cancel(nil)
+	<-done
+	return code
+}
+
+// applyEnv parses args into fs, then sets every flag not given on the
+// command line from PARLEY_<FLAG> (dashes as underscores).
+func applyEnv(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "PARLEY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
 }

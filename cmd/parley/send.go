@@ -3,16 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/parley-chat/parley/pkg/client"
@@ -36,51 +31,66 @@ stored at most once. Use "--" before a message that starts with "-".
 
 `
 
-func send(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return runSend(ctx, args, stdin, stdout, stderr)
+// sendConfig is what `parley send` runs with: its flags (defaults as
+// given, each also settable as PARLEY_<FLAG>) and its arguments.
+type sendConfig struct {
+	clientOptions               // --url, --user, --token, --device
+	room          string        // ROOM, the first argument
+	message       string        // the MESSAGE arguments joined by spaces: the one message to send
+	readStdin     bool          // no MESSAGE arguments: send each non-empty line of standard input instead
+	id            string        // --id: the message's idempotency key, for a single message only; default "": a random one per message
+	timeout       time.Duration // --timeout: how long to keep trying to connect, and to wait for each ack; default 30s
 }
 
-func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var o clientOptions
-	fs := newClientFlags("send", &o)
-	id := fs.String("id", "", "idempotency key of the message (1-64 printable ASCII, no spaces): sending again with the same id stores nothing new and prints the original seq; only for a single message")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to keep trying to connect, and to wait for each message's ack, across reconnects and resends")
+// parseSend parses and checks send's flags and arguments (and PARLEY_*
+// variables). It reports ok false with the exit code when there is nothing
+// to run: --help (0) or a bad flag or argument, one line on stderr (2).
+func parseSend(args []string, stderr io.Writer) (cfg sendConfig, code int, ok bool) {
+	fs := newClientFlags("send", &cfg.clientOptions)
+	fs.StringVar(&cfg.id, "id", "", "idempotency key of the message (1-64 printable ASCII, no spaces): sending again with the same id stores nothing new and prints the original seq; only for a single message")
+	fs.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "how long to keep trying to connect, and to wait for each message's ack, across reconnects and resends")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return flagExit(fs, sendHelp, err, stderr)
+		return cfg, flagExit(fs, sendHelp, err, stderr), false
 	}
-	usage := func(format string, a ...any) int {
+	usage := func(format string, a ...any) (sendConfig, int, bool) {
 		fmt.Fprintf(stderr, "parley send: "+format+"\n", a...)
-		return 2
+		return cfg, 2, false
 	}
 	if len(pos) == 0 {
 		return usage("want ROOM [MESSAGE...] (parley send --help)")
 	}
-	room := pos[0]
-	if !protocol.ValidRoom(room) {
-		return usage("invalid room name %q", room)
+	cfg.room = pos[0]
+	if !protocol.ValidRoom(cfg.room) {
+		return usage("invalid room name %q", cfg.room)
 	}
-	if *id != "" && !protocol.ValidID(*id) {
-		return usage("--id %q: 1-64 printable ASCII characters without spaces", *id)
+	if cfg.id != "" && !protocol.ValidID(cfg.id) {
+		return usage("--id %q: 1-64 printable ASCII characters without spaces", cfg.id)
 	}
-	if *timeout <= 0 {
+	if cfg.timeout <= 0 {
 		return usage("--timeout must be positive")
 	}
-	if err := o.check(); err != nil {
+	if err := cfg.check(); err != nil {
 		return usage("%v", err)
 	}
+	cfg.message = strings.Join(pos[1:], " ")
+	cfg.readStdin = len(pos) == 1
+	return cfg, 0, true
+}
 
+// runSend sends cfg's message, or each line of stdin, and prints "seq N"
+// for each once acknowledged: exit 0 when every message was, 1 when one
+// failed (refused, no ack within --timeout, ctx ended) and 2 when --id is
+// given and stdin holds more than one message.
+func runSend(ctx context.Context, cfg sendConfig, stdin io.Reader, stdout, stderr io.Writer) int {
 	// bodies yields the messages: the arguments, or stdin's lines as they
 	// come. With --id, stdin is read whole first, so that a second line is
 	// refused before anything is sent.
 	var bodies func(yield func(string) bool)
 	switch {
-	case len(pos) > 1:
-		msg := strings.Join(pos[1:], " ")
-		bodies = func(yield func(string) bool) { yield(msg) }
-	case *id != "":
+	case !cfg.readStdin:
+		bodies = func(yield func(string) bool) { yield(cfg.message) }
+	case cfg.id != "":
 		all, err := io.ReadAll(stdin)
 		if err != nil {
 			fmt.Fprintf(stderr, "parley send: read stdin: %v\n", err)
@@ -93,7 +103,8 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			}
 		}
 		if len(msgs) != 1 {
-			return usage("--id is for one message; stdin holds %d", len(msgs))
+			fmt.Fprintf(stderr, "parley send: --id is for one message; stdin holds %d\n", len(msgs))
+			return 2
 		}
 		bodies = func(yield func(string) bool) { yield(msgs[0]) }
 	default:
@@ -117,8 +128,8 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 
 	// A gateway that is stopping (503 on upgrade, or a close before
 	// welcome) or not up yet is retried like a reconnect.
-	dctx, dcancel := context.WithTimeout(ctx, *timeout)
-	c, err := o.dial(dctx, true)
+	dctx, dcancel := context.WithTimeout(ctx, cfg.timeout)
+	c, err := cfg.dial(dctx, true)
 	dcancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "parley send: %v\n", err)
@@ -155,15 +166,15 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			code = 1
 			break
 		}
-		mid := *id
+		mid := cfg.id
 		if mid == "" {
-			mid = o.device + "-" + randomHex(8)
+			mid = cfg.device + "-" + randomHex(8)
 			if !protocol.ValidID(mid) {
 				mid = randomHex(16)
 			}
 		}
-		sctx, cancel := context.WithTimeout(ctx, *timeout)
-		ack, err := c.SendID(sctx, room, mid, body)
+		sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+		ack, err := c.SendID(sctx, cfg.room, mid, body)
 		cancel()
 		if err != nil {
 			var refused *protocol.Error
@@ -175,7 +186,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			case ctx.Err() != nil:
 				fmt.Fprintf(stderr, "parley send: message %d: interrupted before its ack; it may or may not be stored (resend it with --id %s)\n", n, mid)
 			case errors.Is(err, context.DeadlineExceeded):
-				fmt.Fprintf(stderr, "parley send: message %d: no ack within %v; it may or may not be stored (resend it with --id %s): %s\n", n, *timeout, mid, describe(err))
+				fmt.Fprintf(stderr, "parley send: message %d: no ack within %v; it may or may not be stored (resend it with --id %s): %s\n", n, cfg.timeout, mid, describe(err))
 			default:
 				fmt.Fprintf(stderr, "parley send: message %d: %s\n", n, describe(err))
 			}
@@ -196,11 +207,4 @@ func preview(body string) string {
 		return strconv.Quote(string(r[:max-1]) + "…")
 	}
 	return strconv.Quote(body)
-}
-
-// randomHex returns n random bytes in hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -11,10 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/parley-chat/parley/pkg/broker"
@@ -23,18 +20,39 @@ import (
 	"github.com/parley-chat/parley/pkg/gateway"
 )
 
+// serveConfig is what `parley serve` runs with: its flags (defaults as
+// given, each also settable as PARLEY_<FLAG>) and what parseServe derives
+// from them.
 type serveConfig struct {
-	addr, redisURL, nodeID, jwtSecret, origins, logLevel string
-	pprofAddr, metricsAddr, trustedProxies               string
-	history, backlog                                     int
-	devAuth                                              bool
-	drainTimeout, drainSpread                            time.Duration
+	addr           string        // --addr: listen address; default ":8080"
+	redisURL       string        // --redis: Redis URL; default "": the embedded memory broker, one node only
+	nodeID         string        // --node-id: node name in welcome frames, logs and metrics; default "": the hostname
+	history        int           // --history: messages kept per room; default broker.DefaultRetention (1000)
+	backlog        int           // --backlog: messages a join without since receives; default 50
+	devAuth        bool          // --dev-auth: hello may name its user without a token; default false
+	jwtSecret      string        // --jwt-secret: HS256 secret of client tokens; default "" (then --dev-auth is required)
+	origins        string        // --allowed-origins: comma-separated origin host patterns; default "": the gateway's own host only
+	logLevel       string        // --log-level: debug, info, warn or error; default "info"
+	pprofAddr      string        // --pprof-addr: private address of net/http/pprof; default "": off
+	metricsAddr    string        // --metrics-addr: private address of /metrics; default "": on the gateway's listener
+	drainTimeout   time.Duration // --drain-timeout: how long a drain waits for connections to leave; default 20s
+	drainSpread    time.Duration // --drain-spread: time over which a drain spreads the 1012 closes; default 3s
+	trustedProxies string        // --trusted-proxies: comma-separated CIDRs whose X-Forwarded-For is believed; default "": none
 
 	// limits
-	maxFrame, maxBody, rateBurst, outboundQueue, outboundBytes int
-	maxConnsPerUser, maxConnsPerIP                             int
-	rateLimit                                                  float64
-	helloTimeout                                               time.Duration
+	maxFrame        int           // --max-frame-bytes: largest frame a client may send; default 64 KiB
+	maxBody         int           // --max-body-bytes: largest message body; default 4 KiB
+	rateLimit       float64       // --rate-limit: frames per second per connection, sustained; default 20
+	rateBurst       int           // --rate-burst: frames at once above the rate; default 40
+	outboundQueue   int           // --outbound-queue: live frames waiting for a writer before 1013; default 4096
+	outboundBytes   int           // --outbound-bytes: bytes of those frames before 1013; default 2 MiB
+	maxConnsPerUser int           // --max-conns-per-user: connections per user; default 100; -1: no limit
+	maxConnsPerIP   int           // --max-conns-per-ip: connections per client address; default 0: no limit
+	helloTimeout    time.Duration // --hello-timeout: how long a connection may take to say hello; default 10s
+
+	// derived by parseServe
+	level   slog.Level     // from --log-level
+	proxies []netip.Prefix // from --trusted-proxies
 }
 
 func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
@@ -70,81 +88,27 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// applyEnv sets every flag not given on the command line from PARLEY_<FLAG>.
-func applyEnv(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
-			return
-		}
-		env := "PARLEY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-// serve is `parley serve`: it parses the flags into a config, then runs
-// the gateway until SIGTERM or SIGINT, which drains it.
-func serve(args []string, stderr io.Writer) int {
-	cfg, code, ok := parseServe(args, stderr)
-	if !ok {
-		return code
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	done := make(chan struct{})
-	go func() { // ends at the first signal, or when serve returns
-		defer close(done)
-		select {
-		case sig := <-sigs:
-			cancel(fmt.Errorf("signal %s", sig))
-		case <-ctx.Done():
-		}
-	}()
-	code = runServe(ctx, cfg, stderr)
-	cancel(nil)
-	<-done
-	return code
-}
-
-// serveRun is what runServe needs: the parsed flags, checked.
-type serveRun struct {
-	serveConfig
-	level   slog.Level
-	proxies []netip.Prefix
-}
-
 // parseServe parses and checks serve's flags (and PARLEY_* variables). It
 // reports ok false with the exit code when there is nothing to run: --help
-// (0) or a bad value, said in one line on stderr (2).
-func parseServe(args []string, stderr io.Writer) (run serveRun, code int, ok bool) {
-	cfg := &run.serveConfig
-	fs := serveFlags(cfg, stderr)
+// (0) or a bad value, said in one line on stderr (2); a flag the flag
+// package cannot parse gets the flag package's message and the usage
+// before that line.
+func parseServe(args []string, stderr io.Writer) (cfg serveConfig, code int, ok bool) {
+	fs := serveFlags(&cfg, stderr)
 	if err := applyEnv(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return run, 0, false
+			return cfg, 0, false
 		}
 		fmt.Fprintf(stderr, "parley serve: %v\n", err)
-		return run, 2, false
+		return cfg, 2, false
 	}
-	if err := run.level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+	if err := cfg.level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
 		fmt.Fprintf(stderr, "parley serve: --log-level: %v\n", err)
-		return run, 2, false
+		return cfg, 2, false
 	}
 	if cfg.history <= 0 || cfg.backlog <= 0 || cfg.drainSpread <= 0 || cfg.drainTimeout <= 0 {
 		fmt.Fprintln(stderr, "parley serve: --history, --backlog, --drain-spread and --drain-timeout must be positive")
-		return run, 2, false
+		return cfg, 2, false
 	}
 	for _, bad := range []struct {
 		flag, want string
@@ -162,7 +126,7 @@ func parseServe(args []string, stderr io.Writer) (run serveRun, code int, ok boo
 	} {
 		if bad.bad {
 			fmt.Fprintf(stderr, "parley serve: %s must be %s\n", bad.flag, bad.want)
-			return run, 2, false
+			return cfg, 2, false
 		}
 	}
 	for _, p := range strings.Split(cfg.trustedProxies, ",") {
@@ -172,23 +136,22 @@ func parseServe(args []string, stderr io.Writer) (run serveRun, code int, ok boo
 		pfx, err := netip.ParsePrefix(p)
 		if err != nil {
 			fmt.Fprintf(stderr, "parley serve: --trusted-proxies: %q is not a network like 10.0.0.0/8: %v\n", p, err)
-			return run, 2, false
+			return cfg, 2, false
 		}
-		run.proxies = append(run.proxies, pfx)
+		cfg.proxies = append(cfg.proxies, pfx)
 	}
 	if !cfg.devAuth && cfg.jwtSecret == "" {
 		fmt.Fprintln(stderr, "parley serve: set --jwt-secret (PARLEY_JWT_SECRET), or --dev-auth for development")
-		return run, 2, false
+		return cfg, 2, false
 	}
-	return run, 0, true
+	return cfg, 0, true
 }
 
 // runServe runs a gateway with cfg until ctx ends, then drains it (its
 // cause, a signal, is logged) and returns the exit code. Errors that stop
 // it from starting are one line on stderr and exit 1.
-func runServe(ctx context.Context, run serveRun, stderr io.Writer) int {
-	cfg := &run.serveConfig
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: run.level}))
+func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.level}))
 
 	gcfg := gateway.Config{
 		NodeID:          cfg.nodeID,
@@ -205,7 +168,7 @@ func runServe(ctx context.Context, run serveRun, stderr io.Writer) int {
 		OutboundBytes:   cfg.outboundBytes,
 		MaxConnsPerUser: cfg.maxConnsPerUser,
 		MaxConnsPerIP:   cfg.maxConnsPerIP,
-		TrustedProxies:  run.proxies,
+		TrustedProxies:  cfg.proxies,
 		HelloTimeout:    cfg.helloTimeout,
 		PrivateMetrics:  cfg.metricsAddr != "",
 	}

@@ -13,8 +13,8 @@ import (
 
 func TestHelpDocumentsPprofAddr(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := serve([]string{"--help"}, &stderr); code != 0 {
-		t.Fatalf("--help exit %d", code)
+	if _, code, ok := parseServe([]string{"--help"}, &stderr); ok || code != 0 {
+		t.Fatalf("--help: ok %v, exit %d", ok, code)
 	}
 	if !strings.Contains(stderr.String(), "-pprof-addr") {
 		t.Fatalf("--help does not mention -pprof-addr:\n%s", stderr.String())

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,7 +21,7 @@ import (
 func TestMisconfiguredRedisIsOneLineAndNonZeroExit(t *testing.T) {
 	var stderr bytes.Buffer
 	t.Setenv("PARLEY_REDIS", "http://not-redis:80")
-	code := serve([]string{"--dev-auth", "--addr", "127.0.0.1:0"}, &stderr)
+	code := runCmd(context.Background(), "serve", []string{"--dev-auth", "--addr", "127.0.0.1:0"}, nil, io.Discard, &stderr)
 	if code == 0 {
 		t.Fatal("serve with a bad PARLEY_REDIS exited 0")
 	}
@@ -32,15 +33,15 @@ func TestMisconfiguredRedisIsOneLineAndNonZeroExit(t *testing.T) {
 
 func TestNoAuthConfiguredIsAnError(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := serve([]string{"--addr", "127.0.0.1:0"}, &stderr); code != 2 || !strings.Contains(stderr.String(), "--jwt-secret") {
-		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	if _, code, ok := parseServe([]string{"--addr", "127.0.0.1:0"}, &stderr); ok || code != 2 || !strings.Contains(stderr.String(), "--jwt-secret") {
+		t.Fatalf("ok %v, exit %d, stderr %q", ok, code, stderr.String())
 	}
 }
 
 func TestHelpListsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := serve([]string{"--help"}, &stderr); code != 0 {
-		t.Fatalf("--help exit %d", code)
+	if _, code, ok := parseServe([]string{"--help"}, &stderr); ok || code != 0 {
+		t.Fatalf("--help: ok %v, exit %d", ok, code)
 	}
 	for _, f := range []string{"-addr", "-redis", "-node-id", "-history", "-backlog", "-dev-auth", "-jwt-secret", "-allowed-origins", "PARLEY_",
 		"-metrics-addr", "-max-frame-bytes", "-max-body-bytes", "-rate-limit", "-rate-burst", "-outbound-queue", "-outbound-bytes",
@@ -125,9 +126,9 @@ func TestBadLimitsAreRefused(t *testing.T) {
 		{"--max-conns-per-user", "0"}, {"--max-conns-per-ip", "-1"}, {"--trusted-proxies", "10.0.0.0"},
 	} {
 		var stderr bytes.Buffer
-		code := serve(append([]string{"--dev-auth", "--addr", "127.0.0.1:0"}, args...), &stderr)
+		_, code, ok := parseServe(append([]string{"--dev-auth", "--addr", "127.0.0.1:0"}, args...), &stderr)
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], args[0]) {
+		if ok || code != 2 || len(lines) != 1 || !strings.Contains(lines[0], args[0]) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line naming %s", args, code, stderr.String(), args[0])
 		}
 	}

@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 
 	"github.com/parley-chat/parley/pkg/client"
 	"github.com/parley-chat/parley/pkg/protocol"
@@ -30,49 +27,60 @@ ends it with exit status 0.
 
 `
 
-func tail(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return runTail(ctx, args, stdout, stderr)
+// tailConfig is what `parley tail` runs with: its flags (defaults as
+// given, each also settable as PARLEY_<FLAG>) and its argument.
+type tailConfig struct {
+	clientOptions        // --url, --user, --token, --device
+	room          string // ROOM, the one argument
+	since         int64  // --since: print the messages after this seq; default -1: not given, the room's backlog
+	epoch         string // --epoch: the epoch --since refers to; default "": the room's current one
 }
 
-func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var o clientOptions
-	fs := newClientFlags("tail", &o)
-	since := new(int64)
-	*since = -1 // not given
+// parseTail parses and checks tail's flags and argument (and PARLEY_*
+// variables). It reports ok false with the exit code when there is nothing
+// to run: --help (0) or a bad flag or argument, one line on stderr (2).
+func parseTail(args []string, stderr io.Writer) (cfg tailConfig, code int, ok bool) {
+	fs := newClientFlags("tail", &cfg.clientOptions)
+	cfg.since = -1 // not given
 	fs.Func("since", "print the messages after `SEQ` (0: every retained message); default: the room's backlog", func(s string) error {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
 			return errors.New("want a seq, a number >= 0")
 		}
-		*since = n
+		cfg.since = n
 		return nil
 	})
-	epoch := fs.String("epoch", "", "the `EPOCH` --since refers to (from an earlier message); default: the room's current epoch")
+	fs.StringVar(&cfg.epoch, "epoch", "", "the `EPOCH` --since refers to (from an earlier message); default: the room's current epoch")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
-		return flagExit(fs, tailHelp, err, stderr)
+		return cfg, flagExit(fs, tailHelp, err, stderr), false
 	}
-	usage := func(format string, a ...any) int {
+	usage := func(format string, a ...any) (tailConfig, int, bool) {
 		fmt.Fprintf(stderr, "parley tail: "+format+"\n", a...)
-		return 2
+		return cfg, 2, false
 	}
 	if len(pos) != 1 {
 		return usage("want exactly one ROOM argument, got %d (parley tail --help)", len(pos))
 	}
-	room := pos[0]
-	if !protocol.ValidRoom(room) {
-		return usage("invalid room name %q", room)
+	cfg.room = pos[0]
+	if !protocol.ValidRoom(cfg.room) {
+		return usage("invalid room name %q", cfg.room)
 	}
-	if *epoch != "" && *since < 0 {
+	if cfg.epoch != "" && cfg.since < 0 {
 		return usage("--epoch needs --since")
 	}
-	if err := o.check(); err != nil {
+	if err := cfg.check(); err != nil {
 		return usage("%v", err)
 	}
+	return cfg, 0, true
+}
 
-	c, err := o.dial(ctx, false)
+// runTail prints cfg.room's messages and follows the room until ctx ends
+// (exit 0), or until the connection, the join or standard output fails
+// for good (exit 1).
+func runTail(ctx context.Context, cfg tailConfig, stdout, stderr io.Writer) int {
+	room := cfg.room
+	c, err := cfg.dial(ctx, false)
 	if err != nil {
 		fmt.Fprintf(stderr, "parley tail: %v\n", err)
 		return 1
@@ -86,7 +94,7 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	printed := make(chan struct{})
 	go func() {
 		defer close(printed)
-		last := max(*since, 0) // last seq printed, or the one to start after
+		last := max(cfg.since, 0) // last seq printed, or the one to start after
 		broken := false
 		joins := 0 // joined frames seen; the first answers our Join
 		for ev := range c.Events() {
@@ -135,9 +143,9 @@ func runTail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}()
 
 	var from *protocol.Since
-	if *since >= 0 {
-		from = &protocol.Since{Epoch: *epoch, Seq: *since}
-		if *epoch == "" && *since > 0 {
+	if cfg.since >= 0 {
+		from = &protocol.Since{Epoch: cfg.epoch, Seq: cfg.since}
+		if cfg.epoch == "" && cfg.since > 0 {
 			// Without an epoch the gateway would treat --since as
 			// belonging to another epoch; take the room's current one.
 			msgs, err := c.History(ctx, room, 0, 1)

@@ -1,12 +1,16 @@
 package main
 
-// Shared by the terminal clients (chat, send, tail): the connection flags,
-// argument parsing with flags and arguments in any order, dialing with a
-// one-line error, a send pacer under the gateway's rate limit, and the
-// escaping of untrusted text before it reaches a terminal.
+// Shared by the client commands (chat, send, tail; bench takes the
+// argument parsing and one-line errors): the connection flags, argument
+// parsing with flags and arguments in any order, dialing with a one-line
+// error, error and reason lines, message ids, a send pacer under the
+// gateway's rate limit, and the escaping of untrusted text before it
+// reaches a terminal.
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,9 +27,13 @@ import (
 // defaultURL is where `parley serve` listens by default.
 const defaultURL = "ws://localhost:8080/ws"
 
-// clientOptions are the connection flags every terminal client takes.
+// clientOptions are the connection flags every terminal client takes
+// (each also settable as PARLEY_<FLAG>).
 type clientOptions struct {
-	url, user, token, device string
+	url    string // --url: the gateway's WebSocket endpoint; default defaultURL
+	user   string // --user: user name, for gateways run with --dev-auth; default ""
+	token  string // --token: JWT whose sub is the user, wins over --user; default ""
+	device string // --device: device name stamped on the messages sent; default "terminal"
 }
 
 func (o *clientOptions) register(fs *flag.FlagSet) {
@@ -148,9 +156,25 @@ func describe(err error) string {
 	return oneLine(err.Error())
 }
 
+// reason renders why the Client's connection changed state, for a status
+// line.
+func reason(err error) string {
+	if err == nil {
+		return "unknown reason"
+	}
+	return oneLine(err.Error())
+}
+
 // oneLine replaces line breaks so that an error stays on one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// randomHex returns n random bytes in hex (message ids).
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // sanitize makes text from other users safe to print on a terminal:
