@@ -6,13 +6,19 @@
 // parley.rooms (the rooms joined) and parley.room (the one open).
 // URL: #room opens (and joins) a room; ?device=name names this device
 // (default: phone, tablet or browser, from the user agent).
+//
+// Structure: cacheElements looks the page's elements up once; a RoomView
+// owns one room's part of the page (its message list, its entry in the room
+// list, its unread count, its history paging); the App holds the client, the
+// rooms and the open one, and wires the client's events and the page's
+// listeners. init() builds them; nothing else runs on load.
 
 import { ParleyClient, roomNameError } from './parley.js';
 
-const $ = (id) => document.getElementById(id);
 const MAX_BODY = 4096;
 const PAGE = 50; // messages per history request
 const DEFAULT_ROOM = 'lobby';
+const USER_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
 const store = {
   get(key, fallback) {
@@ -38,6 +44,8 @@ const store = {
     }
   },
 };
+
+// ---- helpers ----
 
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -73,258 +81,49 @@ function fmtTime(ts) {
 
 const bytes = (s) => new TextEncoder().encode(s).length;
 
-// ---- state ----
-
-let client = null;
-let me = ''; // the user name the server knows us by
-const rooms = new Map(); // name -> room view state
-let current = '';
-
-const ui = {
-  login: $('login-view'),
-  chat: $('chat-view'),
-  messages: $('messages'),
-  logs: $('logs'),
-  composer: $('composer'),
-  badge: $('badge'),
-};
-
-// ---- sign in ----
-
-function showLogin(error) {
-  show(ui.chat, false);
-  show(ui.login, true);
-  const ident = store.get('identity', null);
-  if (ident && ident.user) $('login-name').value = ident.user;
-  show($('login-error'), !!error);
-  $('login-error').textContent = error || '';
-  $('login-name').focus();
-}
-
-$('login-form').addEventListener('submit', (e) => {
-  e.preventDefault();
-  const user = $('login-name').value.trim();
-  const token = $('login-token').value.trim();
-  let err = '';
-  if (!token) {
-    if (!user) err = 'Enter a name, or a token.';
-    else if (!/^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/.test(user)) {
-      err = 'Names are 1-64 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit.';
-    }
-  }
-  if (err) {
-    show($('login-error'), true);
-    $('login-error').textContent = err;
-    return;
-  }
-  const ident = token ? { token } : { user };
-  store.set('identity', ident);
-  startChat(ident);
-});
-
-$('signout').addEventListener('click', () => {
-  if (client) client.close();
-  store.del('identity');
-  store.del('rooms');
-  store.del('room');
-  location.hash = '';
-  location.reload();
-});
-
-// ---- chat ----
-
-function startChat(ident) {
-  show(ui.login, false);
-  show(ui.chat, true);
-  me = ident.user || '';
-  $('me').textContent = me || '…';
-  client = new ParleyClient({ user: ident.user, token: ident.token, device: deviceName() });
-  client.addEventListener('state', (e) => setBadge(e.detail.state));
-  client.addEventListener('welcome', (e) => {
-    me = e.detail.user;
-    $('me').textContent = me;
-    $('node').textContent = e.detail.node || '?';
-    updateOlder();
-  });
-  client.addEventListener('joined', (e) => onJoined(e.detail));
-  client.addEventListener('message', (e) => onMessage(e.detail));
-  client.addEventListener('fatal', (e) => {
-    store.del('identity');
-    teardown();
-    showLogin('Signed out: ' + e.detail.reason);
-  });
-  client.connect();
-
-  let names = store.get('rooms', null);
-  if (!Array.isArray(names) || names.length === 0) names = [DEFAULT_ROOM];
-  const fromHash = decodeURIComponent(location.hash.slice(1));
-  if (fromHash && !roomNameError(fromHash) && !names.includes(fromHash)) names.push(fromHash);
-  for (const n of names) if (!roomNameError(n)) openRoom(n);
-  const want = fromHash && rooms.has(fromHash) ? fromHash : store.get('room', '');
-  selectRoom(rooms.has(want) ? want : rooms.keys().next().value || '');
-}
-
-function teardown() {
-  if (client) client.close();
-  client = null;
-  rooms.clear();
-  ui.logs.replaceChildren();
-  $('room-list').replaceChildren();
-  current = '';
-}
-
-function setBadge(state) {
-  const words = {
-    idle: 'starting',
-    connecting: 'connecting…',
-    connected: 'connected',
-    reconnecting: 'reconnecting…',
-    offline: 'offline',
+/** The elements of index.html the page uses, looked up once. */
+function cacheElements(doc) {
+  const $ = (id) => doc.getElementById(id);
+  return {
+    loginView: $('login-view'),
+    loginForm: $('login-form'),
+    loginName: $('login-name'),
+    loginToken: $('login-token'),
+    loginError: $('login-error'),
+    chatView: $('chat-view'),
+    sidebar: $('sidebar'),
+    roomsClose: $('rooms-close'),
+    roomForm: $('room-form'),
+    roomInput: $('room-input'),
+    roomError: $('room-error'),
+    roomList: $('room-list'),
+    me: $('me'),
+    signout: $('signout'),
+    scrim: $('scrim'),
+    roomsToggle: $('rooms-toggle'),
+    unreadTotal: $('unread-total'),
+    roomTitle: $('room-title'),
+    badge: $('badge'),
+    node: $('node'),
+    recoveryNote: $('recovery-note'),
+    recoveryText: $('recovery-text'),
+    recoveryDismiss: $('recovery-dismiss'),
+    messages: $('messages'),
+    loadOlder: $('load-older'),
+    logStart: $('log-start'),
+    logs: $('logs'),
+    empty: $('empty'),
+    composerForm: $('composer-form'),
+    composer: $('composer'),
+    send: $('send'),
+    composerError: $('composer-error'),
   };
-  ui.badge.dataset.state = state;
-  ui.badge.textContent = words[state] || state;
-  ui.badge.title = state === 'offline' ? 'Offline: click to reconnect' : 'Connection';
-  updateOlder();
 }
 
-ui.badge.addEventListener('click', () => {
-  if (client && client.state === 'offline') client.connect();
-});
+// ---- message lines ----
 
-function saveRooms() {
-  store.set('rooms', [...rooms.keys()]);
-}
-
-/** Creates the view of a room and joins it. */
-function openRoom(name) {
-  if (rooms.has(name)) return rooms.get(name);
-  const log = el('div', 'room-log');
-  log.dataset.room = name;
-  log.hidden = true;
-  ui.logs.append(log);
-
-  const li = el('li');
-  li.dataset.room = name;
-  const btn = el('button', 'room-name', '# ' + name);
-  btn.type = 'button';
-  btn.addEventListener('click', () => selectRoom(name));
-  const count = el('span', 'count');
-  count.hidden = true;
-  const leave = el('button', 'leave', '\u00d7');
-  leave.type = 'button';
-  leave.title = 'Leave ' + name;
-  leave.setAttribute('aria-label', 'Leave ' + name);
-  leave.addEventListener('click', () => leaveRoom(name));
-  li.append(btn, count, leave);
-  $('room-list').append(li);
-
-  const r = {
-    name,
-    log,
-    li,
-    count,
-    bySeq: new Map(), // seq -> element
-    mine: new Map(), // id -> element, own sends from this page
-    epoch: undefined,
-    first: 0,
-    head: 0,
-    joined: false,
-    noMore: false,
-    loading: false,
-    unread: 0,
-    recovery: '',
-  };
-  rooms.set(name, r);
-  saveRooms();
-  client.join(name).catch((err) => {
-    showRoomError(`Could not join ${name}: ${err.message}`);
-    leaveRoom(name);
-  });
-  return r;
-}
-
-function leaveRoom(name) {
-  const r = rooms.get(name);
-  if (!r) return;
-  rooms.delete(name);
-  saveRooms();
-  r.log.remove();
-  r.li.remove();
-  if (client) client.leave(name).catch(() => {});
-  if (current === name) selectRoom(rooms.keys().next().value || '');
-  updateUnreadTotal();
-}
-
-function selectRoom(name) {
-  current = name;
-  const r = rooms.get(name);
-  for (const x of rooms.values()) {
-    x.log.hidden = x !== r;
-    x.li.classList.toggle('current', x === r);
-    x.li.querySelector('.room-name').setAttribute('aria-current', x === r ? 'true' : 'false');
-  }
-  $('room-title').textContent = r ? '# ' + name : 'No room';
-  ui.composer.disabled = !r;
-  $('send').disabled = !r;
-  ui.composer.placeholder = r ? 'Message #' + name : 'Join a room to chat';
-  if (r) {
-    store.set('room', name);
-    history.replaceState(null, '', location.pathname + location.search + '#' + encodeURIComponent(name));
-    r.unread = 0;
-    updateCount(r);
-  }
-  updateRecovery();
-  updateOlder();
-  closeSidebar();
-  scrollToBottom();
-}
-
-function showRoomError(text) {
-  show($('room-error'), !!text);
-  $('room-error').textContent = text;
-}
-
-$('room-form').addEventListener('submit', (e) => {
-  e.preventDefault();
-  const name = $('room-input').value.trim();
-  const err = roomNameError(name);
-  if (err) {
-    showRoomError(err);
-    return;
-  }
-  showRoomError('');
-  $('room-input').value = '';
-  openRoom(name);
-  selectRoom(name);
-});
-$('room-input').addEventListener('input', () => showRoomError(''));
-
-function updateCount(r) {
-  r.count.textContent = String(r.unread);
-  r.count.hidden = r.unread === 0;
-  updateUnreadTotal();
-}
-
-function updateUnreadTotal() {
-  let n = 0;
-  for (const r of rooms.values()) n += r.unread;
-  $('unread-total').textContent = String(n);
-  $('unread-total').hidden = n === 0;
-  document.title = n ? `(${n}) Parley` : 'Parley';
-}
-
-// ---- messages ----
-
-function atBottom() {
-  const m = ui.messages;
-  return m.scrollHeight - m.scrollTop - m.clientHeight < 48;
-}
-
-function scrollToBottom() {
-  ui.messages.scrollTop = ui.messages.scrollHeight;
-}
-
-function renderMessage(m, pending) {
+/** A message line; pending is an own line not acknowledged yet (no seq). */
+function renderMessage(m, pending, me) {
   const div = el('div', 'msg');
   div.dataset.room = m.room;
   div.dataset.id = m.id;
@@ -355,274 +154,649 @@ function continues(a, b) {
   );
 }
 
+/** Re-marks e and the line after it: inserting e may start or break a run. */
 function regroup(e) {
   for (const x of [e, e.nextElementSibling]) {
     if (x && x.classList.contains('msg')) x.classList.toggle('cont', continues(x.previousElementSibling, x));
   }
 }
 
-/** Puts a message element with seq in order among the room's confirmed ones;
- * pending lines stay at the bottom. */
-function place(r, e, seq) {
-  for (let c = r.log.lastElementChild; c; c = c.previousElementSibling) {
-    if (c === e) continue;
-    const pos = c.dataset.seq ?? c.dataset.pos; // gap markers have a pos
-    if (pos !== undefined && Number(pos) < seq) {
-      c.after(e);
-      regroup(e);
-      return;
+// ---- one room ----
+
+/**
+ * One room's part of the page: its message list (.room-log), its entry in
+ * the room list, and what the page knows of it (the lines shown by seq, the
+ * own lines waiting for an ack, the joined frame's epoch and first seq, the
+ * history paging, the unread count, the recovery note).
+ */
+class RoomView {
+  constructor(name) {
+    this.name = name;
+    this.log = el('div', 'room-log');
+    this.log.dataset.room = name;
+    this.log.hidden = true;
+    this.li = el('li');
+    this.li.dataset.room = name; // the room list's click handler finds the room here
+    this.nameBtn = el('button', 'room-name', '# ' + name);
+    this.nameBtn.type = 'button';
+    this.count = el('span', 'count');
+    this.count.hidden = true;
+    const leave = el('button', 'leave', '\u00d7');
+    leave.type = 'button';
+    leave.title = 'Leave ' + name;
+    leave.setAttribute('aria-label', 'Leave ' + name);
+    this.li.append(this.nameBtn, this.count, leave);
+
+    this.bySeq = new Map(); // seq -> element
+    this.mine = new Map(); // id -> element, own sends from this page
+    this.epoch = undefined;
+    this.first = 0;
+    this.joined = false;
+    this.noMore = false; // history said there is nothing older
+    this.loading = false;
+    this.unread = 0;
+    this.recovery = ''; // the note shown while the room is open, until dismissed
+  }
+
+  /** Puts the room's elements on the page. */
+  mount(logs, list) {
+    logs.append(this.log);
+    list.append(this.li);
+  }
+
+  unmount() {
+    this.log.remove();
+    this.li.remove();
+  }
+
+  setCurrent(on) {
+    this.log.hidden = !on;
+    this.li.classList.toggle('current', on);
+    this.nameBtn.setAttribute('aria-current', on ? 'true' : 'false');
+  }
+
+  setUnread(n) {
+    this.unread = n;
+    this.count.textContent = String(n);
+    this.count.hidden = n === 0;
+  }
+
+  // ---- lines ----
+
+  /** Puts an element with seq in order among the confirmed lines (and gap
+   * markers); pending lines stay at the bottom. */
+  insert(e, seq) {
+    for (let c = this.log.lastElementChild; c; c = c.previousElementSibling) {
+      if (c === e) continue;
+      const pos = c.dataset.seq ?? c.dataset.pos; // gap markers have a pos
+      if (pos !== undefined && Number(pos) < seq) {
+        c.after(e);
+        regroup(e);
+        return;
+      }
+    }
+    this.log.prepend(e);
+    regroup(e);
+  }
+
+  confirm(e, seq) {
+    e.dataset.seq = String(seq);
+    this.bySeq.set(seq, e);
+    this.insert(e, seq);
+  }
+
+  /** The room was (re)joined: note its epoch and history, and any loss. */
+  applyJoined(j) {
+    if (j.epochChanged) {
+      // The server lost this room: its old seqs mean nothing any more.
+      for (const e of this.bySeq.values()) e.remove();
+      this.bySeq.clear();
+      this.noMore = false;
+    }
+    this.epoch = j.epoch;
+    this.first = j.first;
+    this.joined = true;
+    if (j.recovered === false) {
+      this.recovery = j.epochChanged || (j.first <= 1 && j.resumed)
+        ? `The server lost the history of #${this.name}; earlier messages are gone.`
+        : `Some messages in #${this.name} could not be recovered: they are older than the history the server keeps.`;
+      const at = Math.max(j.first, 1) - 0.5; // just before the first message kept
+      const gap = el('div', 'gap', 'some messages may be missing here');
+      gap.dataset.pos = String(at);
+      this.insert(gap, at);
     }
   }
-  r.log.prepend(e);
-  regroup(e);
-}
 
-function confirm(r, e, seq) {
-  e.dataset.seq = String(seq);
-  r.bySeq.set(seq, e);
-  place(r, e, seq);
-}
-
-function onJoined(j) {
-  const r = rooms.get(j.room);
-  if (!r) return;
-  if (j.epochChanged) {
-    // The server lost this room: its old seqs mean nothing any more.
-    for (const e of r.bySeq.values()) e.remove();
-    r.bySeq.clear();
-    r.noMore = false;
-  }
-  r.epoch = j.epoch;
-  r.first = j.first;
-  r.head = j.seq;
-  r.joined = true;
-  if (j.recovered === false) {
-    r.recovery = j.epochChanged || (j.first <= 1 && j.resumed)
-      ? `The server lost the history of #${r.name}; earlier messages are gone.`
-      : `Some messages in #${r.name} could not be recovered: they are older than the history the server keeps.`;
-    const gap = el('div', 'gap', 'some messages may be missing here');
-    gap.dataset.pos = String(Math.max(j.first, 1) - 0.5);
-    place(r, gap, Math.max(j.first, 1) - 0.5);
-  }
-  if (j.room === current) {
-    updateRecovery();
-    updateOlder();
-  }
-}
-
-function onMessage(m) {
-  const r = rooms.get(m.room);
-  if (!r || r.bySeq.has(m.seq)) return;
-  const stick = m.room === current && atBottom();
-  const own = m.from === me ? r.mine.get(m.id) : undefined;
-  if (own && own.dataset.seq === undefined) {
-    confirm(r, own, m.seq); // stays .pending until its ack
-  } else {
-    confirm(r, renderMessage(m, false), m.seq);
-    if (m.room !== current || document.hidden) {
-      r.unread += 1;
-      updateCount(r);
+  /**
+   * Shows a message from the server. Returns null if its seq is shown
+   * already (its ack came first), 'own' if it confirms a pending line of
+   * this page, 'new' for a new line.
+   */
+  receive(m, me) {
+    if (this.bySeq.has(m.seq)) return null;
+    const own = m.from === me ? this.mine.get(m.id) : undefined;
+    if (own && own.dataset.seq === undefined) {
+      this.confirm(own, m.seq); // stays .pending until its ack
+      return 'own';
     }
+    this.confirm(renderMessage(m, false, me), m.seq);
+    return 'new';
   }
-  if (m.room === current) {
-    if (stick) scrollToBottom();
-    updateOlder();
-  }
-}
 
-function onAck(room, ack) {
-  const r = rooms.get(room);
-  if (!r) return;
-  const e = r.mine.get(ack.id);
-  if (!e) return;
-  r.mine.delete(ack.id);
-  if (e.dataset.seq === undefined) {
-    const dup = r.bySeq.get(ack.seq);
-    if (dup && dup !== e) {
-      e.remove(); // shown already (not joined under this id); keep one line
-      return;
+  /** Shows an own line at the bottom until its ack gives it a seq. */
+  addPending(id, e) {
+    this.mine.set(id, e);
+    this.log.append(e);
+    regroup(e);
+  }
+
+  /** An own send was acknowledged: its line gets its seq and is marked sent. */
+  acked(ack) {
+    const e = this.mine.get(ack.id);
+    if (!e) return;
+    this.mine.delete(ack.id);
+    if (e.dataset.seq === undefined) {
+      const dup = this.bySeq.get(ack.seq);
+      if (dup && dup !== e) {
+        e.remove(); // shown already (not joined under this id); keep one line
+        return;
+      }
+      this.confirm(e, ack.seq);
     }
-    confirm(r, e, ack.seq);
+    e.classList.remove('pending');
+    e.classList.add('sent');
+    e.querySelector('.state').textContent = '';
   }
-  e.classList.remove('pending');
-  e.classList.add('sent');
-  e.querySelector('.state').textContent = '';
-}
 
-function onSendFailed(room, id, err) {
-  const r = rooms.get(room);
-  const e = r && r.mine.get(id);
-  if (!e) return;
-  r.mine.delete(id);
-  e.classList.remove('pending');
-  e.classList.add('failed');
-  e.querySelector('.state').textContent = 'not sent: ' + err.message;
-}
+  /** An own send failed for good: its line says so. */
+  failed(id, err) {
+    const e = this.mine.get(id);
+    if (!e) return;
+    this.mine.delete(id);
+    e.classList.remove('pending');
+    e.classList.add('failed');
+    e.querySelector('.state').textContent = 'not sent: ' + err.message;
+  }
 
-// ---- history ----
+  // ---- history ----
 
-function lowestSeq(r) {
-  let low = 0;
-  for (const s of r.bySeq.keys()) if (low === 0 || s < low) low = s;
-  return low;
-}
+  lowestSeq() {
+    let low = 0;
+    for (const s of this.bySeq.keys()) if (low === 0 || s < low) low = s;
+    return low;
+  }
 
-function hasOlder(r) {
-  const low = lowestSeq(r);
-  return !r.noMore && low > Math.max(r.first, 1);
-}
+  /** Whether history holds messages older than the lowest shown. */
+  hasOlder() {
+    return !this.noMore && this.lowestSeq() > Math.max(this.first, 1);
+  }
 
-function updateOlder() {
-  const r = rooms.get(current);
-  const older = !!r && r.joined && hasOlder(r);
-  show($('load-older'), older);
-  $('load-older').disabled = !client || client.state !== 'connected' || (r && r.loading);
-  $('load-older').textContent = r && r.loading ? 'Loading…' : 'Load older messages';
-  show($('log-start'), !!r && r.joined && !older && r.bySeq.size > 0);
-  show($('empty'), !!r && r.joined && r.bySeq.size === 0 && r.mine.size === 0);
-}
+  /** Whether no line is shown, confirmed or pending. */
+  isEmpty() {
+    return this.bySeq.size === 0 && this.mine.size === 0;
+  }
 
-async function loadOlder() {
-  const r = rooms.get(current);
-  if (!r || r.loading || !hasOlder(r) || !client || client.state !== 'connected') return;
-  const before = lowestSeq(r);
-  const epoch = r.epoch;
-  r.loading = true;
-  updateOlder();
-  try {
-    const msgs = await client.history(r.name, { before, limit: PAGE });
-    if (r.epoch !== epoch) return;
-    const m = ui.messages;
-    const fromBottom = m.scrollHeight - m.scrollTop;
+  /** Whether a confirmed line (one with a seq) is shown. */
+  hasLines() {
+    return this.bySeq.size > 0;
+  }
+
+  /** Adds a page of history of epoch (lines shown already are skipped);
+   * a short page means there is nothing older. */
+  addHistory(msgs, epoch, me) {
     for (const x of msgs) {
-      if (x.epoch === epoch && !r.bySeq.has(x.seq)) confirm(r, renderMessage(x, false), x.seq);
+      if (x.epoch === epoch && !this.bySeq.has(x.seq)) this.confirm(renderMessage(x, false, me), x.seq);
     }
-    if (msgs.length < PAGE) r.noMore = true;
-    if (r.name === current) m.scrollTop = m.scrollHeight - fromBottom;
-  } catch {
-    // disconnected: the button comes back when connected
-  } finally {
-    r.loading = false;
-    updateOlder();
+    if (msgs.length < PAGE) this.noMore = true;
   }
 }
 
-$('load-older').addEventListener('click', loadOlder);
-// Scrolling up to the top of a long list loads older messages; a short list
-// (nothing to scroll) has the button.
-let lastTop = 0;
-ui.messages.addEventListener('scroll', () => {
-  const m = ui.messages;
-  const up = m.scrollTop < lastTop;
-  lastTop = m.scrollTop;
-  if (up && m.scrollTop < 40 && m.scrollHeight > m.clientHeight + 40) loadOlder();
-});
+// ---- the page ----
 
-function updateRecovery() {
-  const r = rooms.get(current);
-  const text = r ? r.recovery : '';
-  $('recovery-text').textContent = text;
-  show($('recovery-note'), !!text);
-}
-
-$('recovery-dismiss').addEventListener('click', () => {
-  const r = rooms.get(current);
-  if (r) r.recovery = '';
-  updateRecovery();
-});
-
-// ---- composer ----
-
-function sendComposed() {
-  const r = rooms.get(current);
-  if (!r || !client) return;
-  // Trailing whitespace and leading blank lines are never meant.
-  const body = ui.composer.value.replace(/\s+$/, '').replace(/^(?:[ \t]*\n)+/, '');
-  if (!body.trim()) return;
-  if (bytes(body) > MAX_BODY) {
-    showComposerError(`Too long: ${bytes(body)} bytes; the limit is ${MAX_BODY}.`);
-    return;
+/**
+ * The chat page: sign-in, the client and its events, the rooms (a RoomView
+ * each, by name) and the one open, the composer, the phone layout.
+ */
+class App {
+  constructor(els) {
+    this.els = els;
+    this.client = null;
+    this.me = ''; // the user name the server knows us by
+    this.rooms = new Map(); // name -> RoomView
+    this.current = '';
+    this.lastTop = 0; // the message list's last scrollTop, to tell scrolling up
   }
-  showComposerError('');
-  const id = client.newId();
-  const e = renderMessage(
-    { room: r.name, id, from: me, device: client.device, ts: new Date().toISOString(), body },
-    true,
-  );
-  r.mine.set(id, e);
-  r.log.append(e);
-  regroup(e);
-  updateOlder();
-  ui.composer.value = '';
-  autosize();
-  scrollToBottom();
-  const room = r.name;
-  client.send(room, body, { id }).then(
-    (ack) => onAck(room, ack),
-    (err) => onSendFailed(room, id, err),
-  );
-}
 
-function showComposerError(text) {
-  show($('composer-error'), !!text);
-  $('composer-error').textContent = text;
-}
-
-function autosize() {
-  ui.composer.style.height = 'auto';
-  ui.composer.style.height = Math.min(ui.composer.scrollHeight, 160) + 'px';
-}
-
-$('composer-form').addEventListener('submit', (e) => {
-  e.preventDefault();
-  sendComposed();
-  ui.composer.focus();
-});
-ui.composer.addEventListener('keydown', (e) => {
-  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
-    e.preventDefault();
-    sendComposed();
+  /** The open room's view, if any. */
+  get room() {
+    return this.rooms.get(this.current);
   }
-});
-ui.composer.addEventListener('input', () => {
-  autosize();
-  showComposerError('');
-});
 
-// ---- phone layout: the room list slides over the chat ----
-
-function openSidebar() {
-  $('sidebar').classList.add('open');
-  show($('scrim'), true);
-}
-
-function closeSidebar() {
-  $('sidebar').classList.remove('open');
-  show($('scrim'), false);
-}
-
-$('rooms-toggle').addEventListener('click', openSidebar);
-$('rooms-close').addEventListener('click', closeSidebar);
-$('scrim').addEventListener('click', closeSidebar);
-document.addEventListener('keydown', (e) => {
-  if (e.key === 'Escape') closeSidebar();
-});
-document.addEventListener('visibilitychange', () => {
-  const r = rooms.get(current);
-  if (!document.hidden && r) {
-    r.unread = 0;
-    updateCount(r);
+  /** Every listener on the page's own elements, registered once. */
+  listen() {
+    const e = this.els;
+    e.loginForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.signIn();
+    });
+    e.signout.addEventListener('click', () => this.signOut());
+    e.badge.addEventListener('click', () => {
+      if (this.client && this.client.state === 'offline') this.client.connect();
+    });
+    e.roomForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.joinTyped();
+    });
+    e.roomInput.addEventListener('input', () => this.showRoomError(''));
+    // One listener for every room's entry: the rooms come and go.
+    e.roomList.addEventListener('click', (ev) => this.roomListClick(ev));
+    e.loadOlder.addEventListener('click', () => this.loadOlder());
+    e.messages.addEventListener('scroll', () => this.scrolled());
+    e.recoveryDismiss.addEventListener('click', () => {
+      const r = this.room;
+      if (r) r.recovery = '';
+      this.updateRecovery();
+    });
+    e.composerForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.sendComposed();
+      e.composer.focus();
+    });
+    e.composer.addEventListener('keydown', (ev) => {
+      // Enter sends, Shift+Enter is a new line; not while an IME composes.
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+        ev.preventDefault();
+        this.sendComposed();
+      }
+    });
+    e.composer.addEventListener('input', () => {
+      this.autosize();
+      this.showComposerError('');
+    });
+    e.roomsToggle.addEventListener('click', () => this.openSidebar());
+    e.roomsClose.addEventListener('click', () => this.closeSidebar());
+    e.scrim.addEventListener('click', () => this.closeSidebar());
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape') this.closeSidebar();
+    });
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden && this.room) this.setUnread(this.room, 0);
+    });
+    window.addEventListener('hashchange', () => this.hashChanged());
   }
-});
-window.addEventListener('hashchange', () => {
-  const name = decodeURIComponent(location.hash.slice(1));
-  if (!client || !name || name === current || roomNameError(name)) return;
-  openRoom(name);
-  selectRoom(name);
-});
 
-// ---- start ----
+  /** Chats as the stored identity, or asks for one. */
+  start() {
+    const ident = store.get('identity', null);
+    if (ident && (ident.user || ident.token)) this.startChat(ident);
+    else this.showLogin('');
+  }
 
-const ident = store.get('identity', null);
-if (ident && (ident.user || ident.token)) startChat(ident);
-else showLogin('');
+  // ---- sign in ----
+
+  showLogin(error) {
+    const e = this.els;
+    show(e.chatView, false);
+    show(e.loginView, true);
+    const ident = store.get('identity', null);
+    if (ident && ident.user) e.loginName.value = ident.user;
+    show(e.loginError, !!error);
+    e.loginError.textContent = error || '';
+    e.loginName.focus();
+  }
+
+  signIn() {
+    const e = this.els;
+    const user = e.loginName.value.trim();
+    const token = e.loginToken.value.trim();
+    let err = '';
+    if (!token) {
+      if (!user) err = 'Enter a name, or a token.';
+      else if (!USER_RE.test(user)) {
+        err = 'Names are 1-64 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit.';
+      }
+    }
+    if (err) {
+      show(e.loginError, true);
+      e.loginError.textContent = err;
+      return;
+    }
+    const ident = token ? { token } : { user };
+    store.set('identity', ident);
+    this.startChat(ident);
+  }
+
+  signOut() {
+    if (this.client) this.client.close();
+    store.del('identity');
+    store.del('rooms');
+    store.del('room');
+    location.hash = '';
+    location.reload();
+  }
+
+  // ---- chat ----
+
+  startChat(ident) {
+    const e = this.els;
+    show(e.loginView, false);
+    show(e.chatView, true);
+    this.me = ident.user || '';
+    e.me.textContent = this.me || '…';
+    this.client = new ParleyClient({ user: ident.user, token: ident.token, device: deviceName() });
+    this.wireClient(this.client);
+    this.client.connect();
+
+    let names = store.get('rooms', null);
+    if (!Array.isArray(names) || names.length === 0) names = [DEFAULT_ROOM];
+    const fromHash = decodeURIComponent(location.hash.slice(1));
+    if (fromHash && !roomNameError(fromHash) && !names.includes(fromHash)) names.push(fromHash);
+    for (const n of names) if (!roomNameError(n)) this.openRoom(n);
+    const want = fromHash && this.rooms.has(fromHash) ? fromHash : store.get('room', '');
+    this.selectRoom(this.rooms.has(want) ? want : this.firstRoom());
+  }
+
+  /** The client's events, each to the view it changes. */
+  wireClient(client) {
+    client.addEventListener('state', (ev) => this.setBadge(ev.detail.state));
+    client.addEventListener('welcome', (ev) => {
+      this.me = ev.detail.user;
+      this.els.me.textContent = this.me;
+      this.els.node.textContent = ev.detail.node || '?';
+      this.updateOlder();
+    });
+    client.addEventListener('joined', (ev) => this.joined(ev.detail));
+    client.addEventListener('message', (ev) => this.received(ev.detail));
+    client.addEventListener('fatal', (ev) => {
+      store.del('identity');
+      this.teardown();
+      this.showLogin('Signed out: ' + ev.detail.reason);
+    });
+  }
+
+  teardown() {
+    if (this.client) this.client.close();
+    this.client = null;
+    this.rooms.clear();
+    this.els.logs.replaceChildren();
+    this.els.roomList.replaceChildren();
+    this.current = '';
+  }
+
+  setBadge(state) {
+    const words = {
+      idle: 'starting',
+      connecting: 'connecting…',
+      connected: 'connected',
+      reconnecting: 'reconnecting…',
+      offline: 'offline',
+    };
+    const b = this.els.badge;
+    b.dataset.state = state;
+    b.textContent = words[state] || state;
+    b.title = state === 'offline' ? 'Offline: click to reconnect' : 'Connection';
+    this.updateOlder();
+  }
+
+  // ---- rooms ----
+
+  firstRoom() {
+    return this.rooms.keys().next().value || '';
+  }
+
+  saveRooms() {
+    store.set('rooms', [...this.rooms.keys()]);
+  }
+
+  /** Creates the view of a room and joins it. */
+  openRoom(name) {
+    if (this.rooms.has(name)) return this.rooms.get(name);
+    const r = new RoomView(name);
+    r.mount(this.els.logs, this.els.roomList);
+    this.rooms.set(name, r);
+    this.saveRooms();
+    this.client.join(name).catch((err) => {
+      this.showRoomError(`Could not join ${name}: ${err.message}`);
+      this.leaveRoom(name);
+    });
+    return r;
+  }
+
+  leaveRoom(name) {
+    const r = this.rooms.get(name);
+    if (!r) return;
+    this.rooms.delete(name);
+    this.saveRooms();
+    r.unmount();
+    if (this.client) this.client.leave(name).catch(() => {});
+    if (this.current === name) this.selectRoom(this.firstRoom());
+    this.updateUnreadTotal();
+  }
+
+  selectRoom(name) {
+    const e = this.els;
+    this.current = name;
+    const r = this.rooms.get(name);
+    for (const x of this.rooms.values()) x.setCurrent(x === r);
+    e.roomTitle.textContent = r ? '# ' + name : 'No room';
+    e.composer.disabled = !r;
+    e.send.disabled = !r;
+    e.composer.placeholder = r ? 'Message #' + name : 'Join a room to chat';
+    if (r) {
+      store.set('room', name);
+      history.replaceState(null, '', location.pathname + location.search + '#' + encodeURIComponent(name));
+      this.setUnread(r, 0);
+    }
+    this.updateRecovery();
+    this.updateOlder();
+    this.closeSidebar();
+    this.scrollToBottom();
+  }
+
+  /** The room form: join (or create) the room typed and open it. */
+  joinTyped() {
+    const name = this.els.roomInput.value.trim();
+    const err = roomNameError(name);
+    if (err) {
+      this.showRoomError(err);
+      return;
+    }
+    this.showRoomError('');
+    this.els.roomInput.value = '';
+    this.openRoom(name);
+    this.selectRoom(name);
+  }
+
+  /** A click in the room list: a room's name opens it, its × leaves it. */
+  roomListClick(ev) {
+    const btn = ev.target.closest('button');
+    const name = btn && btn.closest('li')?.dataset.room;
+    if (!name || !this.rooms.has(name)) return;
+    if (btn.classList.contains('room-name')) this.selectRoom(name);
+    else if (btn.classList.contains('leave')) this.leaveRoom(name);
+  }
+
+  hashChanged() {
+    const name = decodeURIComponent(location.hash.slice(1));
+    if (!this.client || !name || name === this.current || roomNameError(name)) return;
+    this.openRoom(name);
+    this.selectRoom(name);
+  }
+
+  showRoomError(text) {
+    show(this.els.roomError, !!text);
+    this.els.roomError.textContent = text;
+  }
+
+  setUnread(r, n) {
+    r.setUnread(n);
+    this.updateUnreadTotal();
+  }
+
+  updateUnreadTotal() {
+    let n = 0;
+    for (const r of this.rooms.values()) n += r.unread;
+    this.els.unreadTotal.textContent = String(n);
+    this.els.unreadTotal.hidden = n === 0;
+    document.title = n ? `(${n}) Parley` : 'Parley';
+  }
+
+  // ---- messages ----
+
+  atBottom() {
+    const m = this.els.messages;
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 48;
+  }
+
+  scrollToBottom() {
+    this.els.messages.scrollTop = this.els.messages.scrollHeight;
+  }
+
+  joined(j) {
+    const r = this.rooms.get(j.room);
+    if (!r) return;
+    r.applyJoined(j);
+    if (j.room === this.current) {
+      this.updateRecovery();
+      this.updateOlder();
+    }
+  }
+
+  received(m) {
+    const r = this.rooms.get(m.room);
+    if (!r) return;
+    const open = m.room === this.current;
+    const stick = open && this.atBottom(); // follow new lines only if the reader was
+    const how = r.receive(m, this.me);
+    if (!how) return;
+    if (how === 'new' && (!open || document.hidden)) this.setUnread(r, r.unread + 1);
+    if (open) {
+      if (stick) this.scrollToBottom();
+      this.updateOlder();
+    }
+  }
+
+  // ---- history ----
+
+  /** Shows the button or the notes at the ends of the open room's list. */
+  updateOlder() {
+    const e = this.els;
+    const r = this.room;
+    const older = !!r && r.joined && r.hasOlder();
+    show(e.loadOlder, older);
+    e.loadOlder.disabled = !this.connected() || !!(r && r.loading);
+    e.loadOlder.textContent = r && r.loading ? 'Loading…' : 'Load older messages';
+    show(e.logStart, !!r && r.joined && !older && r.hasLines());
+    show(e.empty, !!r && r.joined && r.isEmpty());
+  }
+
+  connected() {
+    return !!this.client && this.client.state === 'connected';
+  }
+
+  async loadOlder() {
+    const r = this.room;
+    if (!r || r.loading || !r.hasOlder() || !this.connected()) return;
+    const before = r.lowestSeq();
+    const epoch = r.epoch;
+    r.loading = true;
+    this.updateOlder();
+    try {
+      const msgs = await this.client.history(r.name, { before, limit: PAGE });
+      if (r.epoch !== epoch) return; // the room was lost meanwhile: these seqs are gone
+      // Keep the lines in view where they are as older ones go in above.
+      const m = this.els.messages;
+      const fromBottom = m.scrollHeight - m.scrollTop;
+      r.addHistory(msgs, epoch, this.me);
+      if (r.name === this.current) m.scrollTop = m.scrollHeight - fromBottom;
+    } catch {
+      // disconnected: the button comes back when connected
+    } finally {
+      r.loading = false;
+      this.updateOlder();
+    }
+  }
+
+  /** Scrolling up to the top of a long list loads older messages; a short
+   * list (nothing to scroll) has the button. */
+  scrolled() {
+    const m = this.els.messages;
+    const up = m.scrollTop < this.lastTop;
+    this.lastTop = m.scrollTop;
+    if (up && m.scrollTop < 40 && m.scrollHeight > m.clientHeight + 40) this.loadOlder();
+  }
+
+  updateRecovery() {
+    const r = this.room;
+    const text = r ? r.recovery : '';
+    this.els.recoveryText.textContent = text;
+    show(this.els.recoveryNote, !!text);
+  }
+
+  // ---- composer ----
+
+  sendComposed() {
+    const e = this.els;
+    const r = this.room;
+    if (!r || !this.client) return;
+    // Trailing whitespace and leading blank lines are never meant.
+    const body = e.composer.value.replace(/\s+$/, '').replace(/^(?:[ \t]*\n)+/, '');
+    if (!body.trim()) return;
+    if (bytes(body) > MAX_BODY) {
+      this.showComposerError(`Too long: ${bytes(body)} bytes; the limit is ${MAX_BODY}.`);
+      return;
+    }
+    this.showComposerError('');
+    // The id first, so that the line shows at once and its ack finds it.
+    const id = this.client.newId();
+    const line = renderMessage(
+      { room: r.name, id, from: this.me, device: this.client.device, ts: new Date().toISOString(), body },
+      true,
+      this.me,
+    );
+    r.addPending(id, line);
+    this.updateOlder();
+    e.composer.value = '';
+    this.autosize();
+    this.scrollToBottom();
+    // The answer goes to the room of that name as it is then (it may have
+    // been left, or left and joined again).
+    const room = r.name;
+    this.client.send(room, body, { id }).then(
+      (ack) => this.rooms.get(room)?.acked(ack),
+      (err) => this.rooms.get(room)?.failed(id, err),
+    );
+  }
+
+  showComposerError(text) {
+    show(this.els.composerError, !!text);
+    this.els.composerError.textContent = text;
+  }
+
+  autosize() {
+    const c = this.els.composer;
+    c.style.height = 'auto';
+    c.style.height = Math.min(c.scrollHeight, 160) + 'px';
+  }
+
+  // ---- phone layout: the room list slides over the chat ----
+
+  openSidebar() {
+    this.els.sidebar.classList.add('open');
+    show(this.els.scrim, true);
+  }
+
+  closeSidebar() {
+    this.els.sidebar.classList.remove('open');
+    show(this.els.scrim, false);
+  }
+}
+
+/** The page's entry point: the element cache, the app, its listeners. */
+function init() {
+  const app = new App(cacheElements(document));
+  app.listen();
+  app.start();
+}
+
+init();

@@ -2,7 +2,7 @@
  * parley.js: a browser client for Parley wire protocol v1 (docs/protocol.md).
  * An ES module with no dependencies; served by every gateway at /parley.js.
  *
- *   import { ParleyClient, roomNameError } from '/parley.js';
+ *   import { ParleyClient, roomNameError, place } from '/parley.js';
  *
  *   const c = new ParleyClient({
  *     url: 'ws://host:8080/ws', // default: /ws on the host that served the page
@@ -59,7 +59,8 @@
  *   welcome   the welcome frame, after every (re)connect
  *   joined    the joined frame plus {resumed, epochChanged}; recovered === false means
  *             some messages could not be delivered (history trimmed or lost)
- *   message   a message frame; duplicates (seq <= the last seen in the epoch) are dropped
+ *   message   a message frame; duplicates (seq <= the last seen in the epoch: place()
+ *             says 'duplicate') are dropped
  *   ack       an ack frame for one of your sends
  *   senderror {id, room, error}: a send that failed for good
  *   retry     {type, room, id?, code, message, after, attempt}: the server refused a send,
@@ -74,6 +75,16 @@
  *   jitter; the load balancer may pick another gateway), then connected again after the
  *   resume. offline: close() was called, the session was refused, or the browser is
  *   offline (it retries as soon as the browser is back online).
+ *
+ * Functions
+ *   roomNameError(name)       why name is not a room a client may join, or ''
+ *   defaultURL()              /ws on the host that served the page
+ *   place(pos, epoch, seq)    where a message at (epoch, seq) falls after pos ({epoch, seq} of
+ *                             the last message seen, as position() gives it, or null):
+ *                             'duplicate' (same epoch, seq <= pos.seq), 'next' (seq ==
+ *                             pos.seq + 1), 'gap' (later) or 'new-epoch' (another epoch). The
+ *                             zero position {epoch: '', seq: 0} (a room seen empty) and null
+ *                             take any epoch as their own. The client drops the duplicates.
  */
 
 const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
@@ -85,6 +96,22 @@ export function roomNameError(name) {
   }
   if (name.startsWith('dm:')) return 'Names starting "dm:" are reserved for direct rooms.';
   return '';
+}
+
+/**
+ * Where a message at (epoch, seq) falls after pos, the last message seen (null for none):
+ * 'next' | 'duplicate' | 'gap' | 'new-epoch'. The one position rule of this file, the
+ * same as protocol.Position.Place in Go. Seqs of different epochs cannot be compared: a
+ * new epoch means the room's store lost it and counted again from 1. The zero position
+ * (a room that was empty) has no epoch yet, so it takes the first one it meets.
+ */
+export function place(pos, epoch, seq) {
+  const p = pos || { epoch: '', seq: 0 };
+  const zero = p.epoch === '' && p.seq === 0;
+  if (epoch !== p.epoch && !zero) return 'new-epoch';
+  if (seq <= p.seq) return 'duplicate';
+  if (seq === p.seq + 1) return 'next';
+  return 'gap';
 }
 
 /** The default endpoint: /ws on the host that served the page. */
@@ -134,7 +161,11 @@ export class ParleyClient extends EventTarget {
     this._refN = 0;
     this._idPrefix = randomHex(6);
     this._idN = 0;
-    /** room -> {epoch, seq, waiters: [{resolve, reject}], ref, joined, timer, refusals} */
+    /**
+     * room -> {pos, waiters: [{resolve, reject}], ref, joined, timer, refusals}. pos is the
+     * {epoch, seq} of the last message delivered (see place), null until a since or a
+     * joined frame gives one; it is the since of every re-join.
+     */
     this._rooms = new Map();
     this._joining = 0; // joins on the wire (rooms with inflight set)
     this._joinWait = []; // rooms whose join waits for a free place in the window
@@ -185,8 +216,8 @@ export class ParleyClient extends EventTarget {
 
   position(room) {
     const r = this._rooms.get(room);
-    if (!r || r.epoch === undefined) return null;
-    return { epoch: r.epoch, seq: r.seq };
+    if (!r || !r.pos) return null;
+    return { ...r.pos };
   }
 
   newId() {
@@ -202,12 +233,8 @@ export class ParleyClient extends EventTarget {
     // client drops as seen. Answer with what the last join said.
     if (r && r.joined) return Promise.resolve(r.joined);
     if (!r) {
-      r = { epoch: undefined, seq: 0, waiters: [], ref: '', joined: null, timer: 0, refusals: 0 };
-      if (opts.since) {
-        r.epoch = opts.since.epoch || '';
-        r.seq = opts.since.seq || 0;
-        r.hadPosition = true;
-      }
+      r = { pos: null, waiters: [], ref: '', joined: null, timer: 0, refusals: 0 };
+      if (opts.since) r.pos = { epoch: opts.since.epoch || '', seq: opts.since.seq || 0 };
       this._rooms.set(room, r);
       if (this._ready) this._sendJoin(room, r);
     }
@@ -414,7 +441,7 @@ export class ParleyClient extends EventTarget {
     }
     r.ref = this._ref('j');
     const f = { type: 'join', ref: r.ref, room };
-    if (r.epoch !== undefined) f.since = { epoch: r.epoch, seq: r.seq };
+    if (r.pos) f.since = { ...r.pos }; // resume after the last message delivered
     this._write(f);
   }
 
@@ -536,12 +563,13 @@ export class ParleyClient extends EventTarget {
     if (!r) return;
     if (f.ref && f.ref === r.ref) this._joinAnswered(r);
     const epoch = f.epoch || '';
-    const resumed = r.epoch !== undefined;
-    const epochChanged = resumed && r.epoch !== '' && r.epoch !== epoch;
-    if (r.epoch !== epoch) {
-      r.epoch = epoch;
-      r.seq = 0;
-    }
+    const resumed = r.pos !== null;
+    // The room is in another epoch than the position: its store lost the
+    // room, and the seqs seen before mean nothing any more.
+    const epochChanged = place(r.pos, epoch, f.seq || 0) === 'new-epoch';
+    // The position takes the room's epoch, at seq 0 (before its first
+    // message) unless it was in it already; the backlog follows.
+    if (!r.pos || r.pos.epoch !== epoch) r.pos = { epoch, seq: 0 };
     const detail = { ...f, epoch, seq: f.seq || 0, first: f.first || 0, resumed, epochChanged };
     r.joined = detail;
     r.refusals = 0;
@@ -554,14 +582,11 @@ export class ParleyClient extends EventTarget {
   _onMessage(m) {
     const r = this._rooms.get(m.room);
     if (!r) return;
-    if (m.epoch !== r.epoch) {
-      // A new epoch without a joined first (or the room's first message).
-      r.epoch = m.epoch;
-      r.seq = 0;
-    } else if (m.seq <= r.seq) {
-      return; // already seen
-    }
-    r.seq = m.seq;
+    // Each message once. A gap is delivered too (a backlog starts where the
+    // history does; what a resume could not recover, joined's recovered
+    // reports), and so is a new epoch, which may come without a joined first.
+    if (place(r.pos, m.epoch, m.seq) === 'duplicate') return;
+    r.pos = { epoch: m.epoch, seq: m.seq };
     this._emit('message', m);
   }
 

@@ -14,7 +14,12 @@
 // gateway (internal/fakegw) that refuses requests on cue, the way the
 // rate limiter (rate_limited with retry_after_ms) and an unreachable Redis
 // (unavailable) do: resends, the order of sends, joins that must not be
-// dropped.
+// dropped. TestParleyJSPlace checks its position rule, place(), on a table
+// of cases.
+//
+// TestChatPageControls covers, against one gateway, the page's controls
+// the cluster test does not: unread counts, leaving a room, #room in the
+// URL, the composer's size limit.
 //
 // Chromium (Debian's chromium package), redis-server and haproxy must be
 // installed; a missing one fails the tests, it never skips them.

@@ -1,9 +1,11 @@
 package browser
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -212,6 +214,80 @@ func TestParleyJSRefusals(t *testing.T) {
 	}
 	if joins != 1 {
 		t.Errorf("%d joins of general written, want 1 (joining a joined room sends nothing)", joins)
+	}
+	for _, pr := range p.Problems() {
+		t.Errorf("page: %s", pr)
+	}
+}
+
+// TestParleyJSPlace checks parley.js's place(pos, epoch, seq), the one
+// position rule its client decides by (duplicates dropped, a new epoch
+// taken, since), on the cases of protocol.Position.Place in Go.
+func TestParleyJSPlace(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler())
+	mux.HandleFunc("/blank.html", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!DOCTYPE html><title>place</title>")
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	type pos struct {
+		Epoch string `json:"epoch"`
+		Seq   int64  `json:"seq"`
+	}
+	cases := []struct {
+		Pos   *pos   `json:"pos"` // nil: no position (null)
+		Epoch string `json:"epoch"`
+		Seq   int64  `json:"seq"`
+		Want  string `json:"want"`
+	}{
+		// The zero position (a room seen empty) and none take any epoch.
+		{&pos{"", 0}, "e1", 1, "next"},
+		{&pos{"", 0}, "e1", 3, "gap"},
+		{&pos{"", 0}, "e1", 0, "duplicate"},
+		{&pos{"", 0}, "", 1, "next"},
+		{nil, "e1", 1, "next"},
+		{nil, "e1", 51, "gap"},
+		// Same epoch: by seq.
+		{&pos{"e1", 5}, "e1", 6, "next"},
+		{&pos{"e1", 5}, "e1", 5, "duplicate"},
+		{&pos{"e1", 5}, "e1", 2, "duplicate"},
+		{&pos{"e1", 5}, "e1", 9, "gap"},
+		{&pos{"e1", 0}, "e1", 1, "next"},
+		// Another epoch: seqs cannot be compared, whatever they are.
+		{&pos{"e1", 5}, "e2", 1, "new-epoch"},
+		{&pos{"e1", 5}, "e2", 6, "new-epoch"},
+		{&pos{"e1", 5}, "e2", 3, "new-epoch"},
+		{&pos{"e1", 0}, "e2", 1, "new-epoch"},
+		// Only seq 0 makes the empty epoch the zero position.
+		{&pos{"", 5}, "e1", 6, "new-epoch"},
+		{&pos{"", 5}, "", 6, "next"},
+	}
+	in, err := json.Marshal(cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	p := browsertest.Start(t).NewPage(t)
+	p.Run(t, step, chromedp.Navigate(srv.URL+"/blank.html"))
+	var got []string
+	evalAsync(t, p, fmt.Sprintf(`(async () => {
+		const { place } = await import('/parley.js');
+		return %s.map((c) => place(c.pos, c.epoch, c.seq));
+	})()`, in), &got)
+	if len(got) != len(cases) {
+		t.Fatalf("%d answers for %d cases: %q", len(got), len(cases), got)
+	}
+	for i, c := range cases {
+		if got[i] != c.Want {
+			where := "null"
+			if c.Pos != nil {
+				where = fmt.Sprintf("{%q, %d}", c.Pos.Epoch, c.Pos.Seq)
+			}
+			t.Errorf("place(%s, %q, %d) = %q, want %q", where, c.Epoch, c.Seq, got[i], c.Want)
+		}
 	}
 	for _, pr := range p.Problems() {
 		t.Errorf("page: %s", pr)
