@@ -32,7 +32,7 @@ type request struct {
 // counts from its arrival, so frames queued behind a stalled broker call
 // are answered (unavailable) rather than each waiting its full timeout.
 type inbox struct {
-	handle func(request) // runs on the handler goroutine
+	h interface{ handleRequest(request) } // runs on the handler goroutine
 
 	mu      sync.Mutex
 	queue   []request
@@ -96,7 +96,7 @@ func (in *inbox) run() {
 			in.space = nil
 		}
 		in.mu.Unlock()
-		in.handle(r)
+		in.h.handleRequest(r)
 	}
 }
 

@@ -19,7 +19,7 @@ func TestInboxOrderAndBound(t *testing.T) {
 	var got []int
 	release, started := make(chan struct{}), make(chan struct{})
 	in := &inbox{}
-	in.handle = func(r request) {
+	in.h = handlerFunc(func(r request) {
 		if r.data[0] == 0 {
 			close(started)
 			<-release // the first request holds the handler
@@ -27,7 +27,7 @@ func TestInboxOrderAndBound(t *testing.T) {
 		mu.Lock()
 		got = append(got, int(r.data[0]))
 		mu.Unlock()
-	}
+	})
 	ctx := context.Background()
 	for i := range maxPending + 1 { // the first is taken by the handler, maxPending wait
 		if i == 1 {
@@ -74,3 +74,8 @@ func TestInboxOrderAndBound(t *testing.T) {
 		t.Fatal("push after close was taken")
 	}
 }
+
+// handlerFunc is a request handler made of a func, for tests.
+type handlerFunc func(request)
+
+func (f handlerFunc) handleRequest(r request) { f(r) }

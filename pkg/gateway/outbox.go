@@ -38,6 +38,8 @@ type wire interface {
 	close(code int, reason string)
 	// abort ends the connection after a failed write.
 	abort()
+	// describe names the connection and its user, for logs.
+	describe() (id uint64, user string)
 }
 
 // outFrame is one queued frame.
@@ -55,10 +57,8 @@ type outFrame struct {
 // Lock order: outbox.mu is taken under room.mu (fan-out) and takes no
 // other lock.
 type outbox struct {
-	g    *Gateway
-	w    wire
-	id   uint64 // the connection, for logs
-	user string // for logs (guarded by mu)
+	g *Gateway
+	w wire
 
 	wg sync.WaitGroup // the writer
 
@@ -164,7 +164,8 @@ func (o *outbox) slowConsumerLocked() {
 		return
 	}
 	o.g.metrics.slowCloses.Inc()
-	o.g.log.Info("closing slow consumer", "conn", o.id, "user", o.user, "queued", len(o.queue), "queued_bytes", o.countedLen)
+	id, user := o.w.describe()
+	o.g.log.Info("closing slow consumer", "conn", id, "user", user, "queued", len(o.queue), "queued_bytes", o.countedLen)
 	o.closeLocked(protocol.CloseTryAgainLater, "slow consumer: outbound queue full; resume", false)
 }
 
@@ -256,11 +257,4 @@ func (o *outbox) writeLoop() {
 func (o *outbox) sendError(ref, code, msg string) {
 	o.g.metrics.errors.WithLabelValues(code).Inc()
 	o.send(protocol.ErrorFrame(ref, code, msg))
-}
-
-// setUser names the connection's user in the outbox's logs.
-func (o *outbox) setUser(user string) {
-	o.mu.Lock()
-	o.user = user
-	o.mu.Unlock()
 }

@@ -41,7 +41,8 @@ func (w *stallWire) close(code int, _ string) {
 	close(w.closed)
 }
 
-func (w *stallWire) abort() {}
+func (w *stallWire) abort()                     {}
+func (w *stallWire) describe() (uint64, string) { return 1, "test" }
 
 func testOutbox(t *testing.T, queue, bytes int) (*outbox, *stallWire) {
 	t.Helper()
@@ -51,7 +52,7 @@ func testOutbox(t *testing.T, queue, bytes int) (*outbox, *stallWire) {
 	}
 	t.Cleanup(func() { _ = g.Close() })
 	w := newStallWire()
-	return &outbox{g: g, w: w, id: 1}, w
+	return &outbox{g: g, w: w}, w
 }
 
 // finish lets the writer go, closes the outbox (flushing) and returns what
@@ -144,6 +145,7 @@ type failWire struct {
 	aborted chan struct{}
 }
 
-func (w *failWire) write([]byte) error { w.writes++; return errors.New("broken pipe") }
-func (w *failWire) close(int, string)  {}
-func (w *failWire) abort()             { close(w.aborted) }
+func (w *failWire) write([]byte) error         { w.writes++; return errors.New("broken pipe") }
+func (w *failWire) close(int, string)          {}
+func (w *failWire) abort()                     { close(w.aborted) }
+func (w *failWire) describe() (uint64, string) { return 1, "test" }

@@ -5,17 +5,25 @@ import (
 	"time"
 )
 
-// pinger is a connection's keepalive: every interval it runs ping (which
-// sends a ping and waits for the answer, bounded by the transport), and
-// when ping fails it calls failed instead of arming again. Between pings
-// it holds a timer and no goroutine.
+// pingPeer is what a pinger keeps alive: a connection (an interface, not
+// two funcs, so that an idle connection holds no closure for it).
+type pingPeer interface {
+	// sendPing sends a ping and waits for the answer, bounded by the
+	// transport.
+	sendPing() error
+	// pingFailed ends the connection whose ping failed.
+	pingFailed(error)
+}
+
+// pinger is a connection's keepalive: every interval it pings the peer,
+// and when a ping fails it tells the peer instead of arming again. Between
+// pings it holds a timer and no goroutine.
 //
-// Lock order: pinger.mu takes no other lock; ping and failed run without
+// Lock order: pinger.mu takes no other lock; the peer's calls run without
 // it.
 type pinger struct {
 	interval time.Duration
-	ping     func() error
-	failed   func(error)
+	peer     pingPeer
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -42,8 +50,8 @@ func (p *pinger) run() {
 	p.mu.Unlock()
 	defer p.running.Done()
 
-	if err := p.ping(); err != nil {
-		p.failed(err)
+	if err := p.peer.sendPing(); err != nil {
+		p.peer.pingFailed(err)
 		return
 	}
 	p.mu.Lock()

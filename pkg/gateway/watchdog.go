@@ -14,7 +14,7 @@ import (
 // Lock order: watchdog.mu takes no other lock; stuck runs without it.
 type watchdog struct {
 	timeout time.Duration
-	stuck   func() // called once a write has been in progress for timeout
+	peer    interface{ writeStuck() } // told once a write has been in progress for timeout
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -54,7 +54,7 @@ func (w *watchdog) disarm() {
 }
 
 // fire runs when the timer does. A write stuck for the timeout is cut
-// (stuck); a write in progress for less re-arms the timer for the rest of
+// (writeStuck); a write in progress for less re-arms the timer for the rest of
 // its time.
 func (w *watchdog) fire() {
 	w.mu.Lock()
@@ -76,7 +76,7 @@ func (w *watchdog) fire() {
 	}
 	w.mu.Unlock()
 	if stuck {
-		w.stuck()
+		w.peer.writeStuck()
 	}
 }
 

@@ -33,6 +33,7 @@ type wsConn struct {
 	in   inbox    // v1: client frames waiting to be handled
 	ping pinger   // keepalive
 	wd   watchdog // bounds each frame write
+	sess *session // v1, after hello: what the inbox's requests go to
 }
 
 var (
@@ -90,9 +91,12 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) newWSConn(ws *websocket.Conn, addr netip.Addr) *wsConn {
 	ctx, cancel := context.WithCancel(g.ctx)
 	c := &wsConn{g: g, ws: ws, ctx: ctx, cancel: cancel, id: g.nextID.Add(1), admission: admission{addr: addr}}
-	c.out = outbox{g: g, w: c, id: c.id}
-	c.ping = pinger{interval: g.cfg.PingInterval, ping: c.sendPing, failed: c.pingFailed}
-	c.wd = watchdog{timeout: g.cfg.WriteTimeout, stuck: c.writeStuck}
+	// The parts reach the connection through interfaces it implements,
+	// not closures: an idle connection holds no allocation for them.
+	c.out = outbox{g: g, w: c}
+	c.in = inbox{h: c}
+	c.ping = pinger{interval: g.cfg.PingInterval, peer: c}
+	c.wd = watchdog{timeout: g.cfg.WriteTimeout, peer: c}
 	return c
 }
 
@@ -158,6 +162,9 @@ func (c *wsConn) close(code int, why string) {
 
 // abort implements wire.
 func (c *wsConn) abort() { c.cancel() }
+
+// describe implements wire.
+func (c *wsConn) describe() (uint64, string) { return c.id, c.user }
 
 func (c *wsConn) admitted() *admission { return &c.admission }
 
@@ -231,7 +238,6 @@ func (c *wsConn) recoverRequest() {
 // and closes it with 1008.
 func (c *wsConn) admit(user string, answer bool, ref string) bool {
 	if c.g.admitUser(&c.admission, user) {
-		c.out.setUser(user)
 		return true
 	}
 	c.g.metrics.refused.WithLabelValues("per_user").Inc()

@@ -19,7 +19,7 @@ func (c *wsConn) serveV1() {
 	if s == nil {
 		return
 	}
-	c.in.handle = func(r request) { c.handleRequest(s, r) }
+	c.sess = s // before the first push: the inbox's handler reads it
 	defer func() {
 		// End the request in progress and wait for the handler: the
 		// memberships it owns are left next.
@@ -74,10 +74,10 @@ func (c *wsConn) refuse(data []byte, typ websocket.MessageType, lim *bucket) {
 
 // handleRequest hands one queued client frame to the session, on the
 // inbox's handler goroutine.
-func (c *wsConn) handleRequest(s *session, r request) {
+func (c *wsConn) handleRequest(r request) {
 	defer c.recoverRequest()
 	if f := c.decode(r.data, r.typ); f != nil {
-		s.handle(f, r.arrived)
+		c.sess.handle(f, r.arrived)
 	}
 }
 
