@@ -74,48 +74,35 @@ func (c Call) String() string {
 // Log is what a Recorder recorded, in the order of the calls.
 type Log []Call
 
-// Envelopes returns the envelopes of the Deliver calls.
-func (l Log) Envelopes() []broker.Envelope {
-	var out []broker.Envelope
+// pick collects what get takes from each call of method, in order.
+func pick[T any](l Log, method string, get func(Call) []T) []T {
+	var out []T
 	for _, c := range l {
-		if c.Method == "Deliver" {
-			out = append(out, c.Envelope)
+		if c.Method == method {
+			out = append(out, get(c)...)
 		}
 	}
 	return out
+}
+
+// Envelopes returns the envelopes of the Deliver calls.
+func (l Log) Envelopes() []broker.Envelope {
+	return pick(l, "Deliver", func(c Call) []broker.Envelope { return []broker.Envelope{c.Envelope} })
 }
 
 // Events returns the events of the Event calls.
 func (l Log) Events() []broker.Event {
-	var out []broker.Event
-	for _, c := range l {
-		if c.Method == "Event" {
-			out = append(out, c.Event)
-		}
-	}
-	return out
+	return pick(l, "Event", func(c Call) []broker.Event { return []broker.Event{c.Event} })
 }
 
 // Subscribed returns the topics of the Subscribed calls.
 func (l Log) Subscribed() []broker.Topic {
-	var out []broker.Topic
-	for _, c := range l {
-		if c.Method == "Subscribed" {
-			out = append(out, c.Topics...)
-		}
-	}
-	return out
+	return pick(l, "Subscribed", func(c Call) []broker.Topic { return c.Topics })
 }
 
 // Lost returns the Lost calls.
 func (l Log) Lost() []Call {
-	var out []Call
-	for _, c := range l {
-		if c.Method == "Lost" {
-			out = append(out, c)
-		}
-	}
-	return out
+	return pick(l, "Lost", func(c Call) []Call { return []Call{c} })
 }
 
 // Strings renders every call with Call.String.
