@@ -49,6 +49,7 @@ type serveConfig struct {
 	maxConnsPerUser int           // --max-conns-per-user: connections per user; default 100; -1: no limit
 	maxConnsPerIP   int           // --max-conns-per-ip: connections per client address; default 0: no limit
 	helloTimeout    time.Duration // --hello-timeout: how long a connection may take to say hello; default 10s
+	typingInterval  time.Duration // --typing-interval: shortest time between two typing notices a connection relays; default 2s
 
 	// derived by parseServe
 	level   slog.Level     // from --log-level
@@ -73,6 +74,7 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "", "serve /metrics on this separate address (e.g. :9090) instead of the gateway's own listener; empty: on the gateway's listener")
 	fs.IntVar(&cfg.maxFrame, "max-frame-bytes", 64<<10, "largest frame a client may send (larger: close 1009)")
 	fs.IntVar(&cfg.maxBody, "max-body-bytes", 4<<10, "largest message body (larger: error too_large)")
+	fs.DurationVar(&cfg.typingInterval, "typing-interval", 2*time.Second, "shortest time between two typing notices a connection relays (more are dropped)")
 	fs.Float64Var(&cfg.rateLimit, "rate-limit", 20, "frames per second a connection may send, sustained")
 	fs.IntVar(&cfg.rateBurst, "rate-burst", 40, "frames a connection may send at once above the rate; more than this many refused in a row closes it (1008 flood)")
 	fs.IntVar(&cfg.outboundQueue, "outbound-queue", 4096, "live frames that may wait for a connection's writer before it is closed as a slow consumer (1013)")
@@ -167,6 +169,7 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		OutboundQueue:   cfg.outboundQueue,
 		OutboundBytes:   cfg.outboundBytes,
 		MaxConnsPerUser: cfg.maxConnsPerUser,
+		TypingInterval:  cfg.typingInterval,
 		MaxConnsPerIP:   cfg.maxConnsPerIP,
 		TrustedProxies:  cfg.proxies,
 		HelloTimeout:    cfg.helloTimeout,

@@ -137,6 +137,9 @@ type Event struct {
 	// re-join after a reconnect, or an epoch change pushed by the server
 	// (recovered false: some messages are lost).
 	Joined *protocol.Frame
+	// Typing is a "typing" frame: another member of a joined room is
+	// typing (user, device, room). It is ephemeral: never replayed.
+	Typing *protocol.Frame
 	// Error is an error frame that answers no pending call: unsolicited, or
 	// the answer to an automatic re-join (the room is then no longer
 	// joined, unless the code says to retry later).
@@ -146,8 +149,8 @@ type Event struct {
 	// itself; the call keeps waiting and returns no error for it. An
 	// application may use it to show that a message is delayed.
 	Retry *Retry
-	// State is a connection state change, set when Message, Joined, Error
-	// and Retry are nil.
+	// State is a connection state change, set when Message, Joined,
+	// Typing, Error and Retry are nil.
 	State State
 	// Err says why: with StateReconnecting, why the connection dropped
 	// (close code and reason, or the network error); with StateClosed, the

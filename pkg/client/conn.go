@@ -238,6 +238,8 @@ func (c *Client) handle(cn *conn, f *protocol.Frame) bool {
 		c.mu.Lock()
 		c.welcome = *f
 		c.mu.Unlock()
+	case protocol.TypeTyping:
+		return c.emit(cn, Event{Typing: f})
 	case protocol.TypePong:
 	default:
 		c.log.Debug("parley client: ignoring frame", "type", f.Type)

@@ -58,6 +58,9 @@ type Config struct {
 	// Defaults 1 KiB and 2 KiB.
 	ReadBufferSize  int
 	WriteBufferSize int
+	// TypingInterval is the shortest time between two typing notices a
+	// connection relays; more within it are dropped. Default 2s.
+	TypingInterval time.Duration
 	// PingInterval is how often the gateway pings an idle client; a client
 	// that does not answer within WriteTimeout is dropped. Default 25s.
 	PingInterval time.Duration
@@ -149,6 +152,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteBufferSize <= 0 {
 		c.WriteBufferSize = 2 << 10
+	}
+	if c.TypingInterval <= 0 {
+		c.TypingInterval = 2 * time.Second
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 25 * time.Second

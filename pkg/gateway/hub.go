@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -261,11 +262,17 @@ func (h *hub) Event(ev broker.Event) {
 	if r == nil {
 		return
 	}
+	// Events are frames the gateways wrote (ops.go); the sender is read
+	// once here, not by every member.
+	var head struct {
+		User string `json:"user"`
+	}
+	_ = json.Unmarshal(ev.Data, &head)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for m := range r.members {
 		if !m.pending {
-			m.sub.event(ev)
+			m.sub.event(ev, head.User)
 		}
 	}
 }

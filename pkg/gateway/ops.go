@@ -87,6 +87,21 @@ func (g *Gateway) publish(ctx context.Context, p principal, room, id, body strin
 	return ack, nil
 }
 
+// typing tells the room's other members, on every gateway, that p is
+// typing in room. It is ephemeral: no seq, never stored, never replayed on
+// resume, and dropped first by a subscriber that falls behind. The caller
+// has checked that p may read the room (it joined it).
+func (g *Gateway) typing(ctx context.Context, p principal, room string) error {
+	data, err := protocol.Encode(&protocol.Frame{Type: protocol.TypeTyping, Room: room, User: p.user, Device: p.device})
+	if err != nil {
+		return fmt.Errorf("encode typing: %w", err)
+	}
+	if err := g.broker.Emit(ctx, broker.Event{Topic: broker.Room(room), Data: data}); err != nil {
+		return g.refusal(ctx, err)
+	}
+	return nil
+}
+
 // Paging of history.
 const (
 	defaultHistoryPage = 50

@@ -52,7 +52,7 @@ func (s *plainSession) deliver(env broker.Envelope, catchUp bool) {
 	s.out.push([]byte(env.Body), classLive)
 }
 
-func (s *plainSession) event(broker.Event)                          {}
+func (s *plainSession) event(broker.Event, string)                  {}
 func (s *plainSession) epochReset(string, protocol.Position, int64) {}
 func (s *plainSession) resume(string, protocol.Position)            {}
 func (s *plainSession) overflow()                                   { s.out.overflow() }

@@ -22,6 +22,7 @@ type session struct {
 	out *outbox
 
 	members map[string]*member // owned by the request handler: rooms joined
+	typed   time.Time          // when the last typing notice went out (owned by the request handler)
 }
 
 var _ subscriber = (*session)(nil)
@@ -42,6 +43,8 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.send(f, arrived)
 	case protocol.TypeHistory:
 		s.history(f, arrived)
+	case protocol.TypeTyping:
+		s.typing(f, arrived)
 	}
 }
 
@@ -126,6 +129,26 @@ func (s *session) history(f *protocol.Frame, arrived time.Time) {
 	s.out.push(b, classLive)
 }
 
+// typing relays a typing notice to the room's other members: at most one
+// per TypingInterval per connection (more are dropped without an answer:
+// clients send one per keystroke), and only in a room this connection has
+// joined. A notice that fails to go out is dropped too: it is ephemeral.
+func (s *session) typing(f *protocol.Frame, arrived time.Time) {
+	if s.members[f.Room] == nil {
+		s.out.sendError(f.Ref, protocol.CodeBadRequest, "join the room before typing in it")
+		return
+	}
+	if !s.typed.IsZero() && arrived.Sub(s.typed) < s.g.cfg.TypingInterval {
+		return
+	}
+	s.typed = arrived
+	ctx, cancel := s.requestCtx(arrived)
+	defer cancel()
+	if err := s.g.typing(ctx, s.p, f.Room); err != nil {
+		s.g.log.Debug("typing notice dropped", "room", f.Room, "err", err)
+	}
+}
+
 // joined implements subscriber: the joined answer, then the catch-up.
 func (s *session) joined(j joinOutcome) {
 	jf := &protocol.Frame{Type: protocol.TypeJoined, Ref: j.ref, Room: j.room, Epoch: j.rng.Epoch, Seq: j.rng.Seq, First: j.rng.First}
@@ -150,8 +173,14 @@ func (s *session) deliver(env broker.Envelope, catchUp bool) {
 	s.out.push(env.Raw, classLive)
 }
 
-// event implements subscriber: the event's data is its frame.
-func (s *session) event(ev broker.Event) { s.out.push(ev.Data, classEphemeral) }
+// event implements subscriber: the event's data is its frame. What a user
+// does (typing) is not shown back to that user's own connections.
+func (s *session) event(ev broker.Event, from string) {
+	if from != "" && from == s.p.user {
+		return
+	}
+	s.out.push(ev.Data, classEphemeral)
+}
 
 // epochReset implements subscriber: an unsolicited joined frame, with
 // recovered false, tells the client where the new epoch's stream starts.

@@ -20,9 +20,10 @@ type subscriber interface {
 	// gateway held back (a join's or a repair's): it does not count
 	// against the outbound limits.
 	deliver(env broker.Envelope, catchUp bool)
-	// event gives an ephemeral event of the room (typing, presence): the
-	// first thing dropped when the subscriber falls behind.
-	event(ev broker.Event)
+	// event gives an ephemeral event of the room (typing, presence), sent
+	// by user from (or "" when no user sent it): the first thing dropped
+	// when the subscriber falls behind.
+	event(ev broker.Event, from string)
 	// epochReset says that the room's store was lost and began again: what
 	// came before pos is gone, and the stream goes on after pos.
 	epochReset(room string, pos protocol.Position, first int64)

@@ -89,6 +89,8 @@ func (f *Frame) Validate() error {
 			return badFrame(`"id" must be 1-64 printable ASCII characters without spaces`)
 		}
 		return nil
+	case TypeTyping:
+		return checkRoom(f.Room)
 	case TypeHistory:
 		if err := checkRoom(f.Room); err != nil {
 			return err

@@ -97,3 +97,15 @@ func TestFormatTime(t *testing.T) {
 		t.Fatalf("FormatTime = %s", s)
 	}
 }
+
+func TestDecodeTyping(t *testing.T) {
+	f, err := Decode([]byte(`{"type":"typing","room":"general"}`))
+	if err != nil || f.Type != TypeTyping || f.Room != "general" {
+		t.Fatalf("Decode typing = %+v, %v", f, err)
+	}
+	for _, in := range []string{`{"type":"typing"}`, `{"type":"typing","room":"bad room"}`} {
+		if _, err := Decode([]byte(in)); err == nil {
+			t.Errorf("Decode(%s): no error, want bad_request", in)
+		}
+	}
+}

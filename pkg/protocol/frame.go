@@ -14,6 +14,7 @@ const (
 	TypeLeave   = "leave"
 	TypeHistory = "history" // also a server reply
 	TypePing    = "ping"
+	TypeTyping  = "typing" // also relayed to the room's other members
 )
 
 // Frame types, server to client.
