@@ -17,6 +17,7 @@ import { ParleyClient, roomNameError } from './parley.js';
 
 const MAX_BODY = 4096;
 const PAGE = 50; // messages per history request
+const TYPING_SHOWN = 5000; // ms a typing notice shows its user (notices come every 2 s)
 const DEFAULT_ROOM = 'lobby';
 const USER_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
@@ -117,6 +118,7 @@ function cacheElements(doc) {
     composer: $('composer'),
     send: $('send'),
     composerError: $('composer-error'),
+    typing: $('typing'),
   };
 }
 
@@ -365,6 +367,7 @@ class App {
     this.rooms = new Map(); // name -> RoomView
     this.current = '';
     this.lastTop = 0; // the message list's last scrollTop, to tell scrolling up
+    this.typers = new Map(); // room -> Map(user -> timeout id): who is typing there
   }
 
   /** The open room's view, if any. */
@@ -412,6 +415,8 @@ class App {
     e.composer.addEventListener('input', () => {
       this.autosize();
       this.showComposerError('');
+      // The client sends at most one notice per 2 s, whatever the keystrokes.
+      if (this.client && this.current && e.composer.value) this.client.typing(this.current);
     });
     e.roomsToggle.addEventListener('click', () => this.openSidebar());
     e.roomsClose.addEventListener('click', () => this.closeSidebar());
@@ -506,7 +511,11 @@ class App {
       this.updateOlder();
     });
     client.addEventListener('joined', (ev) => this.joined(ev.detail));
-    client.addEventListener('message', (ev) => this.received(ev.detail));
+    client.addEventListener('message', (ev) => {
+      this.stoppedTyping(ev.detail.room, ev.detail.from);
+      this.received(ev.detail);
+    });
+    client.addEventListener('typing', (ev) => this.typing(ev.detail));
     client.addEventListener('fatal', (ev) => {
       store.del('identity');
       this.teardown();
@@ -515,6 +524,8 @@ class App {
   }
 
   teardown() {
+    for (const users of this.typers.values()) for (const id of users.values()) clearTimeout(id);
+    this.typers.clear();
     if (this.client) this.client.close();
     this.client = null;
     this.rooms.clear();
@@ -588,6 +599,7 @@ class App {
       this.setUnread(r, 0);
     }
     this.updateRecovery();
+    this.renderTyping();
     this.updateOlder();
     this.closeSidebar();
     this.scrollToBottom();
@@ -660,6 +672,37 @@ class App {
       this.updateRecovery();
       this.updateOlder();
     }
+  }
+
+  // ---- who is typing ----
+
+  /** A typing notice: show its user in the room for TYPING_SHOWN ms. */
+  typing(f) {
+    if (!f.user || f.user === this.me || !this.rooms.has(f.room)) return;
+    let users = this.typers.get(f.room);
+    if (!users) this.typers.set(f.room, (users = new Map()));
+    clearTimeout(users.get(f.user));
+    users.set(f.user, setTimeout(() => this.stoppedTyping(f.room, f.user), TYPING_SHOWN));
+    if (f.room === this.current) this.renderTyping();
+  }
+
+  /** user no longer types in room: the notice expired, or the message came. */
+  stoppedTyping(room, user) {
+    const users = this.typers.get(room);
+    if (!users || !users.has(user)) return;
+    clearTimeout(users.get(user));
+    users.delete(user);
+    if (room === this.current) this.renderTyping();
+  }
+
+  renderTyping() {
+    const names = [...(this.typers.get(this.current)?.keys() || [])].sort();
+    let text = '';
+    if (names.length === 1) text = names[0] + ' is typing…';
+    else if (names.length === 2) text = names[0] + ' and ' + names[1] + ' are typing…';
+    else if (names.length > 2) text = 'Several people are typing…';
+    this.els.typing.textContent = text;
+    show(this.els.typing, !!text);
   }
 
   received(m) {

@@ -36,6 +36,9 @@
  *                             client already follows the room from its own position); while
  *                             the first join is still on its way, with that join's answer.
  *   leave(room)               stop receiving room; resolves when left (at once if offline)
+ *   typing(room)              tell room's other members you are typing; call it on every
+ *                             keystroke: at most one notice per 2 s is sent, none while
+ *                             offline or before the room is joined. Returns whether it sent
  *   send(room, body, {id})    post; resolves with the ack ({seq, epoch, id, ts, ...}). Kept
  *                             until acknowledged: resent with the same id after ackTimeout, a
  *                             reconnect, a rate_limited error (after its retry_after_ms) or an
@@ -62,6 +65,8 @@
  *   message   a message frame; duplicates (seq <= the last seen in the epoch: place()
  *             says 'duplicate') are dropped
  *   ack       an ack frame for one of your sends
+ *   typing    a typing frame ({room, user, device}): another member is typing; never
+ *             replayed, so show it for a few seconds
  *   senderror {id, room, error}: a send that failed for good
  *   retry     {type, room, id?, code, message, after, attempt}: the server refused a send,
  *             join or history request for now; it is written again in `after` ms (attempt
@@ -88,6 +93,7 @@
  */
 
 const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+const TYPING_INTERVAL = 2000; // ms between two typing notices, as the server relays them
 
 /** Returns why name is not a room a client may join, or '' when it is fine. */
 export function roomNameError(name) {
@@ -167,6 +173,7 @@ export class ParleyClient extends EventTarget {
      * joined frame gives one; it is the since of every re-join.
      */
     this._rooms = new Map();
+    this._typedAt = 0; // Date.now() of the last typing notice sent
     this._joining = 0; // joins on the wire (rooms with inflight set)
     this._joinWait = []; // rooms whose join waits for a free place in the window
     /**
@@ -239,6 +246,17 @@ export class ParleyClient extends EventTarget {
       if (this._ready) this._sendJoin(room, r);
     }
     return new Promise((resolve, reject) => r.waiters.push({ resolve, reject }));
+  }
+
+  typing(room) {
+    // The server relays one notice per 2 s per connection; sending more
+    // would only spend the connection's rate allowance.
+    const r = this._rooms.get(room);
+    if (!this._ready || !r || !r.joined) return false;
+    const now = Date.now();
+    if (now - this._typedAt < TYPING_INTERVAL) return false;
+    this._typedAt = now;
+    return this._write({ type: 'typing', room });
   }
 
   leave(room) {
@@ -540,6 +558,8 @@ export class ParleyClient extends EventTarget {
         }
         return undefined;
       }
+      case 'typing':
+        return this._emit('typing', f);
       case 'error':
         return this._onError(f);
       default:

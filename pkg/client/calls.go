@@ -112,6 +112,39 @@ func (c *Client) History(ctx context.Context, room string, before int64, limit i
 	return r.Messages, nil
 }
 
+// Typing tells the other members of room, a room joined, that the user is
+// typing. Nothing answers it and nothing retries it: while the Client is
+// reconnecting it is dropped. The server relays at most one per 2 s per
+// connection, and the Client sends at most one per TypingInterval (2 s),
+// so an application may call it on every keystroke without spending the
+// connection's rate allowance. It waits for nothing.
+func (c *Client) Typing(room string) error {
+	if !protocol.ValidRoom(room) {
+		return badRequest("invalid room name %q", room)
+	}
+	b, _ := protocol.Encode(&protocol.Frame{Type: protocol.TypeTyping, Room: room}) // a Frame always encodes
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	cn := c.cur
+	if cn == nil || !c.ready || c.rooms[room] == nil {
+		return nil
+	}
+	now := time.Now()
+	if now.Sub(c.typedAt) < TypingInterval {
+		return nil
+	}
+	c.typedAt = now
+	cn.q = append(cn.q, queued{b: b})
+	select {
+	case cn.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 // newID returns a random idempotency key: 32 hex digits.
 func newID() string {
 	var b [16]byte

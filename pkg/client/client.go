@@ -206,7 +206,13 @@ type Client struct {
 	resumeRooms map[string]bool
 	// err is set when the Client has stopped; every call returns it.
 	err error
+	// typedAt is when Typing last sent a notice.
+	typedAt time.Time
 }
+
+// TypingInterval is the shortest time between two typing notices a Client
+// sends, the server's default relay interval.
+const TypingInterval = 2 * time.Second
 
 // Dial connects to cfg.URL, sends hello and waits for welcome. It fails if
 // that first attempt fails (unless Config.RetryDial); the error then names

@@ -33,7 +33,7 @@ type conn struct {
 
 // queued is a request in a connection's write queue.
 type queued struct {
-	cl *call
+	cl *call // nil for a frame nothing answers (typing)
 	b  []byte
 }
 
@@ -143,7 +143,7 @@ func (c *Client) writeLoop(cn *conn) {
 			e := cn.q[0]
 			cn.q[0] = queued{}
 			cn.q = cn.q[1:]
-			if c.pending[e.cl.ref] != e.cl {
+			if e.cl != nil && c.pending[e.cl.ref] != e.cl {
 				// Abandoned by its caller while held back: it was never
 				// sent, so it is not sent now.
 				c.mu.Unlock()
@@ -156,7 +156,7 @@ func (c *Client) writeLoop(cn *conn) {
 					cn.pace = 0
 				}
 			}
-			if e.cl.conn == cn {
+			if e.cl != nil && e.cl.conn == cn {
 				e.cl.queued, e.cl.sentAt = false, time.Now()
 			}
 			c.mu.Unlock()

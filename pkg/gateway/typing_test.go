@@ -83,9 +83,10 @@ func sentinelSeq(t *testing.T, n *node, room string, cs ...*tclient) int64 {
 	return ack.Seq
 }
 
-// The Go SDK delivers another member's typing notice as Event.Typing, in
+// The Go SDK sends typing notices, one per TypingInterval however often
+// Typing is called, and delivers another member's as Event.Typing, in
 // order with the room's messages.
-func TestClientSDKSeesTyping(t *testing.T) {
+func TestClientSDKTyping(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	n := c.gws[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -100,11 +101,32 @@ func TestClientSDKSeesTyping(t *testing.T) {
 	}
 	alice := login(t, n, "alice", "phone")
 	alice.join("r", nil)
+	for range 5 {
+		if err := cl.Typing("r"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The SDK's writer sends in order: what it sent before this history
+	// request has been handled once the request is answered.
+	if _, err := cl.History(ctx, "r", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if f := alice.next(); f.Type != "typing" || f.User != "bob" || f.Device != "sdk" {
+		t.Fatalf("alice got %+v, want bob/sdk typing", f)
+	}
+	sentinel(t, n, "r", alice) // one notice only
+	if err := cl.Typing("no-such-room"); err != nil {
+		t.Fatalf("Typing in a room not joined: %v, want nil (nothing sent)", err)
+	}
+	if err := cl.Typing("bad room"); err == nil {
+		t.Fatal("Typing with an invalid room name: no error")
+	}
+
 	alice.send(protocol.Frame{Type: "typing", Room: "r"})
 	alice.nothingQueued()
 	ack, _ := alice.post("r", "m1", "hello")
 	var got []string
-	for len(got) < 2 {
+	for len(got) < 3 {
 		select {
 		case ev := <-cl.Events():
 			switch {
@@ -117,7 +139,7 @@ func TestClientSDKSeesTyping(t *testing.T) {
 			t.Fatalf("events so far %q: %v", got, ctx.Err())
 		}
 	}
-	want := []string{"typing alice/phone in r", fmt.Sprintf("message %d", ack.Seq)}
+	want := []string{"message 1", "typing alice/phone in r", fmt.Sprintf("message %d", ack.Seq)}
 	if !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
