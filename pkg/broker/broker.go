@@ -154,10 +154,12 @@ type Bus interface {
 	Emit(ctx context.Context, ev Event) error
 }
 
-// Broker is the shared message store and bus.
+// Broker is the shared message store and bus, and the per-user side of
+// the store.
 type Broker interface {
 	Store
 	Bus
+	Users
 	// Ready returns nil when the store is reachable and subscriptions are live.
 	Ready(ctx context.Context) error
 	// Close releases the broker's connections and goroutines.

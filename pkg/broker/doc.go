@@ -18,6 +18,11 @@
 // shard's) are lost together, after which the gateway repairs each room
 // from its history.
 //
+// The Users side is the per-user part of the store: rooms' kinds and
+// members, each user's rooms and read cursors, and the directory of public
+// rooms. Unread counts are derived from a room's head and a user's cursor
+// (see Unread), so publishing writes nothing for them.
+//
 // Implementations live in sub-packages: redis (the cluster's shared store)
 // and memory (one process, for development and tests).
 package broker

@@ -1,7 +1,8 @@
 // Package brokertest is the conformance suite that every broker.Broker
 // implementation passes. An implementation's test calls Run with a factory
-// that returns a fresh, empty broker wired to the given handler, and with a
-// way to make that broker lose its subscriber connection.
+// that returns a fresh, empty broker wired to the given handler, with a way
+// to make that broker lose its subscriber connection, and with a way to make
+// it lose a room's history (Forget).
 //
 // Tests that check that something is not delivered end with a sentinel,
 // published last, that must arrive last: the Handler is called in the order
@@ -245,11 +246,12 @@ func (r *Recorder) AssertOnly(t testing.TB, room, sentinel string) {
 	}
 }
 
-// Run runs the conformance suite. Both arguments are required: interrupt
-// is how the suite checks the loss signal.
-func Run(t *testing.T, newBroker Factory, interrupt Interrupt) {
-	if newBroker == nil || interrupt == nil {
-		t.Fatal("brokertest.Run needs a Factory and an Interrupt")
+// Run runs the conformance suite. Every argument is required: interrupt
+// is how the suite checks the loss signal, forget how it checks what a
+// room's new epoch does to users' cursors.
+func Run(t *testing.T, newBroker Factory, interrupt Interrupt, forget Forget) {
+	if newBroker == nil || interrupt == nil || forget == nil {
+		t.Fatal("brokertest.Run needs a Factory, an Interrupt and a Forget")
 	}
 	ctx := context.Background()
 	setup := func(t *testing.T, retention int) (broker.Broker, *Recorder) {
@@ -816,6 +818,11 @@ func Run(t *testing.T, newBroker Factory, interrupt Interrupt) {
 			}
 		}
 	})
+
+	runUsers(t, func(t *testing.T, retention int) broker.Broker {
+		b, _ := setup(t, retention)
+		return b
+	}, forget)
 
 	t.Run("Ready", func(t *testing.T) {
 		b, _ := setup(t, 10)

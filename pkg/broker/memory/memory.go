@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/protocol"
 )
 
 // Config configures a Broker. Zero fields take the stated defaults.
@@ -47,6 +48,10 @@ type Broker struct {
 	subs   map[broker.Topic]bool
 	closed bool
 
+	// The per-user side (users.go), which Reset keeps.
+	metas map[string]*roomMeta                    // room -> info and members
+	users map[string]map[string]protocol.Position // user -> room -> read cursor (zero: none)
+
 	// deliveries run on one goroutine, in publish order, like a pub/sub
 	// connection; queue is unbounded so Publish never waits for a reader.
 	qmu   sync.Mutex
@@ -71,6 +76,8 @@ func New(cfg Config) *Broker {
 		rooms: make(map[string]*room),
 		idem:  make(map[string]idemEntry),
 		subs:  make(map[broker.Topic]bool),
+		metas: make(map[string]*roomMeta),
+		users: make(map[string]map[string]protocol.Position),
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 	}
@@ -302,8 +309,10 @@ func (b *Broker) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Reset forgets every room, as a Redis that lost its data would. New
-// messages start a new epoch. It exists for tests of epoch changes.
+// Reset forgets every room's history, as a Redis that lost a room's
+// history keys would: new messages start a new epoch. Rooms' kinds and
+// members and users' read cursors stay, so that a cursor of the old epoch
+// meets the new one. It exists for tests of epoch changes.
 func (b *Broker) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -18,5 +18,7 @@ func TestConformance(t *testing.T) {
 		return memory.New(memory.Config{Handler: h, Retention: retention})
 	}, func(t *testing.T, b broker.Broker) {
 		b.(*memory.Broker).Interrupt(errors.New("interrupted by the conformance suite"))
+	}, func(t *testing.T, b broker.Broker, _ string) {
+		b.(*memory.Broker).Reset()
 	})
 }

@@ -8,9 +8,32 @@
 //	<prefix>:{R}:idem:<n>:<user>:<id> string: the ack of an idempotent send, with a TTL
 //	channel <prefix>:{R}              pub/sub: each envelope as it is published, and the room's events
 //
-// Per user U (a topic with no keys: events are not stored):
+//	<prefix>:{R}:info                 hash: kind (public, private, direct), creator, created
+//	<prefix>:{R}:members              set: the room's members (the truth of membership; SCARD counts them)
 //
+// Per user U:
+//
+//	<prefix>:u:{U}:rooms              hash: room -> the user's read cursor "epoch:seq", "" when none
 //	channel <prefix>:u:{U}            pub/sub: the user's events
+//
+// And one key for all:
+//
+//	<prefix>:rooms:public             sorted set: public rooms' names, score 0, paged by ZRANGE BYLEX
+//
+// Every command touches one slot: a room's keys share {R}, a user's {U}.
+// What spans a room and a user is two commands: AddMember writes the room
+// side (a script: the room exists, SADD), then the user side (HSETNX, which
+// keeps a cursor); RemoveMember SREM, then HDEL. A crash between them is
+// harmless: IsMember reads the room side, Memberships leaves out a room whose
+// members no longer hold the user, and the next AddMember or RemoveMember
+// writes the user side whatever the room side said. EnsureRoom is a script
+// on the room's info (the first creation's kind wins), then, for a new
+// public room, ZADD to the directory. Memberships is two round trips:
+// HGETALL of the user's hash, then one pipeline of one EVALSHA per room of
+// a script that reads its head (meta, LLEN of the log), kind and whether the
+// user is in its members. MarkRead is a script on the user's hash that
+// compares and sets. Unread counts are derived (head - cursor, capped by
+// what the log retains): nothing of the Users side is written on publish.
 //
 // In the idempotency key n is the length of user in bytes, in decimal: user
 // and id may both contain ':', and n says where the user ends.
