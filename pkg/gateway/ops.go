@@ -70,6 +70,89 @@ func (g *Gateway) join(ctx context.Context, p principal, sub subscriber, room st
 // leave ends a membership that join returned.
 func (g *Gateway) leave(m *member) { g.hub.remove(m) }
 
+// enter makes p a member of room in the store, on all p's devices: the
+// first join of a public room creates it. A room of another kind is
+// entered only by its members (it cannot be created by a join).
+func (g *Gateway) enter(ctx context.Context, p principal, room string) error {
+	if err := g.checkRoom(p, room); err != nil {
+		return err
+	}
+	info, err := g.broker.EnsureRoom(ctx, room, broker.PublicRoom, "")
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if info.Kind != broker.PublicRoom {
+		member, err := g.broker.IsMember(ctx, room, p.user)
+		if err != nil {
+			return g.refusal(ctx, err)
+		}
+		if !member {
+			return &opError{protocol.CodeForbidden, fmt.Sprintf("room %s is %s: members only", room, info.Kind)}
+		}
+		return nil
+	}
+	if _, err := g.broker.AddMember(ctx, room, p.user); err != nil {
+		return g.refusal(ctx, err)
+	}
+	return nil
+}
+
+// exit ends p's membership of room in the store, on all p's devices.
+func (g *Gateway) exit(ctx context.Context, p principal, room string) error {
+	if _, err := g.broker.RemoveMember(ctx, room, p.user); err != nil {
+		return g.refusal(ctx, err)
+	}
+	return nil
+}
+
+// rooms lists p's rooms with their heads, read cursors and unread counts,
+// in two round trips to the store whatever their number.
+func (g *Gateway) rooms(ctx context.Context, p principal) ([]protocol.RoomState, error) {
+	ms, err := g.broker.Memberships(ctx, p.user)
+	if err != nil {
+		return nil, g.refusal(ctx, err)
+	}
+	out := make([]protocol.RoomState, len(ms))
+	for i, m := range ms {
+		read := int64(0)
+		if m.Read.Epoch == m.Head.Epoch {
+			read = m.Read.Seq
+		}
+		out[i] = protocol.RoomState{Room: m.Room, Kind: string(m.Kind), Epoch: m.Head.Epoch,
+			Seq: m.Head.Seq, First: m.Head.First, Read: read, Unread: m.Unread}
+	}
+	return out, nil
+}
+
+// markRead moves p's read cursor in room forward to pos and returns the
+// cursor after it, with the unread count it leaves. A pos beyond the room's
+// head is bad_request; one behind the cursor, or in an epoch the room no
+// longer has, leaves the cursor where it is (two devices racing never move
+// it back). Only a member has a cursor.
+func (g *Gateway) markRead(ctx context.Context, p principal, room string, pos protocol.Position) (protocol.Position, int64, error) {
+	if err := g.checkRoom(p, room); err != nil {
+		return protocol.Position{}, 0, err
+	}
+	head, err := g.broker.Head(ctx, room)
+	if err != nil {
+		return protocol.Position{}, 0, g.refusal(ctx, err)
+	}
+	switch {
+	case pos.Epoch == head.Epoch && pos.Seq > head.Seq:
+		return protocol.Position{}, 0, &opError{protocol.CodeBadRequest, fmt.Sprintf("seq %d is beyond the room's head, %d", pos.Seq, head.Seq)}
+	case pos.Epoch != head.Epoch:
+		pos = protocol.Position{} // a stale epoch: read the cursor, move nothing
+	}
+	cur, err := g.broker.MarkRead(ctx, p.user, room, pos)
+	if errors.Is(err, broker.ErrNotMember) {
+		return protocol.Position{}, 0, &opError{protocol.CodeForbidden, "not a member of room " + room + ": join it first"}
+	}
+	if err != nil {
+		return protocol.Position{}, 0, g.refusal(ctx, err)
+	}
+	return cur, broker.Unread(head, cur), nil
+}
+
 // publish stores and publishes body as p's message id in room.
 func (g *Gateway) publish(ctx context.Context, p principal, room, id, body string) (broker.Ack, error) {
 	if err := g.checkRoom(p, room); err != nil {

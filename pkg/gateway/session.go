@@ -22,6 +22,7 @@ type session struct {
 	out *outbox
 
 	members map[string]*member // owned by the request handler: rooms joined
+	known   map[string]bool    // the user's rooms (memberships) as welcome listed them and joins added; owned by the request handler
 	typed   time.Time          // when the last typing notice went out (owned by the request handler)
 }
 
@@ -38,6 +39,16 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.join(f, arrived)
 	case protocol.TypeLeave:
 		s.leave(f.Room)
+		if s.known[f.Room] {
+			ctx, cancel := s.requestCtx(arrived)
+			err := s.g.exit(ctx, s.p, f.Room)
+			cancel()
+			if err != nil {
+				s.refuse(f.Ref, err)
+				return
+			}
+			delete(s.known, f.Room)
+		}
 		s.out.send(&protocol.Frame{Type: protocol.TypeLeft, Ref: f.Ref, Room: f.Room})
 	case protocol.TypeSend:
 		s.send(f, arrived)
@@ -45,6 +56,8 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.history(f, arrived)
 	case protocol.TypeTyping:
 		s.typing(f, arrived)
+	case protocol.TypeRead:
+		s.read(f, arrived)
 	}
 }
 
@@ -69,12 +82,34 @@ func (s *session) join(f *protocol.Frame, arrived time.Time) {
 	s.leave(f.Room)
 	ctx, cancel := s.requestCtx(arrived)
 	defer cancel()
+	if !s.known[f.Room] {
+		// A first join makes the user a member, on all their devices; a
+		// re-join of one of their rooms writes nothing.
+		if err := s.g.enter(ctx, s.p, f.Room); err != nil {
+			s.refuse(f.Ref, err)
+			return
+		}
+		s.known[f.Room] = true
+	}
 	m, err := s.g.join(ctx, s.p, s, f.Room, f.Since, f.Ref)
 	if err != nil {
 		s.refuse(f.Ref, err)
 		return
 	}
 	s.members[f.Room] = m
+}
+
+// read moves the user's read cursor in a room forward and answers with
+// the cursor and the unread count it leaves.
+func (s *session) read(f *protocol.Frame, arrived time.Time) {
+	ctx, cancel := s.requestCtx(arrived)
+	defer cancel()
+	cur, unread, err := s.g.markRead(ctx, s.p, f.Room, protocol.Position{Epoch: f.Epoch, Seq: f.Seq})
+	if err != nil {
+		s.refuse(f.Ref, err)
+		return
+	}
+	s.out.send(&protocol.Frame{Type: protocol.TypeRead, Ref: f.Ref, Room: f.Room, Epoch: cur.Epoch, Seq: cur.Seq, Unread: unread})
 }
 
 func (s *session) leave(room string) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -154,7 +155,24 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType) (s *session,
 	if !c.admit(user, true, f.Ref) {
 		return nil, true
 	}
-	c.out.send(&protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID})
+	s = &session{g: c.g, ctx: c.ctx, p: principal{user: user, device: f.Device}, out: &c.out,
+		members: make(map[string]*member), known: make(map[string]bool)}
+	welcome := &protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID}
+	// The user's rooms, each with its unread count. A store that cannot
+	// be read costs the list, not the connection: welcome comes without
+	// "rooms", and joins record memberships as they go.
+	ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+	rooms, err := c.g.rooms(ctx, s.p)
+	cancel()
+	if err == nil {
+		welcome.Rooms = &rooms
+		for _, r := range rooms {
+			s.known[r.Room] = true
+		}
+	} else {
+		c.g.log.Info("welcome without the user's rooms", "conn", c.id, "user", user, "err", err)
+	}
+	c.out.send(welcome)
 	c.g.log.Debug("hello", "conn", c.id, "user", user, "device", f.Device)
-	return &session{g: c.g, ctx: c.ctx, p: principal{user: user, device: f.Device}, out: &c.out, members: make(map[string]*member)}, true
+	return s, true
 }

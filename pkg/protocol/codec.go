@@ -91,6 +91,17 @@ func (f *Frame) Validate() error {
 		return nil
 	case TypeTyping:
 		return checkRoom(f.Room)
+	case TypeRead:
+		if err := checkRoom(f.Room); err != nil {
+			return err
+		}
+		if f.Seq < 0 {
+			return badFrame(`"seq" must not be negative`)
+		}
+		if f.Seq > 0 && f.Epoch == "" {
+			return badFrame(`read with "seq" > 0 needs the "epoch" that seq belongs to`)
+		}
+		return nil
 	case TypeHistory:
 		if err := checkRoom(f.Room); err != nil {
 			return err

@@ -109,3 +109,15 @@ func TestDecodeTyping(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeRead(t *testing.T) {
+	f, err := Decode([]byte(`{"type":"read","room":"general","epoch":"e1","seq":40,"ref":"r1"}`))
+	if err != nil || f.Type != TypeRead || f.Seq != 40 || f.Epoch != "e1" {
+		t.Fatalf("Decode read = %+v, %v", f, err)
+	}
+	for _, in := range []string{`{"type":"read","seq":1,"epoch":"e"}`, `{"type":"read","room":"r","seq":-1}`, `{"type":"read","room":"r","seq":3}`} {
+		if _, err := Decode([]byte(in)); err == nil {
+			t.Errorf("Decode(%s): no error, want bad_request", in)
+		}
+	}
+}

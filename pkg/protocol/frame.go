@@ -15,6 +15,7 @@ const (
 	TypeHistory = "history" // also a server reply
 	TypePing    = "ping"
 	TypeTyping  = "typing" // also relayed to the room's other members
+	TypeRead    = "read"   // also the answer, and the sync to the user's other devices
 )
 
 // Frame types, server to client.
@@ -59,6 +60,11 @@ type Frame struct {
 	Limit    int        `json:"limit,omitempty"`
 	Messages []*Message `json:"messages,omitempty"`
 
+	// welcome: the user's rooms, absent when the store could not be read
+	Rooms *[]RoomState `json:"rooms,omitempty"`
+	// read answer: messages after the cursor still retained (absent: 0)
+	Unread int64 `json:"unread,omitempty"`
+
 	// error
 	Code    string `json:"code,omitempty"`
 	Message string `json:"message,omitempty"`
@@ -66,6 +72,18 @@ type Frame struct {
 	// milliseconds, the client should wait before it resends the refused
 	// request (with the same id, for a send).
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+}
+
+// RoomState is one of a user's rooms, as welcome lists them: the room's
+// head, the user's read cursor and the unread count derived from both.
+type RoomState struct {
+	Room   string `json:"room"`
+	Kind   string `json:"kind"`            // "public", "private" or "direct"
+	Epoch  string `json:"epoch,omitempty"` // absent while the room has no message
+	Seq    int64  `json:"seq"`             // the head: the last assigned seq
+	First  int64  `json:"first"`           // the oldest seq still in history
+	Read   int64  `json:"read"`            // the user's read cursor in this epoch; 0: none
+	Unread int64  `json:"unread"`          // retained messages after the cursor
 }
 
 // Message is a chat message as it is stored in a room's history and

@@ -1,0 +1,142 @@
+package gateway_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/parley-chat/parley/pkg/gateway"
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// roomsOf returns welcome's rooms by name, failing when welcome has none.
+func roomsOf(t *testing.T, w protocol.Frame) map[string]protocol.RoomState {
+	t.Helper()
+	if w.Rooms == nil {
+		t.Fatalf("welcome %+v has no rooms", w)
+	}
+	out := make(map[string]protocol.RoomState)
+	for _, r := range *w.Rooms {
+		out[r.Room] = r
+	}
+	return out
+}
+
+// hello logs in and returns the welcome frame.
+func hello(t *testing.T, n *node, user, device string) (*tclient, protocol.Frame) {
+	t.Helper()
+	c := connect(t, n)
+	c.name = user + "/" + device
+	c.send(protocol.Frame{Type: "hello", User: user, Device: device})
+	return c, c.expect("welcome")
+}
+
+func (c *tclient) read(room, epoch string, seq int64) protocol.Frame {
+	c.t.Helper()
+	c.n++
+	ref := fmt.Sprintf("r%d", c.n)
+	c.send(protocol.Frame{Type: "read", Ref: ref, Room: room, Epoch: epoch, Seq: seq})
+	f := c.next()
+	if f.Ref != ref {
+		c.t.Fatalf("%s: got %+v, want the answer to read %s", c.name, f, ref)
+	}
+	return f
+}
+
+// A user's rooms and read cursors follow the user across devices and
+// gateways: a join makes a membership, welcome on another device lists it
+// with the unread count derived from the head and the cursor, the cursor
+// moves forward only, and a leave ends the membership everywhere.
+func TestMembershipsAndReadCursorsAcrossDevices(t *testing.T) {
+	c := newCluster(t, 2, func(cfg *gateway.Config) { cfg.RateLimit, cfg.RateBurst = 1000, 1000 })
+	gw1, gw2 := c.gws[0], c.gws[1]
+
+	phone, w := hello(t, gw1, "alice", "phone")
+	if rs := roomsOf(t, w); len(rs) != 0 {
+		t.Fatalf("a new user's welcome lists rooms: %+v", rs)
+	}
+	phone.join("general", nil)
+	bob := login(t, gw2, "bob", "web")
+	for i := 1; i <= 60; i++ {
+		bob.post("general", fmt.Sprintf("b%d", i), fmt.Sprintf("m%d", i))
+	}
+	got := phone.messages(60)
+	epoch := got[0].Epoch
+
+	if f := phone.read("general", epoch, 40); f.Type != "read" || f.Seq != 40 || f.Epoch != epoch || f.Unread != 20 {
+		t.Fatalf("read 40: %+v, want cursor 40 and unread 20", f)
+	}
+
+	laptop, w := hello(t, gw2, "alice", "laptop")
+	g := roomsOf(t, w)["general"]
+	want := protocol.RoomState{Room: "general", Kind: "public", Epoch: epoch, Seq: 60, First: 1, Read: 40, Unread: 20}
+	if g != want {
+		t.Fatalf("laptop's welcome: general %+v, want %+v", g, want)
+	}
+	// One request brings exactly the unread messages.
+	j := laptop.join("general", &protocol.Since{Epoch: epoch, Seq: g.Read})
+	if j.Recovered == nil || !*j.Recovered {
+		t.Fatalf("join from the cursor: %+v, want recovered", j)
+	}
+	if ms := laptop.messages(20); ms[0].Seq != 41 || ms[19].Seq != 60 {
+		t.Fatalf("caught up %s, want 41-60", seqsOf(ms))
+	}
+	laptop.nothingQueued()
+
+	if f := laptop.read("general", epoch, 60); f.Seq != 60 || f.Unread != 0 {
+		t.Fatalf("read 60: %+v, want cursor 60, unread 0", f)
+	}
+	// Behind the cursor: the cursor stays (a racing device never moves it back).
+	if f := phone.read("general", epoch, 30); f.Type != "read" || f.Seq != 60 || f.Unread != 0 {
+		t.Fatalf("read 30 after 60: %+v, want the cursor left at 60", f)
+	}
+	// Beyond the head; a room not a member of; a stale epoch.
+	if f := phone.read("general", epoch, 61); f.Type != "error" || f.Code != protocol.CodeBadRequest {
+		t.Fatalf("read beyond the head: %+v, want bad_request", f)
+	}
+	if f := phone.read("elsewhere", "", 0); f.Type != "error" || f.Code != protocol.CodeForbidden {
+		t.Fatalf("read in a room not joined: %+v, want forbidden", f)
+	}
+	if f := phone.read("general", "gone-epoch", 5); f.Type != "read" || f.Seq != 60 || f.Epoch != epoch {
+		t.Fatalf("read in a stale epoch: %+v, want the cursor left at %s/60", f, epoch)
+	}
+
+	// The phone comes back on the other gateway: unread 0, cursor at the head.
+	_, w = hello(t, gw2, "alice", "phone2")
+	if g := roomsOf(t, w)["general"]; g.Read != 60 || g.Unread != 0 {
+		t.Fatalf("phone's welcome after reading on the laptop: %+v, want read 60, unread 0", g)
+	}
+
+	// Leaving ends the membership on every device.
+	laptop.send(protocol.Frame{Type: "leave", Ref: "l1", Room: "general"})
+	if f := laptop.next(); f.Type != "left" || f.Ref != "l1" {
+		t.Fatalf("leave: %+v", f)
+	}
+	_, w = hello(t, gw1, "alice", "tablet")
+	if rs := roomsOf(t, w); len(rs) != 0 {
+		t.Fatalf("after leaving, welcome lists %+v", rs)
+	}
+}
+
+// A store that cannot be read at hello costs the room list, not the
+// connection: welcome comes without rooms, and the connection works once
+// the store is back.
+func TestWelcomeWithoutRoomsWhileTheStoreIsDown(t *testing.T) {
+	c := newCluster(t, 1, func(cfg *gateway.Config) { cfg.RequestTimeout = 300 * time.Millisecond })
+	n := c.gws[0]
+	alice := login(t, n, "alice", "phone")
+	alice.join("general", nil)
+
+	c.redis.Freeze()
+	cl, w := hello(t, n, "alice", "laptop")
+	c.redis.Thaw()
+	if w.Rooms != nil {
+		t.Fatalf("welcome while the store was frozen lists rooms: %+v", *w.Rooms)
+	}
+	cl.nothingQueued()
+	cl.join("general", nil)
+	_, w = hello(t, n, "alice", "tablet")
+	if _, ok := roomsOf(t, w)["general"]; !ok {
+		t.Fatalf("welcome once the store is back: %+v, want general", *w.Rooms)
+	}
+}
