@@ -112,6 +112,10 @@ type tclient struct {
 	frames chan []byte
 	done   chan struct{}
 	err    error // why the reader stopped; read after done
+	// sync keeps the frames that keep a user's devices in step
+	// (membership, and read without a ref); without it next skips them,
+	// for tests of other things that log one user in on two devices.
+	sync bool
 }
 
 func dialRaw(t *testing.T, url string, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
@@ -190,11 +194,16 @@ func (c *tclient) sendRaw(b []byte) {
 // next reads the next frame within 10s.
 func (c *tclient) next() protocol.Frame {
 	c.t.Helper()
-	f, err := c.tryNext(10 * time.Second)
-	if err != nil {
-		c.t.Fatalf("%s: reading a frame: %v", c.name, err)
+	for {
+		f, err := c.tryNext(10 * time.Second)
+		if err != nil {
+			c.t.Fatalf("%s: reading a frame: %v", c.name, err)
+		}
+		if !c.sync && (f.Type == protocol.TypeMembership || (f.Type == protocol.TypeRead && f.Ref == "")) {
+			continue
+		}
+		return f
 	}
-	return f
 }
 
 func (c *tclient) tryNext(d time.Duration) (protocol.Frame, error) {

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"sync"
 
 	"github.com/parley-chat/parley/pkg/broker"
@@ -25,7 +24,8 @@ type hub struct {
 	g *Gateway
 
 	mu    sync.Mutex
-	rooms map[string]*room
+	rooms registry[*room]
+	users registry[*userTopic]
 
 	wg        sync.WaitGroup // repair goroutines
 	readSlots chan struct{}  // history reads of repairs in flight
@@ -37,10 +37,7 @@ type room struct {
 	name string
 	hold int // the most live messages held back for one joining member (OutboundQueue)
 
-	// guarded by hub.mu
-	refs       int           // members counted in (subscribed or being subscribed for)
-	subscribed bool          // the broker delivers the room
-	op         chan struct{} // a Subscribe or Unsubscribe in flight; closed when it ends
+	subscription // counted by members; guarded by hub.mu
 
 	mu      sync.Mutex // guards the delivery state below
 	cur     cursor     // the last envelope fanned out
@@ -60,105 +57,45 @@ type member struct {
 }
 
 func newHub(g *Gateway) *hub {
-	return &hub{g: g, rooms: make(map[string]*room), readSlots: make(chan struct{}, repairReads)}
+	h := &hub{g: g, readSlots: make(chan struct{}, repairReads)}
+	h.rooms = registry[*room]{
+		kind:    broker.RoomTopic,
+		entries: make(map[string]*room),
+		create: func(name string) *room {
+			g.metrics.rooms.Inc()
+			return &room{name: name, hold: g.cfg.OutboundQueue, members: make(map[*member]struct{})}
+		},
+		dropped: func(*room) { g.metrics.rooms.Dec() },
+	}
+	h.users = registry[*userTopic]{
+		kind:    broker.UserTopic,
+		entries: make(map[string]*userTopic),
+		create:  func(name string) *userTopic { return &userTopic{sessions: make(map[userSubscriber]struct{})} },
+	}
+	return h
 }
 
 func (h *hub) room(name string) *room {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.rooms[name]
+	return h.rooms.entries[name]
 }
 
-// acquire counts a member in and makes sure the room is subscribed. The
-// caller that finds the room unsubscribed subscribes it, unlocked; others
-// wait for that call (or an unsubscribe in flight) to end, bounded by ctx.
+// acquire counts a member in and makes sure the room is subscribed.
 func (h *hub) acquire(ctx context.Context, name string) (*room, error) {
-	for {
-		h.mu.Lock()
-		r := h.rooms[name]
-		if r == nil {
-			r = &room{name: name, hold: h.g.cfg.OutboundQueue, members: make(map[*member]struct{})}
-			h.rooms[name] = r
-			h.g.metrics.rooms.Inc()
-		}
-		if op := r.op; op != nil {
-			h.mu.Unlock()
-			select {
-			case <-op:
-				continue
-			case <-ctx.Done():
-				return nil, fmt.Errorf("subscribe %s: %w: %w", name, broker.ErrUnavailable, ctx.Err())
-			}
-		}
-		r.refs++
-		if r.subscribed {
-			h.mu.Unlock()
-			return r, nil
-		}
-		op := make(chan struct{})
-		r.op = op
-		h.mu.Unlock()
-
-		err := h.g.broker.Subscribe(ctx, broker.Room(name))
-
-		h.mu.Lock()
-		r.op = nil
-		close(op)
-		if err == nil {
-			r.subscribed = true
-		} else {
-			r.refs--
-			h.forgetLocked(r)
-		}
-		h.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		return r, nil
-	}
+	return hold(ctx, h, &h.rooms, name)
 }
 
-// release counts a member out; the last one unsubscribes the room.
+// release counts a member out; the last one unsubscribes the room, and
+// the room's stream is no longer followed: the next joiner reads history
+// itself.
 func (h *hub) release(r *room) {
-	h.mu.Lock()
-	r.refs--
-	if r.refs > 0 || !r.subscribed || r.op != nil {
-		h.forgetLocked(r)
-		h.mu.Unlock()
-		return
-	}
-	op := make(chan struct{})
-	r.op = op
-	h.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), h.g.cfg.RequestTimeout)
-	if err := h.g.broker.Unsubscribe(ctx, broker.Room(r.name)); err != nil {
-		h.g.log.Warn("unsubscribe failed", "room", r.name, "err", err)
-	}
-	cancel()
-	// The room's stream is no longer followed: the next joiner reads
-	// history itself.
-	r.mu.Lock()
-	r.cur = cursor{}
-	r.abandonRepairLocked()
-	r.mu.Unlock()
-
-	h.mu.Lock()
-	r.subscribed = false
-	r.op = nil
-	close(op)
-	h.forgetLocked(r)
-	h.mu.Unlock()
-}
-
-// forgetLocked drops r from the registry once nothing holds it: no member,
-// no subscription, no call in flight. Acquirers that waited for r's call
-// then make a new room. Called with hub.mu held.
-func (h *hub) forgetLocked(r *room) {
-	if r.refs == 0 && !r.subscribed && r.op == nil && h.rooms[r.name] == r {
-		delete(h.rooms, r.name)
-		h.g.metrics.rooms.Dec()
-	}
+	release(h, &h.rooms, r.name, r, func() {
+		r.mu.Lock()
+		r.cur = cursor{}
+		r.abandonRepairLocked()
+		r.mu.Unlock()
+	})
 }
 
 // join makes sub a member of the room, reading history as invariant 4
@@ -252,10 +189,11 @@ func (h *hub) Deliver(env broker.Envelope) {
 }
 
 // Event implements broker.Handler: a room's ephemeral event goes to its
-// members as it is, neither sequenced nor repaired. User topics are not
-// subscribed yet.
+// members as it is, neither sequenced nor repaired; a user's goes to the
+// user's sessions (users.go).
 func (h *hub) Event(ev broker.Event) {
-	if ev.Topic.Kind != broker.RoomTopic {
+	if ev.Topic.Kind == broker.UserTopic {
+		h.userEvent(ev)
 		return
 	}
 	r := h.room(ev.Topic.Name)

@@ -19,6 +19,7 @@ import (
 // their devices.
 type principal struct {
 	user, device string
+	conn         string // the connection that asks, "<node>/<n>": the user's events do not go back to it; "" for none
 }
 
 // opError is an operation's refusal: a protocol error code (protocol.Code*)
@@ -91,16 +92,24 @@ func (g *Gateway) enter(ctx context.Context, p principal, room string) error {
 		}
 		return nil
 	}
-	if _, err := g.broker.AddMember(ctx, room, p.user); err != nil {
+	added, err := g.broker.AddMember(ctx, room, p.user)
+	if err != nil {
 		return g.refusal(ctx, err)
+	}
+	if added {
+		g.tellUser(ctx, p, &protocol.Frame{Type: protocol.TypeMembership, Room: room, Kind: string(info.Kind), State: "member"})
 	}
 	return nil
 }
 
 // exit ends p's membership of room in the store, on all p's devices.
 func (g *Gateway) exit(ctx context.Context, p principal, room string) error {
-	if _, err := g.broker.RemoveMember(ctx, room, p.user); err != nil {
+	removed, err := g.broker.RemoveMember(ctx, room, p.user)
+	if err != nil {
 		return g.refusal(ctx, err)
+	}
+	if removed {
+		g.tellUser(ctx, p, &protocol.Frame{Type: protocol.TypeMembership, Room: room, State: "left"})
 	}
 	return nil
 }
@@ -150,7 +159,12 @@ func (g *Gateway) markRead(ctx context.Context, p principal, room string, pos pr
 	if err != nil {
 		return protocol.Position{}, 0, g.refusal(ctx, err)
 	}
-	return cur, broker.Unread(head, cur), nil
+	unread := broker.Unread(head, cur)
+	if pos != (protocol.Position{}) && cur == pos {
+		// The cursor moved: the user's other devices clear their badges.
+		g.tellUser(ctx, p, &protocol.Frame{Type: protocol.TypeRead, Room: room, Epoch: cur.Epoch, Seq: cur.Seq, Unread: unread})
+	}
+	return cur, unread, nil
 }
 
 // publish stores and publishes body as p's message id in room.

@@ -27,6 +27,7 @@ func hello(t *testing.T, n *node, user, device string) (*tclient, protocol.Frame
 	t.Helper()
 	c := connect(t, n)
 	c.name = user + "/" + device
+	c.sync = true
 	c.send(protocol.Frame{Type: "hello", User: user, Device: device})
 	return c, c.expect("welcome")
 }
@@ -86,6 +87,10 @@ func TestMembershipsAndReadCursorsAcrossDevices(t *testing.T) {
 	if f := laptop.read("general", epoch, 60); f.Seq != 60 || f.Unread != 0 {
 		t.Fatalf("read 60: %+v, want cursor 60, unread 0", f)
 	}
+	// The phone, on the other gateway, hears of it at once.
+	if f := phone.next(); f.Type != "read" || f.Ref != "" || f.Room != "general" || f.Seq != 60 || f.Epoch != epoch || f.Unread != 0 {
+		t.Fatalf("phone: %+v, want the laptop's read of 60", f)
+	}
 	// Behind the cursor: the cursor stays (a racing device never moves it back).
 	if f := phone.read("general", epoch, 30); f.Type != "read" || f.Seq != 60 || f.Unread != 0 {
 		t.Fatalf("read 30 after 60: %+v, want the cursor left at 60", f)
@@ -102,9 +107,17 @@ func TestMembershipsAndReadCursorsAcrossDevices(t *testing.T) {
 	}
 
 	// The phone comes back on the other gateway: unread 0, cursor at the head.
-	_, w = hello(t, gw2, "alice", "phone2")
+	phone2, w := hello(t, gw2, "alice", "phone2")
 	if g := roomsOf(t, w)["general"]; g.Read != 60 || g.Unread != 0 {
 		t.Fatalf("phone's welcome after reading on the laptop: %+v, want read 60, unread 0", g)
+	}
+
+	// A new room joined on the laptop is the user's on every device, live.
+	laptop.join("news", nil)
+	for _, d := range []*tclient{phone, phone2} {
+		if f := d.next(); f.Type != "membership" || f.Room != "news" || f.State != "member" || f.Kind != "public" {
+			t.Fatalf("%s: %+v, want membership of news", d.name, f)
+		}
 	}
 
 	// Leaving ends the membership on every device.
@@ -112,9 +125,15 @@ func TestMembershipsAndReadCursorsAcrossDevices(t *testing.T) {
 	if f := laptop.next(); f.Type != "left" || f.Ref != "l1" {
 		t.Fatalf("leave: %+v", f)
 	}
+	for _, d := range []*tclient{phone, phone2} {
+		if f := d.next(); f.Type != "membership" || f.Room != "general" || f.State != "left" {
+			t.Fatalf("%s: %+v, want general left", d.name, f)
+		}
+	}
+	laptop.nothingQueued() // its own leave's event did not come back to it
 	_, w = hello(t, gw1, "alice", "tablet")
-	if rs := roomsOf(t, w); len(rs) != 0 {
-		t.Fatalf("after leaving, welcome lists %+v", rs)
+	if rs := roomsOf(t, w); len(rs) != 1 || rs["news"].Room != "news" {
+		t.Fatalf("after leaving general, welcome lists %+v, want news only", rs)
 	}
 }
 

@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/parley-chat/parley/pkg/broker"
@@ -22,8 +24,11 @@ type session struct {
 	out *outbox
 
 	members map[string]*member // owned by the request handler: rooms joined
-	known   map[string]bool    // the user's rooms (memberships) as welcome listed them and joins added; owned by the request handler
-	typed   time.Time          // when the last typing notice went out (owned by the request handler)
+	utopic  *userTopic         // the user's topic on this gateway, nil when it could not be subscribed
+
+	kmu   sync.Mutex      // guards known: the handler and the user's events both change it
+	known map[string]bool // the user's rooms (memberships): welcome's list, kept by joins, leaves and the user's events
+	typed time.Time       // when the last typing notice went out (owned by the request handler)
 }
 
 var _ subscriber = (*session)(nil)
@@ -39,7 +44,7 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.join(f, arrived)
 	case protocol.TypeLeave:
 		s.leave(f.Room)
-		if s.known[f.Room] {
+		if s.isKnown(f.Room) {
 			ctx, cancel := s.requestCtx(arrived)
 			err := s.g.exit(ctx, s.p, f.Room)
 			cancel()
@@ -47,7 +52,7 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 				s.refuse(f.Ref, err)
 				return
 			}
-			delete(s.known, f.Room)
+			s.setKnown(f.Room, false)
 		}
 		s.out.send(&protocol.Frame{Type: protocol.TypeLeft, Ref: f.Ref, Room: f.Room})
 	case protocol.TypeSend:
@@ -82,14 +87,14 @@ func (s *session) join(f *protocol.Frame, arrived time.Time) {
 	s.leave(f.Room)
 	ctx, cancel := s.requestCtx(arrived)
 	defer cancel()
-	if !s.known[f.Room] {
+	if !s.isKnown(f.Room) {
 		// A first join makes the user a member, on all their devices; a
 		// re-join of one of their rooms writes nothing.
 		if err := s.g.enter(ctx, s.p, f.Room); err != nil {
 			s.refuse(f.Ref, err)
 			return
 		}
-		s.known[f.Room] = true
+		s.setKnown(f.Room, true)
 	}
 	m, err := s.g.join(ctx, s.p, s, f.Room, f.Since, f.Ref)
 	if err != nil {
@@ -119,11 +124,53 @@ func (s *session) leave(room string) {
 	}
 }
 
-// leaveAll ends every membership, when the connection ends.
-func (s *session) leaveAll() {
+// end ends the session with its connection: every room it joined here
+// is left (the user's memberships stay), and its user topic released.
+func (s *session) end() {
 	for room := range s.members {
 		s.leave(room)
 	}
+	if s.utopic != nil {
+		s.g.hub.releaseUser(s.p.user, s.utopic, s)
+	}
+}
+
+func (s *session) isKnown(room string) bool {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	return s.known[room]
+}
+
+func (s *session) setKnown(room string, member bool) {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	if member {
+		s.known[room] = true
+	} else {
+		delete(s.known, room)
+	}
+}
+
+// userEvent implements userSubscriber: another device of the user read a
+// room or made or ended a membership. The frame goes to the client as it
+// is; a membership also changes what this session knows, so that its
+// next join of the room writes (or skips) the membership rightly.
+func (s *session) userEvent(origin string, data []byte) {
+	if origin != "" && origin == s.p.conn {
+		return // this connection did it, and has its answer
+	}
+	var f struct {
+		Type  string `json:"type"`
+		Room  string `json:"room"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return
+	}
+	if f.Type == protocol.TypeMembership {
+		s.setKnown(f.Room, f.State == "member")
+	}
+	s.out.push(data, classLive)
 }
 
 func (s *session) send(f *protocol.Frame, arrived time.Time) {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/coder/websocket"
@@ -26,7 +27,7 @@ func (c *wsConn) serveV1() {
 		// memberships it owns are left next.
 		c.cancel()
 		c.in.close()
-		s.leaveAll()
+		s.end()
 	}()
 	lim := newBucket(c.g.cfg.RateLimit, c.g.cfg.RateBurst)
 	for {
@@ -155,7 +156,7 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType) (s *session,
 	if !c.admit(user, true, f.Ref) {
 		return nil, true
 	}
-	s = &session{g: c.g, ctx: c.ctx, p: principal{user: user, device: f.Device}, out: &c.out,
+	s = &session{g: c.g, ctx: c.ctx, p: principal{user: user, device: f.Device, conn: c.g.cfg.NodeID + "/" + strconv.FormatUint(c.id, 10)}, out: &c.out,
 		members: make(map[string]*member), known: make(map[string]bool)}
 	welcome := &protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID}
 	// The user's rooms, each with its unread count. A store that cannot
@@ -171,6 +172,15 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType) (s *session,
 		}
 	} else {
 		c.g.log.Info("welcome without the user's rooms", "conn", c.id, "user", user, "err", err)
+	}
+	// The user's topic keeps this device in step with the others. Without
+	// it (the store is down) the connection works, and the next welcome
+	// brings the state.
+	ctx, cancel = context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+	s.utopic, err = c.g.hub.holdUser(ctx, user, s)
+	cancel()
+	if err != nil {
+		c.g.log.Info("no live sync of the user's devices on this connection", "conn", c.id, "user", user, "err", err)
 	}
 	c.out.send(welcome)
 	c.g.log.Debug("hello", "conn", c.id, "user", user, "device", f.Device)

@@ -18,6 +18,13 @@ const (
 	TypeRead    = "read"   // also the answer, and the sync to the user's other devices
 )
 
+// Frame types the server sends to every device of a user.
+const (
+	// TypeMembership says that the user became a member of a room
+	// (state "member") or left it (state "left"), on any device.
+	TypeMembership = "membership"
+)
+
 // Frame types, server to client.
 const (
 	TypeWelcome = "welcome"
@@ -59,6 +66,10 @@ type Frame struct {
 	Before   int64      `json:"before,omitempty"`
 	Limit    int        `json:"limit,omitempty"`
 	Messages []*Message `json:"messages,omitempty"`
+
+	// membership: "member" or "left", and the room's kind
+	State string `json:"state,omitempty"`
+	Kind  string `json:"kind,omitempty"`
 
 	// welcome: the user's rooms, absent when the store could not be read
 	Rooms *[]RoomState `json:"rooms,omitempty"`

@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/protocol"
+)
+
+// userSubscriber is what the hub gives a user's events to: one session of
+// the user on this gateway. Events of a user (a read cursor moved, a
+// membership made or ended on another device) keep the user's devices in
+// step. The hub calls it with userTopic.mu held: it must not block.
+type userSubscriber interface {
+	// userEvent gives the frame of an event that connection origin set off
+	// ("" for none).
+	userEvent(origin string, frame []byte)
+}
+
+// userTopic is one user's topic on this gateway: the user's sessions here,
+// which subscribe it once between them.
+//
+// Lock order: userTopic.mu, then a session's outbox.mu (userEvent queues
+// under it); it is never held with hub.mu or room.mu.
+type userTopic struct {
+	subscription // counted by sessions; guarded by hub.mu
+
+	mu       sync.Mutex
+	sessions map[userSubscriber]struct{}
+}
+
+// holdUser subscribes s to its user's topic on this gateway.
+func (h *hub) holdUser(ctx context.Context, user string, s userSubscriber) (*userTopic, error) {
+	u, err := hold(ctx, h, &h.users, user)
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	u.sessions[s] = struct{}{}
+	u.mu.Unlock()
+	return u, nil
+}
+
+// releaseUser ends what holdUser began.
+func (h *hub) releaseUser(user string, u *userTopic, s userSubscriber) {
+	u.mu.Lock()
+	delete(u.sessions, s)
+	u.mu.Unlock()
+	release(h, &h.users, user, u, nil)
+}
+
+// userEvent gives an event of a user's topic to the user's sessions here.
+// Events are not repaired after a loss of the subscription: a device that
+// missed one reads the state again in its next welcome.
+func (h *hub) userEvent(ev broker.Event) {
+	h.mu.Lock()
+	u := h.users.entries[ev.Topic.Name]
+	h.mu.Unlock()
+	if u == nil {
+		return
+	}
+	// The gateways write a user's events as the origin connection, a
+	// newline, and the frame (tellUser).
+	origin, frame, ok := bytes.Cut(ev.Data, []byte{'\n'})
+	if !ok {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for s := range u.sessions {
+		s.userEvent(string(origin), frame)
+	}
+}
+
+// tellUser sends f to every device of p's user, on every gateway, as an
+// event of the user's topic. Best effort, as every event: a device that
+// misses it reads the state in its next welcome.
+func (g *Gateway) tellUser(ctx context.Context, p principal, f *protocol.Frame) {
+	frame, err := protocol.Encode(f)
+	if err == nil {
+		data := append(append([]byte(p.conn), '\n'), frame...)
+		err = g.broker.Emit(ctx, broker.Event{Topic: broker.User(p.user), Data: data})
+	}
+	if err != nil {
+		g.log.Info("a user's devices were not told", "type", f.Type, "room", f.Room, "err", fmt.Errorf("emit: %w", err))
+	}
+}
