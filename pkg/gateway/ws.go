@@ -85,7 +85,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	// request, its headers, its 8 KiB of buffers and the deep stack of its
 	// serving goroutine) is then garbage instead of being held for the
 	// connection's whole life.
-	go c.serve(r.URL, ws.Subprotocol() != protocol.Subprotocol)
+	// The upgrade's bearer token, if any, goes along to hello: it is kept
+	// no longer than that.
+	go c.serve(r.URL, bearerToken(r.Header.Get("Authorization")), ws.Subprotocol() != protocol.Subprotocol)
 }
 
 func (g *Gateway) newWSConn(ws *websocket.Conn, addr netip.Addr) *wsConn {
@@ -102,13 +104,13 @@ func (g *Gateway) newWSConn(ws *websocket.Conn, addr netip.Addr) *wsConn {
 
 // serve runs the connection until it ends, then cleans up: leave every
 // room, stop the pinger, let the writer finish its close, free the socket.
-func (c *wsConn) serve(u *url.URL, plain bool) {
+func (c *wsConn) serve(u *url.URL, bearer string, plain bool) {
 	defer c.g.untrack(c)
 	c.ping.start()
 	if plain {
-		c.servePlain(u)
+		c.servePlain(u, bearer)
 	} else {
-		c.serveV1()
+		c.serveV1(bearer)
 	}
 	c.ping.stop()
 	c.out.close(protocol.CloseNormal, "", false)
