@@ -208,3 +208,29 @@ func TestRS256TokenFromJWKS(t *testing.T) {
 		t.Fatalf("HS256 to a JWKS gateway answered %+v", e)
 	}
 }
+
+// A long refusal (here a JWKS fetch that fails) still closes with 1008:
+// the reason is cut to a close frame's 123 bytes; the error frame has it
+// all.
+func TestLongAuthErrorClosesWithPolicy(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	v, err := auth.New(auth.Config{JWKSURL: dead.URL + "/a/rather/long/path/to/the/keys/of/this/deployment/jwks.json", HMACSecret: authSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := tokenCluster(t, func(cfg *gateway.Config) { cfg.Auth = v })
+	s, _ := auth.NewHMACSigner(authSecret)
+	s.Kid = "some-key-id"
+	tok, _ := s.Sign(auth.Claims{User: "alice"})
+	cl := connect(t, n)
+	cl.send(protocol.Frame{Type: "hello", Ref: "h1", Token: tok})
+	e := cl.expect("error")
+	if e.Code != protocol.CodeUnauthorized || len(e.Message) <= 123 || !strings.Contains(e.Message, "unknown key") {
+		t.Fatalf("hello answered %+v", e)
+	}
+	code, reason := cl.closeStatus()
+	if code != websocket.StatusPolicyViolation || len(reason) > 123 || !strings.HasSuffix(reason, "...") {
+		t.Fatalf("closed %d %q", code, reason)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime/debug"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -158,8 +159,26 @@ func (c *wsConn) write(b []byte) error {
 // the library's handshake timeout) for the peer's, then ends the
 // connection's context.
 func (c *wsConn) close(code int, why string) {
-	_ = c.ws.Close(websocket.StatusCode(code), why)
+	_ = c.ws.Close(websocket.StatusCode(code), clipReason(why))
 	c.cancel()
+}
+
+// maxCloseReason is the most bytes a close frame's reason may have (RFC
+// 6455: a control frame's 125 bytes, less the code's 2). The library
+// turns a longer one into a 1011 without a reason.
+const maxCloseReason = 123
+
+// clipReason cuts why to maxCloseReason bytes, on a rune boundary, ending
+// it with "..." when cut.
+func clipReason(why string) string {
+	if len(why) <= maxCloseReason {
+		return why
+	}
+	cut := maxCloseReason - len("...")
+	for cut > 0 && !utf8.RuneStart(why[cut]) {
+		cut--
+	}
+	return why[:cut] + "..."
 }
 
 // abort implements wire.
