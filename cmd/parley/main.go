@@ -6,13 +6,14 @@
 //	parley send [flags] ROOM [MESSAGE...]  send messages, print their seqs
 //	parley tail [flags] ROOM    print a room's messages as JSON lines, live
 //	parley bench [flags]        load-test gateways and check delivery
+//	parley token [flags]        sign a client token
 //
 // Every flag of serve, healthcheck and the clients can also be set in the
 // environment as PARLEY_<FLAG>, with dashes as underscores: PARLEY_ADDR,
 // PARLEY_REDIS, PARLEY_NODE_ID, PARLEY_URL, PARLEY_USER, ...
 //
 // Each command has a file of its own (serve.go, healthcheck.go, chat.go,
-// send.go, tail.go, bench.go) with its config, a parseX that turns the
+// send.go, tail.go, bench.go, token.go) with its config, a parseX that turns the
 // command line into that config (and prints --help and bad flags), and a
 // runX(ctx, config, ...) that does the work until ctx ends. This file
 // dispatches to them and owns the signals: SIGINT or SIGTERM ends ctx.
@@ -45,6 +46,9 @@ Usage:
                               live, resuming across reconnects
   parley bench [flags]        load-test gateways: many connections, steady
                               publishing, latency, gaps (--help for flags)
+  parley token --user USER [flags]
+                              print a client token signed with --jwt-secret
+                              or --jwt-private-key (--help for flags)
 
 The clients take --url (default ws://localhost:8080/ws) and --user (dev auth)
 or --token; PARLEY_URL, PARLEY_USER and PARLEY_TOKEN work too.
@@ -102,6 +106,12 @@ func parley(args []string, stdin io.Reader, stdout, stderr io.Writer, start func
 			return code
 		}
 		return start(func(ctx context.Context) int { return runBench(ctx, cfg, stdout, stderr) })
+	case "token":
+		cfg, code, ok := parseToken(args, stderr)
+		if !ok {
+			return code
+		}
+		return start(func(ctx context.Context) int { return runToken(ctx, cfg, stdout, stderr) })
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

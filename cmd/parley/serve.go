@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-chat/parley/pkg/auth"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/memory"
 	"github.com/parley-chat/parley/pkg/broker/redis"
@@ -30,7 +31,9 @@ type serveConfig struct {
 	history        int           // --history: messages kept per room; default broker.DefaultRetention (1000)
 	backlog        int           // --backlog: messages a join without since receives; default 50
 	devAuth        bool          // --dev-auth: hello may name its user without a token; default false
-	jwtSecret      string        // --jwt-secret: HS256 secret of client tokens; default "" (then --dev-auth is required)
+	jwtSecret      string        // --jwt-secret: HS256 secret of client tokens; default ""
+	jwtPublicKey   string        // --jwt-public-key: PEM RSA or EC P-256 public key file of client tokens (RS256/ES256); default ""
+	jwksURL        string        // --jwks-url: JWKS of client tokens' keys, by kid; default "" (one of the three, or --dev-auth, is required)
 	origins        string        // --allowed-origins: comma-separated origin host patterns; default "": the gateway's own host only
 	logLevel       string        // --log-level: debug, info, warn or error; default "info"
 	pprofAddr      string        // --pprof-addr: private address of net/http/pprof; default "": off
@@ -66,6 +69,8 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.backlog, "backlog", 50, "messages a join without since receives")
 	fs.BoolVar(&cfg.devAuth, "dev-auth", false, "let hello name its user without a token (development only)")
 	fs.StringVar(&cfg.jwtSecret, "jwt-secret", "", "HS256 secret that signs client tokens (sub = user)")
+	fs.StringVar(&cfg.jwtPublicKey, "jwt-public-key", "", "PEM file of the RSA or EC P-256 public key that verifies client tokens (RS256 or ES256, by key type)")
+	fs.StringVar(&cfg.jwksURL, "jwks-url", "", "URL of a JWKS whose keys (by kid) verify client tokens (RS256, ES256); refetched when a token names an unknown kid, at most every 10s")
 	fs.StringVar(&cfg.origins, "allowed-origins", "", "comma-separated origin host patterns allowed besides the gateway's own host")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060); empty: off. Never expose it publicly")
@@ -142,8 +147,8 @@ func parseServe(args []string, stderr io.Writer) (cfg serveConfig, code int, ok 
 		}
 		cfg.proxies = append(cfg.proxies, pfx)
 	}
-	if !cfg.devAuth && cfg.jwtSecret == "" {
-		fmt.Fprintln(stderr, "parley serve: set --jwt-secret (PARLEY_JWT_SECRET), or --dev-auth for development")
+	if !cfg.devAuth && cfg.jwtSecret == "" && cfg.jwtPublicKey == "" && cfg.jwksURL == "" {
+		fmt.Fprintln(stderr, "parley serve: set --jwt-secret (PARLEY_JWT_SECRET), --jwt-public-key or --jwks-url, or --dev-auth for development")
 		return cfg, 2, false
 	}
 	return cfg, 0, true
@@ -160,7 +165,6 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		DrainSpread:     cfg.drainSpread,
 		Backlog:         cfg.backlog,
 		DevAuth:         cfg.devAuth,
-		JWTSecret:       []byte(cfg.jwtSecret),
 		Logger:          log,
 		MaxFrameBytes:   int64(cfg.maxFrame),
 		MaxBodyBytes:    cfg.maxBody,
@@ -174,6 +178,14 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		TrustedProxies:  cfg.proxies,
 		HelloTimeout:    cfg.helloTimeout,
 		PrivateMetrics:  cfg.metricsAddr != "",
+	}
+	if cfg.jwtSecret != "" || cfg.jwtPublicKey != "" || cfg.jwksURL != "" {
+		v, err := auth.New(auth.Config{HMACSecret: []byte(cfg.jwtSecret), PublicKeyFile: cfg.jwtPublicKey, JWKSURL: cfg.jwksURL})
+		if err != nil {
+			fmt.Fprintf(stderr, "parley serve: %v\n", err)
+			return 1
+		}
+		gcfg.Auth = v
 	}
 	if cfg.origins != "" {
 		for _, o := range strings.Split(cfg.origins, ",") {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-chat/parley/pkg/auth"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/memory"
 	"github.com/parley-chat/parley/web"
@@ -28,9 +29,16 @@ type Config struct {
 	Backlog int
 	// DevAuth lets hello name its user without a token. Default false.
 	DevAuth bool
-	// JWTSecret verifies HS256 tokens whose "sub" is the user. Required
-	// unless DevAuth is set.
+	// Auth verifies client tokens (pkg/auth): their "sub" is the user,
+	// their "rooms" the rooms they allow, their "exp" ends the connection
+	// unless the client refreshes. Default: HS256 with JWTSecret when it
+	// is set. One of Auth, JWTSecret and DevAuth is required.
+	Auth *auth.Verifier
+	// JWTSecret verifies HS256 tokens when Auth is nil. Default none.
 	JWTSecret []byte
+	// RefreshWindow is how long before a token's exp a v1 connection is
+	// sent token_expiring, to refresh it. Default 60s.
+	RefreshWindow time.Duration
 	// AllowedOrigins are host patterns (path.Match syntax, e.g.
 	// "*.example.com") whose pages may open WebSockets. The gateway's own
 	// host is always allowed. Default none.
@@ -192,6 +200,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HealthInterval <= 0 {
 		c.HealthInterval = time.Second
+	}
+	if c.RefreshWindow <= 0 {
+		c.RefreshWindow = 60 * time.Second
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 100

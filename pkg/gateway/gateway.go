@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/parley-chat/parley/pkg/auth"
 	"github.com/parley-chat/parley/pkg/broker"
 )
 
@@ -58,8 +59,15 @@ type Gateway struct {
 // New returns a Gateway and the broker it made with cfg.NewBroker.
 func New(cfg Config) (*Gateway, error) {
 	cfg.setDefaults()
-	if !cfg.DevAuth && len(cfg.JWTSecret) == 0 {
-		return nil, errors.New("gateway: set a JWT secret, or enable dev auth")
+	if cfg.Auth == nil && len(cfg.JWTSecret) > 0 {
+		v, err := auth.New(auth.Config{HMACSecret: cfg.JWTSecret})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		cfg.Auth = v
+	}
+	if !cfg.DevAuth && cfg.Auth == nil {
+		return nil, errors.New("gateway: set a token verifier (Auth) or a JWT secret, or enable dev auth")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &Gateway{

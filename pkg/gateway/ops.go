@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/parley-chat/parley/pkg/auth"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/protocol"
 )
@@ -16,10 +17,12 @@ import (
 // (plaintext.go) transports call them; so will any other.
 
 // principal is who makes a request: an authenticated user and one of
-// their devices.
+// their devices, and the room patterns their token allows (nil: every
+// room; see auth.Claims.Allows).
 type principal struct {
 	user, device string
 	conn         string // the connection that asks, "<node>/<n>": the user's events do not go back to it; "" for none
+	rooms        []string
 }
 
 // opError is an operation's refusal: a protocol error code (protocol.Code*)
@@ -46,10 +49,14 @@ func (g *Gateway) refusal(ctx context.Context, err error) *opError {
 	return &opError{protocol.CodeInternal, "internal error"}
 }
 
-// checkRoom says whether p may use room at all.
+// checkRoom says whether p may use room at all: not a direct room, and
+// one the token allows.
 func (g *Gateway) checkRoom(p principal, room string) error {
 	if protocol.DirectRoom(room) {
 		return &opError{protocol.CodeForbidden, `rooms starting "dm:" are reserved for direct rooms`}
+	}
+	if !(auth.Claims{Rooms: p.rooms}).Allows(room) {
+		return &opError{protocol.CodeForbidden, fmt.Sprintf("your token does not allow room %s", room)}
 	}
 	return nil
 }

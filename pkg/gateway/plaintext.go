@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-chat/parley/pkg/auth"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/protocol"
 )
@@ -60,32 +62,49 @@ func (s *plainSession) overflow()                                   { s.out.over
 // servePlain runs plain-text mode for clients that speak no subprotocol:
 // the classic tutorial pages and mini-programs. Each text frame is posted to
 // the path's room; other connections' messages come back as bare text.
-func (c *wsConn) servePlain(target *url.URL) {
+// The token is ?token=, else the upgrade's bearer token.
+func (c *wsConn) servePlain(target *url.URL, bearer string) {
 	room, ok := plainRoom(target.Path)
 	if !ok {
 		c.out.close(protocol.ClosePolicy, "invalid room in path", true)
 		return
 	}
 	q := target.Query()
-	user := q.Get("user")
-	if user == "" && q.Get("token") == "" && c.g.cfg.DevAuth {
+	user, token := q.Get("user"), q.Get("token")
+	if token == "" {
+		token = bearer
+	}
+	if user == "" && token == "" && c.g.cfg.DevAuth {
 		// The boot id keeps guests of different gateways, and of one
 		// gateway before and after a restart, apart.
 		user = fmt.Sprintf("guest-%s-%d", c.g.boot, c.id)
 	}
-	u, err := c.g.authenticate(q.Get("token"), user)
+	var claims auth.Claims
+	var err error
+	c.offStack(func() {
+		ctx, cancel := c.g.authCtx(c.ctx)
+		claims, err = c.g.authenticate(ctx, token, user)
+		cancel()
+	})
 	if err != nil {
 		c.out.close(protocol.ClosePolicy, err.Error(), true)
 		return
 	}
+	u := claims.User
 	if !c.admit(u, false, "") {
 		return
+	}
+	if !claims.Expires.IsZero() {
+		// No refresh in plain text: the connection ends at exp.
+		exp := &expiry{out: &c.out}
+		exp.set(claims.Expires)
+		defer exp.stop()
 	}
 	// Message ids are <device>-<n>: the boot id makes them unique across
 	// restarts of this node, whose connection numbers start again at 1;
 	// without it a new client's first messages would be taken for resends
 	// of an old one's within the idempotency window, and dropped.
-	s := &plainSession{p: principal{user: u, device: fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id)}, out: &c.out}
+	s := &plainSession{p: principal{user: u, device: fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id), rooms: claims.Rooms}, out: &c.out}
 
 	var m *member
 	c.offStack(func() {
@@ -94,6 +113,10 @@ func (c *wsConn) servePlain(target *url.URL) {
 		cancel()
 	})
 	if err != nil {
+		if oe, ok := errors.AsType[*opError](err); ok && oe.code == protocol.CodeForbidden {
+			c.out.close(protocol.ClosePolicy, oe.msg, true)
+			return
+		}
 		c.out.close(protocol.CloseTryAgainLater, "message store unreachable; retry later", true)
 		return
 	}

@@ -29,6 +29,7 @@ type session struct {
 	kmu   sync.Mutex      // guards known: the handler and the user's events both change it
 	known map[string]bool // the user's rooms (memberships): welcome's list, kept by joins, leaves and the user's events
 	typed time.Time       // when the last typing notice went out (owned by the request handler)
+	exp   *expiry         // the token's expiry; nil until a token with exp
 }
 
 var _ subscriber = (*session)(nil)
@@ -63,7 +64,55 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.typing(f, arrived)
 	case protocol.TypeRead:
 		s.read(f, arrived)
+	case protocol.TypeRefresh:
+		s.refresh(f, arrived)
 	}
+}
+
+// expireAt arms the connection's expiry at exp (zero: none).
+func (s *session) expireAt(exp time.Time) {
+	if s.exp == nil {
+		if exp.IsZero() {
+			return
+		}
+		s.exp = &expiry{out: s.out, window: s.g.cfg.RefreshWindow}
+	}
+	s.exp.set(exp)
+}
+
+// stopExpiry stops the expiry timer, once the handler is done.
+func (s *session) stopExpiry() {
+	if s.exp != nil {
+		s.exp.stop()
+	}
+}
+
+// refresh replaces the connection's token with a fresh one for the same
+// user: its exp and rooms apply from now on (rooms already joined stay
+// joined). A refused refresh leaves the connection as it was, to end at
+// the old token's exp.
+func (s *session) refresh(f *protocol.Frame, arrived time.Time) {
+	ctx, cancel := s.requestCtx(arrived)
+	defer cancel()
+	c, err := s.g.authenticate(ctx, f.Token, "")
+	if err == nil && c.User != s.p.user {
+		err = fmt.Errorf("%w: the token is for %q, this connection is %q's", errAuth, c.User, s.p.user)
+	}
+	if err != nil {
+		msg := "refresh refused: " + err.Error()
+		if s.exp != nil && !s.exp.expires().IsZero() {
+			msg += "; the connection stays open until " + protocol.FormatTime(s.exp.expires())
+		}
+		s.out.sendError(f.Ref, protocol.CodeUnauthorized, msg)
+		return
+	}
+	s.p.rooms = c.Rooms
+	s.expireAt(c.Expires)
+	rf := &protocol.Frame{Type: protocol.TypeRefreshed, Ref: f.Ref}
+	if !c.Expires.IsZero() {
+		rf.Expires = protocol.FormatTime(c.Expires)
+	}
+	s.out.send(rf)
 }
 
 // requestCtx bounds the broker calls of a request that arrived at arrived:

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime/debug"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -85,7 +86,9 @@ func (g *Gateway) serveWS(w http.ResponseWriter, r *http.Request) {
 	// request, its headers, its 8 KiB of buffers and the deep stack of its
 	// serving goroutine) is then garbage instead of being held for the
 	// connection's whole life.
-	go c.serve(r.URL, ws.Subprotocol() != protocol.Subprotocol)
+	// The upgrade's bearer token, if any, goes along to hello: it is kept
+	// no longer than that.
+	go c.serve(r.URL, bearerToken(r.Header.Get("Authorization")), ws.Subprotocol() != protocol.Subprotocol)
 }
 
 func (g *Gateway) newWSConn(ws *websocket.Conn, addr netip.Addr) *wsConn {
@@ -102,13 +105,13 @@ func (g *Gateway) newWSConn(ws *websocket.Conn, addr netip.Addr) *wsConn {
 
 // serve runs the connection until it ends, then cleans up: leave every
 // room, stop the pinger, let the writer finish its close, free the socket.
-func (c *wsConn) serve(u *url.URL, plain bool) {
+func (c *wsConn) serve(u *url.URL, bearer string, plain bool) {
 	defer c.g.untrack(c)
 	c.ping.start()
 	if plain {
-		c.servePlain(u)
+		c.servePlain(u, bearer)
 	} else {
-		c.serveV1()
+		c.serveV1(bearer)
 	}
 	c.ping.stop()
 	c.out.close(protocol.CloseNormal, "", false)
@@ -156,8 +159,26 @@ func (c *wsConn) write(b []byte) error {
 // the library's handshake timeout) for the peer's, then ends the
 // connection's context.
 func (c *wsConn) close(code int, why string) {
-	_ = c.ws.Close(websocket.StatusCode(code), why)
+	_ = c.ws.Close(websocket.StatusCode(code), clipReason(why))
 	c.cancel()
+}
+
+// maxCloseReason is the most bytes a close frame's reason may have (RFC
+// 6455: a control frame's 125 bytes, less the code's 2). The library
+// turns a longer one into a 1011 without a reason.
+const maxCloseReason = 123
+
+// clipReason cuts why to maxCloseReason bytes, on a rune boundary, ending
+// it with "..." when cut.
+func clipReason(why string) string {
+	if len(why) <= maxCloseReason {
+		return why
+	}
+	cut := maxCloseReason - len("...")
+	for cut > 0 && !utf8.RuneStart(why[cut]) {
+		cut--
+	}
+	return why[:cut] + "..."
 }
 
 // abort implements wire.

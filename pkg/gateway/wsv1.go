@@ -16,8 +16,8 @@ import (
 // it arrives and queues it in the inbox, whose handler goroutine hands
 // frames to the session in order; a frame over the limit is answered
 // rate_limited (naming its ref, with retry_after_ms) and dropped.
-func (c *wsConn) serveV1() {
-	s := c.hello()
+func (c *wsConn) serveV1(bearer string) {
+	s := c.hello(bearer)
 	if s == nil {
 		return
 	}
@@ -27,6 +27,7 @@ func (c *wsConn) serveV1() {
 		// memberships it owns are left next.
 		c.cancel()
 		c.in.close()
+		s.stopExpiry()
 		s.end()
 	}()
 	lim := newBucket(c.g.cfg.RateLimit, c.g.cfg.RateBurst)
@@ -105,7 +106,9 @@ func (c *wsConn) decode(data []byte, typ websocket.MessageType) *protocol.Frame 
 // hello waits for a valid hello within HelloTimeout and returns the
 // client's session, or nil when the connection ended first. Other frames
 // before it are answered with unauthorized; a bad token closes with 1008.
-func (c *wsConn) hello() *session {
+// bearer is the upgrade request's bearer token: a hello without a token
+// (or a user under dev auth) uses it.
+func (c *wsConn) hello(bearer string) *session {
 	// Not a read deadline: a cancelled Read tears the socket down without a
 	// close frame, and the client deserves to read the reason.
 	// The timer's callback is owned too: once it has begun, hello waits
@@ -128,7 +131,7 @@ func (c *wsConn) hello() *session {
 		}
 		var s *session
 		var done bool
-		c.offStack(func() { s, done = c.helloFrame(data, typ) })
+		c.offStack(func() { s, done = c.helloFrame(data, typ, bearer) })
 		if done {
 			return s
 		}
@@ -138,7 +141,7 @@ func (c *wsConn) hello() *session {
 // helloFrame handles one frame read while waiting for hello: done reports
 // that the wait is over, with the session when the client said a valid
 // hello.
-func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType) (s *session, done bool) {
+func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer string) (s *session, done bool) {
 	f := c.decode(data, typ)
 	if f == nil {
 		return nil, false
@@ -147,22 +150,33 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType) (s *session,
 		c.out.sendError(f.Ref, protocol.CodeUnauthorized, "send hello first")
 		return nil, false
 	}
-	user, err := c.g.authenticate(f.Token, f.User)
+	token := f.Token
+	if token == "" && f.User == "" {
+		token = bearer
+	}
+	ctx, cancel := c.g.authCtx(c.ctx)
+	claims, err := c.g.authenticate(ctx, token, f.User)
+	cancel()
 	if err != nil {
 		c.out.sendError(f.Ref, protocol.CodeUnauthorized, err.Error())
 		c.out.close(protocol.ClosePolicy, err.Error(), true)
 		return nil, true
 	}
+	user := claims.User
 	if !c.admit(user, true, f.Ref) {
 		return nil, true
 	}
-	s = &session{g: c.g, ctx: c.ctx, p: principal{user: user, device: f.Device, conn: c.g.cfg.NodeID + "/" + strconv.FormatUint(c.id, 10)}, out: &c.out,
+	s = &session{g: c.g, ctx: c.ctx, out: &c.out,
+		p:       principal{user: user, device: f.Device, rooms: claims.Rooms, conn: c.g.cfg.NodeID + "/" + strconv.FormatUint(c.id, 10)},
 		members: make(map[string]*member), known: make(map[string]bool)}
 	welcome := &protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID}
+	if !claims.Expires.IsZero() {
+		welcome.Expires = protocol.FormatTime(claims.Expires)
+	}
 	// The user's rooms, each with its unread count. A store that cannot
 	// be read costs the list, not the connection: welcome comes without
 	// "rooms", and joins record memberships as they go.
-	ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+	ctx, cancel = context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
 	rooms, err := c.g.rooms(ctx, s.p)
 	cancel()
 	if err == nil {
@@ -184,5 +198,6 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType) (s *session,
 	}
 	c.out.send(welcome)
 	c.g.log.Debug("hello", "conn", c.id, "user", user, "device", f.Device)
+	s.expireAt(claims.Expires)
 	return s, true
 }

@@ -58,9 +58,8 @@ func (f *Frame) Validate() error {
 	case "":
 		return badFrame(`missing "type"`)
 	case TypeHello:
-		if f.Token == "" && f.User == "" {
-			return badFrame(`hello needs "token" (or "user" under dev auth)`)
-		}
+		// Neither "token" nor "user" is required here: the token may have
+		// come in the upgrade's Authorization header.
 		if len(f.Device) > 64 {
 			return badFrame(`"device" is longer than 64 bytes`)
 		}
@@ -111,6 +110,11 @@ func (f *Frame) Validate() error {
 		}
 		return nil
 	case TypePing:
+		return nil
+	case TypeRefresh:
+		if f.Token == "" {
+			return badFrame(`refresh needs "token", the fresh token`)
+		}
 		return nil
 	default:
 		return badFrame("unknown frame type %q", f.Type)

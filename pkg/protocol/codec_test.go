@@ -9,6 +9,8 @@ import (
 func TestDecodeValid(t *testing.T) {
 	cases := map[string]Frame{
 		`{"type":"hello","user":"alice","device":"phone"}`:                     {Type: TypeHello, User: "alice", Device: "phone"},
+		`{"type":"hello","ref":"h1"}`:                                          {Type: TypeHello, Ref: "h1"},
+		`{"type":"refresh","ref":"r1","token":"t"}`:                            {Type: TypeRefresh, Ref: "r1", Token: "t"},
 		`{"type":"join","room":"general","since":{"epoch":"e1","seq":41}}`:     {Type: TypeJoin, Room: "general", Since: &Since{Epoch: "e1", Seq: 41}},
 		`{"type":"send","room":"general","id":"c-123","body":"hi","ref":"r1"}`: {Type: TypeSend, Room: "general", ID: "c-123", Body: "hi", Ref: "r1"},
 		`{"type":"history","room":"general","before":58,"limit":50}`:           {Type: TypeHistory, Room: "general", Before: 58, Limit: 50},
@@ -41,7 +43,7 @@ func TestDecodeInvalid(t *testing.T) {
 		`{"type":"send","room":"g","id":"a b","body":"x"}`:         `"id" must be`,
 		"{\"type\":\"ping\",\"x\":\"\xff\"}":                       "not valid UTF-8",
 		`{"type":"ping"} {"type":"ping"}`:                          "more than one value",
-		`{"type":"hello"}`:                                         `hello needs "token"`,
+		`{"type":"refresh","ref":"r1"}`:                            `refresh needs "token"`,
 		`{"type":"join","room":"g","since":{"epoch":"","seq":3}}`:  `needs the "epoch"`,
 		`{"type":"join","room":"g","since":{"seq":3}}`:             `needs the "epoch"`,
 	}

@@ -14,8 +14,9 @@ const (
 	TypeLeave   = "leave"
 	TypeHistory = "history" // also a server reply
 	TypePing    = "ping"
-	TypeTyping  = "typing" // also relayed to the room's other members
-	TypeRead    = "read"   // also the answer, and the sync to the user's other devices
+	TypeTyping  = "typing"  // also relayed to the room's other members
+	TypeRead    = "read"    // also the answer, and the sync to the user's other devices
+	TypeRefresh = "refresh" // a fresh token for the connection
 )
 
 // Frame types the server sends to every device of a user.
@@ -34,6 +35,10 @@ const (
 	TypeLeft    = "left"
 	TypePong    = "pong"
 	TypeError   = "error"
+	// TypeTokenExpiring: the connection's token expires soon; send refresh.
+	TypeTokenExpiring = "token_expiring"
+	// TypeRefreshed answers a refresh that took effect.
+	TypeRefreshed = "refreshed"
 )
 
 // Frame is the union of every v1 frame. Fields that a frame type does not use
@@ -42,11 +47,14 @@ type Frame struct {
 	Type string `json:"type"`
 	Ref  string `json:"ref,omitempty"`
 
-	// hello
+	// hello, refresh
 	Token  string `json:"token,omitempty"`
 	User   string `json:"user,omitempty"`
 	Device string `json:"device,omitempty"`
 	Node   string `json:"node,omitempty"`
+	// Expires is when the connection's token expires (TimeLayout), on
+	// welcome, token_expiring and refreshed.
+	Expires string `json:"expires,omitempty"`
 
 	// join, send, leave, history, joined, message, ack
 	Room  string `json:"room,omitempty"`
