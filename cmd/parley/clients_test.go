@@ -509,8 +509,8 @@ func TestSendReportsRefusalAtOnce(t *testing.T) {
 	}{
 		{"too large", "short\nthis body is longer than sixteen bytes\nnever sent\n", "general", "seq 1\n",
 			`parley send: message 2 "this body is longer than sixteen bytes" refused by the server: too_large: body is 38 bytes; the limit is 16`},
-		{"forbidden", "hi\n", "dm:alice:bob", "",
-			`parley send: message 1 "hi" refused by the server: forbidden: rooms starting "dm:" are reserved for direct rooms`},
+		{"forbidden", "hi\n", "dm:bob:carol", "",
+			`parley send: message 1 "hi" refused by the server: forbidden: dm:bob:carol is the direct room of bob and carol`},
 	} {
 		var stdout, stderr bytes.Buffer
 		start := time.Now()

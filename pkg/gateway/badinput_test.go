@@ -60,7 +60,9 @@ func TestInvariant8_BadInput(t *testing.T) {
 	errorCase("InvalidUTF8", "{\"type\":\"send\",\"room\":\"general\",\"id\":\"a\",\"body\":\"\xff\xfe\"}", protocol.CodeBadRequest, "UTF-8")
 	errorCase("RoomNameTooLong", `{"type":"join","room":"`+strings.Repeat("r", 65)+`"}`, protocol.CodeBadRequest, "invalid room name")
 	errorCase("RoomNameWithSpaces", `{"type":"join","room":"two words"}`, protocol.CodeBadRequest, "invalid room name")
-	errorCase("ReservedDirectRoom", `{"type":"join","room":"dm:alice:bob"}`, protocol.CodeForbidden, "reserved")
+	errorCase("OthersDirectRoom", `{"type":"join","room":"dm:bob:carol"}`, protocol.CodeForbidden, "direct room of bob and carol")
+	errorCase("UnsortedDirectRoom", `{"type":"send","room":"dm:bob:alice","id":"x","body":"x"}`, protocol.CodeBadRequest, "sorted")
+	errorCase("OthersDirectHistory", `{"type":"history","room":"dm:bob:carol"}`, protocol.CodeForbidden, "direct room of bob and carol")
 	errorCase("BodyTooLarge", `{"type":"send","room":"general","id":"big","body":"`+strings.Repeat("b", 5000)+`"}`, protocol.CodeTooLarge, "limit is 4096")
 
 	t.Run("ErrorCarriesRef", func(t *testing.T) {

@@ -53,7 +53,13 @@ func (g *Gateway) refusal(ctx context.Context, err error) *opError {
 // one the token allows.
 func (g *Gateway) checkRoom(p principal, room string) error {
 	if protocol.DirectRoom(room) {
-		return &opError{protocol.CodeForbidden, `rooms starting "dm:" are reserved for direct rooms`}
+		a, b, ok := protocol.DirectUsers(room)
+		if !ok {
+			return &opError{protocol.CodeBadRequest, `a direct room is "dm:<a>:<b>": two user names without ':', sorted, not the same`}
+		}
+		if p.user != a && p.user != b {
+			return &opError{protocol.CodeForbidden, fmt.Sprintf("%s is the direct room of %s and %s", room, a, b)}
+		}
 	}
 	if !(auth.Claims{Rooms: p.rooms}).Allows(room) {
 		return &opError{protocol.CodeForbidden, fmt.Sprintf("your token does not allow room %s", room)}
@@ -85,6 +91,9 @@ func (g *Gateway) enter(ctx context.Context, p principal, room string) error {
 	if err := g.checkRoom(p, room); err != nil {
 		return err
 	}
+	if a, b, ok := protocol.DirectUsers(room); ok {
+		return g.enterDirect(ctx, p, room, a, b)
+	}
 	info, err := g.broker.EnsureRoom(ctx, room, broker.PublicRoom, "")
 	if err != nil {
 		return g.refusal(ctx, err)
@@ -105,6 +114,29 @@ func (g *Gateway) enter(ctx context.Context, p principal, room string) error {
 	}
 	if added {
 		g.tellUser(ctx, p, &protocol.Frame{Type: protocol.TypeMembership, Room: room, Kind: string(info.Kind), State: "member"})
+	}
+	return nil
+}
+
+// enterDirect opens the direct room of users a and b (p is one of them):
+// the first join or message creates it and makes both members, and both
+// users' devices hear of it live.
+func (g *Gateway) enterDirect(ctx context.Context, p principal, room, a, b string) error {
+	if _, err := g.broker.EnsureRoom(ctx, room, broker.DirectRoom, p.user); err != nil {
+		return g.refusal(ctx, err)
+	}
+	for _, u := range []string{a, b} {
+		added, err := g.broker.AddMember(ctx, room, u)
+		if err != nil {
+			return g.refusal(ctx, err)
+		}
+		if added {
+			who := principal{user: u}
+			if u == p.user {
+				who = p
+			}
+			g.tellUser(ctx, who, &protocol.Frame{Type: protocol.TypeMembership, Room: room, Kind: string(broker.DirectRoom), State: "member"})
+		}
 	}
 	return nil
 }

@@ -159,3 +159,48 @@ func TestWelcomeWithoutRoomsWhileTheStoreIsDown(t *testing.T) {
 		t.Fatalf("welcome once the store is back: %+v, want general", *w.Rooms)
 	}
 }
+
+// A direct room dm:<a>:<b> is its two users' only: the first message
+// creates it and makes both members, their devices hear of it live, the
+// other one's welcome lists it with the unread message, and a third user
+// can neither join, send to nor read it.
+func TestDirectRoom(t *testing.T) {
+	c := newCluster(t, 2, nil)
+	gw1, gw2 := c.gws[0], c.gws[1]
+	alice, _ := hello(t, gw1, "alice", "phone")
+	bobWeb, _ := hello(t, gw2, "bob", "web")
+	room := protocol.DirectRoomOf("bob", "alice")
+	if room != "dm:alice:bob" {
+		t.Fatalf("DirectRoomOf = %q", room)
+	}
+
+	ack, _ := alice.post(room, "d1", "hi bob")
+	if f := bobWeb.next(); f.Type != "membership" || f.Room != room || f.Kind != "direct" || f.State != "member" {
+		t.Fatalf("bob's open device: %+v, want membership of %s", f, room)
+	}
+	alice.nothingQueued() // alice's own device did it and was not told
+
+	_, w := hello(t, gw1, "bob", "laptop")
+	if d := roomsOf(t, w)[room]; d.Kind != "direct" || d.Seq != ack.Seq || d.Unread != 1 {
+		t.Fatalf("bob's welcome: %+v, want %s direct with unread 1", d, room)
+	}
+	j := bobWeb.join(room, nil)
+	if m := bobWeb.messages(1)[0]; j.Seq != ack.Seq || m.Body != "hi bob" || m.From != "alice" {
+		t.Fatalf("bob joined %+v and got %+v", j, m)
+	}
+
+	carol, _ := hello(t, gw2, "carol", "web")
+	for _, f := range []protocol.Frame{
+		{Type: "join", Ref: "c1", Room: room},
+		{Type: "send", Ref: "c2", Room: room, ID: "c2", Body: "let me in"},
+		{Type: "history", Ref: "c3", Room: room},
+		{Type: "read", Ref: "c4", Room: room},
+	} {
+		carol.send(f)
+		if e := carol.next(); e.Type != "error" || e.Code != protocol.CodeForbidden || e.Ref != f.Ref {
+			t.Fatalf("carol's %s: %+v, want forbidden", f.Type, e)
+		}
+	}
+	sentinel(t, gw1, room, bobWeb) // nothing of carol's reached the room
+	carol.nothingQueued()
+}

@@ -225,6 +225,14 @@ func (s *session) userEvent(origin string, data []byte) {
 func (s *session) send(f *protocol.Frame, arrived time.Time) {
 	ctx, cancel := s.requestCtx(arrived)
 	defer cancel()
+	if protocol.DirectRoom(f.Room) && !s.isKnown(f.Room) {
+		// The first message of a direct room creates it, for both users.
+		if err := s.g.enter(ctx, s.p, f.Room); err != nil {
+			s.refuse(f.Ref, err)
+			return
+		}
+		s.setKnown(f.Room, true)
+	}
 	ack, err := s.g.publish(ctx, s.p, f.Room, f.ID, f.Body)
 	if err != nil {
 		s.refuse(f.Ref, err)

@@ -123,3 +123,25 @@ func TestDecodeRead(t *testing.T) {
 		}
 	}
 }
+
+func TestDirectUsers(t *testing.T) {
+	cases := map[string][2]string{
+		"dm:alice:bob":   {"alice", "bob"},
+		"dm:a.b:c-d":     {"a.b", "c-d"},
+		"dm:bob:alice":   {}, // not sorted
+		"dm:alice:alice": {},
+		"dm:alice":       {},
+		"dm:a:b:c":       {}, // ':' in a user
+		"general":        {},
+		"dm::bob":        {},
+	}
+	for name, want := range cases {
+		a, b, ok := DirectUsers(name)
+		if ok != (want[0] != "") || a != want[0] || b != want[1] {
+			t.Errorf("DirectUsers(%q) = %q, %q, %v; want %q", name, a, b, ok, want)
+		}
+	}
+	if got := DirectRoomOf("bob", "alice"); got != "dm:alice:bob" {
+		t.Errorf("DirectRoomOf(bob, alice) = %q", got)
+	}
+}

@@ -15,6 +15,29 @@ func ValidRoom(name string) bool { return roomRE.MatchString(name) }
 // direct rooms.
 func DirectRoom(name string) bool { return strings.HasPrefix(name, "dm:") }
 
+// DirectUsers returns the two users of a direct room "dm:<a>:<b>": two
+// valid user names without ':' in sorted order, a before b. ok is false for
+// any other name.
+func DirectUsers(name string) (a, b string, ok bool) {
+	rest, found := strings.CutPrefix(name, "dm:")
+	if !found {
+		return "", "", false
+	}
+	a, b, found = strings.Cut(rest, ":")
+	if !found || strings.Contains(b, ":") || !ValidUser(a) || !ValidUser(b) || a >= b {
+		return "", "", false
+	}
+	return a, b, true
+}
+
+// DirectRoomOf returns the direct room of users a and b (in either order).
+func DirectRoomOf(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "dm:" + a + ":" + b
+}
+
 // ValidID reports whether id is a valid idempotency key: 1 to 64 bytes of
 // printable ASCII without spaces.
 func ValidID(id string) bool {
