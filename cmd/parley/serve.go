@@ -53,6 +53,8 @@ type serveConfig struct {
 	maxConnsPerIP   int           // --max-conns-per-ip: connections per client address; default 0: no limit
 	helloTimeout    time.Duration // --hello-timeout: how long a connection may take to say hello; default 10s
 	typingInterval  time.Duration // --typing-interval: shortest time between two typing notices a connection relays; default 2s
+	maxRoomsPerUser int           // --max-rooms-per-user: rooms one user may be a member of; default 1000; -1: no limit
+	maxRoomMembers  int           // --max-room-members: members an invite may bring a room to; default 1000; -1: no limit
 
 	// derived by parseServe
 	level   slog.Level     // from --log-level
@@ -80,6 +82,8 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.maxFrame, "max-frame-bytes", 64<<10, "largest frame a client may send (larger: close 1009)")
 	fs.IntVar(&cfg.maxBody, "max-body-bytes", 4<<10, "largest message body (larger: error too_large)")
 	fs.DurationVar(&cfg.typingInterval, "typing-interval", 2*time.Second, "shortest time between two typing notices a connection relays (more are dropped)")
+	fs.IntVar(&cfg.maxRoomsPerUser, "max-rooms-per-user", 1000, "rooms one user may be a member of (more: forbidden); -1: no limit")
+	fs.IntVar(&cfg.maxRoomMembers, "max-room-members", 1000, "members an invite may bring a room to (more: forbidden); -1: no limit")
 	fs.Float64Var(&cfg.rateLimit, "rate-limit", 20, "frames per second a connection may send, sustained")
 	fs.IntVar(&cfg.rateBurst, "rate-burst", 40, "frames a connection may send at once above the rate; more than this many refused in a row closes it (1008 flood)")
 	fs.IntVar(&cfg.outboundQueue, "outbound-queue", 4096, "live frames that may wait for a connection's writer before it is closed as a slow consumer (1013)")
@@ -174,6 +178,8 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		OutboundBytes:   cfg.outboundBytes,
 		MaxConnsPerUser: cfg.maxConnsPerUser,
 		TypingInterval:  cfg.typingInterval,
+		MaxRoomsPerUser: cfg.maxRoomsPerUser,
+		MaxRoomMembers:  cfg.maxRoomMembers,
 		MaxConnsPerIP:   cfg.maxConnsPerIP,
 		TrustedProxies:  cfg.proxies,
 		HelloTimeout:    cfg.helloTimeout,

@@ -244,6 +244,18 @@ func (s *Server) KillPubSub(ctx context.Context) int64 {
 	return n
 }
 
+// PubSubClients returns how many connections are in pub/sub mode now.
+func (s *Server) PubSubClients(ctx context.Context) int {
+	s.t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
+	defer c.Close()
+	list, err := c.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
+	if err != nil {
+		s.t.Fatalf("redistest: CLIENT LIST TYPE pubsub: %v", err)
+	}
+	return strings.Count(list, "\n")
+}
+
 // Info returns one INFO field, for assertions on server state.
 func (s *Server) Info(ctx context.Context, section, field string) string {
 	c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})

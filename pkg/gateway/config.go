@@ -66,6 +66,12 @@ type Config struct {
 	// Defaults 1 KiB and 2 KiB.
 	ReadBufferSize  int
 	WriteBufferSize int
+	// MaxRoomsPerUser is the most rooms one user may be a member of; a
+	// join or create past it is forbidden. Default 1000; -1: no limit.
+	MaxRoomsPerUser int
+	// MaxRoomMembers is the most members an invite may bring a room to.
+	// Default 1000; -1: no limit.
+	MaxRoomMembers int
 	// TypingInterval is the shortest time between two typing notices a
 	// connection relays; more within it are dropped. Default 2s.
 	TypingInterval time.Duration
@@ -160,6 +166,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteBufferSize <= 0 {
 		c.WriteBufferSize = 2 << 10
+	}
+	if c.MaxRoomsPerUser == 0 {
+		c.MaxRoomsPerUser = 1000
+	}
+	if c.MaxRoomMembers == 0 {
+		c.MaxRoomMembers = 1000
 	}
 	if c.TypingInterval <= 0 {
 		c.TypingInterval = 2 * time.Second

@@ -38,6 +38,7 @@ type Gateway struct {
 	hub     *hub
 	metrics *metrics
 	mux     *http.ServeMux // the routes (routes.go)
+	kinds   kindCache      // the kinds of created rooms (ops.go)
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc

@@ -319,18 +319,16 @@ func TestInvariant5_PubSubKilledWhileMessagesFlow(t *testing.T) {
 	for range 3 {
 		got = append(got, recv.messages(20)...)
 		// The receiver may already hold the next 20 messages (repaired from
-		// history) while the gateway is still reconnecting from the last
-		// kill: wait until there is a pub/sub connection to kill.
-		deadline := time.Now().Add(10 * time.Second)
-		n := c.redis.KillPubSub(context.Background())
-		for n == 0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-			n = c.redis.KillPubSub(context.Background())
-		}
-		killed += n
+		// history) while the gateways are still reconnecting from the last
+		// kill: wait until both have their pub/sub connection (each holds
+		// its users' topics) and kill them.
+		waitFor(t, 10*time.Second, "both gateways' pub/sub connections", func() bool {
+			return c.redis.PubSubClients(context.Background()) == 2
+		})
+		killed += c.redis.KillPubSub(context.Background())
 	}
-	if killed < 3 {
-		t.Fatalf("killed %d pub/sub connections, want at least 3", killed)
+	if killed != 6 {
+		t.Fatalf("killed %d pub/sub connections, want 6 (two gateways, three times)", killed)
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/parley-chat/parley/pkg/auth"
@@ -67,11 +68,58 @@ func (g *Gateway) checkRoom(p principal, room string) error {
 	return nil
 }
 
+// mayUse checks that p may read and post in room beyond what its name
+// says (checkRoom): any public room (one never created is public: its
+// first use creates it), and any other room only as a member. member says
+// the caller knows p is one, which costs no store read; so does a room
+// whose kind is cached as public.
+func (g *Gateway) mayUse(ctx context.Context, p principal, room string, member bool) error {
+	if member || protocol.DirectRoom(room) { // checkRoom admitted a direct room's two users only
+		return nil
+	}
+	kind, err := g.roomKind(ctx, room)
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if kind == broker.PublicRoom {
+		return nil
+	}
+	ok, err := g.broker.IsMember(ctx, room, p.user)
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if !ok {
+		return &opError{protocol.CodeForbidden, fmt.Sprintf("room %s is %s: members only", room, kind)}
+	}
+	return nil
+}
+
+// roomKind returns room's kind: public when it was never created. A
+// room's kind never changes once it is created, so it is cached then.
+func (g *Gateway) roomKind(ctx context.Context, room string) (broker.RoomKind, error) {
+	if k, ok := g.kinds.get(room); ok {
+		return k, nil
+	}
+	info, ok, err := g.broker.RoomInfo(ctx, room)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return broker.PublicRoom, nil
+	}
+	g.kinds.put(room, info.Kind)
+	return info.Kind, nil
+}
+
 // join makes sub, a connection of p, a member of room, with the catch-up
 // invariant 4 asks for: everything after since when it is given, else the
 // last Backlog messages. ref tags the subscriber's joined answer.
-func (g *Gateway) join(ctx context.Context, p principal, sub subscriber, room string, since *protocol.Position, ref string) (*member, error) {
+// isMember says the caller knows p is a member of the room.
+func (g *Gateway) join(ctx context.Context, p principal, sub subscriber, room string, since *protocol.Position, ref string, isMember bool) (*member, error) {
 	if err := g.checkRoom(p, room); err != nil {
+		return nil, err
+	}
+	if err := g.mayUse(ctx, p, room, isMember); err != nil {
 		return nil, err
 	}
 	m, err := g.hub.join(ctx, sub, room, since, ref)
@@ -141,6 +189,109 @@ func (g *Gateway) enterDirect(ctx context.Context, p principal, room, a, b strin
 	return nil
 }
 
+// create creates room as kind (public or private) with p its first member.
+// Creating a room that exists already as that kind is fine for one of its
+// members; otherwise the name is taken. Public rooms are also created by
+// their first join or message; a private room can only be created here,
+// and never over a room that has messages already.
+func (g *Gateway) create(ctx context.Context, p principal, room string, kind broker.RoomKind) error {
+	if err := g.checkRoom(p, room); err != nil {
+		return err
+	}
+	if protocol.DirectRoom(room) {
+		return &opError{protocol.CodeBadRequest, "a direct room is created by its first message or join"}
+	}
+	taken := &opError{protocol.CodeForbidden, fmt.Sprintf("room %s exists already", room)}
+	info, ok, err := g.broker.RoomInfo(ctx, room)
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if !ok {
+		head, err := g.broker.Head(ctx, room)
+		if err != nil {
+			return g.refusal(ctx, err)
+		}
+		if head.Seq > 0 && kind != broker.PublicRoom {
+			return taken // a public room by use, with its history
+		}
+		if info, err = g.broker.EnsureRoom(ctx, room, kind, p.user); err != nil {
+			return g.refusal(ctx, err)
+		}
+	}
+	if info.Kind != kind {
+		return &opError{protocol.CodeForbidden, fmt.Sprintf("room %s exists already, as a %s room", room, info.Kind)}
+	}
+	if kind != broker.PublicRoom && info.Creator != p.user {
+		member, err := g.broker.IsMember(ctx, room, p.user)
+		if err != nil {
+			return g.refusal(ctx, err)
+		}
+		if !member {
+			return taken
+		}
+	}
+	added, err := g.broker.AddMember(ctx, room, p.user)
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if added {
+		g.tellUser(ctx, p, &protocol.Frame{Type: protocol.TypeMembership, Room: room, Kind: string(kind), State: "member"})
+	}
+	return nil
+}
+
+// invite makes user a member of room, on the word of p, a member of it.
+// The invited user's devices hear of it live. A room holds at most
+// MaxRoomMembers members.
+func (g *Gateway) invite(ctx context.Context, p principal, room, user string) error {
+	if err := g.checkRoom(p, room); err != nil {
+		return err
+	}
+	if protocol.DirectRoom(room) {
+		return &opError{protocol.CodeBadRequest, "a direct room has its two users and no one else"}
+	}
+	info, ok, err := g.broker.RoomInfo(ctx, room)
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if !ok {
+		return &opError{protocol.CodeNotFound, fmt.Sprintf("no room %s: create it or join it first", room)}
+	}
+	member, err := g.broker.IsMember(ctx, room, p.user)
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if !member {
+		return &opError{protocol.CodeForbidden, fmt.Sprintf("only members of %s may invite to it", room)}
+	}
+	if g.cfg.MaxRoomMembers > 0 && info.Members >= int64(g.cfg.MaxRoomMembers) {
+		return &opError{protocol.CodeForbidden, fmt.Sprintf("room %s is full (%d members)", room, g.cfg.MaxRoomMembers)}
+	}
+	added, err := g.broker.AddMember(ctx, room, user)
+	if err != nil {
+		return g.refusal(ctx, err)
+	}
+	if added {
+		g.tellUser(ctx, principal{user: user}, &protocol.Frame{Type: protocol.TypeMembership, Room: room, Kind: string(info.Kind), State: "member"})
+	}
+	return nil
+}
+
+// directory lists public rooms in name order after the room after, at
+// most limit (<= 0: 50; at most 200), with their member counts, and where
+// the next page starts ("" when there is none).
+func (g *Gateway) directory(ctx context.Context, after string, limit int) ([]protocol.RoomState, string, error) {
+	infos, next, err := g.broker.Directory(ctx, after, limit)
+	if err != nil {
+		return nil, "", g.refusal(ctx, err)
+	}
+	out := make([]protocol.RoomState, len(infos))
+	for i, r := range infos {
+		out[i] = protocol.RoomState{Room: r.Room, Kind: string(r.Kind), Members: r.Members}
+	}
+	return out, next, nil
+}
+
 // exit ends p's membership of room in the store, on all p's devices.
 func (g *Gateway) exit(ctx context.Context, p principal, room string) error {
 	removed, err := g.broker.RemoveMember(ctx, room, p.user)
@@ -207,8 +358,11 @@ func (g *Gateway) markRead(ctx context.Context, p principal, room string, pos pr
 }
 
 // publish stores and publishes body as p's message id in room.
-func (g *Gateway) publish(ctx context.Context, p principal, room, id, body string) (broker.Ack, error) {
+func (g *Gateway) publish(ctx context.Context, p principal, room, id, body string, member bool) (broker.Ack, error) {
 	if err := g.checkRoom(p, room); err != nil {
+		return broker.Ack{}, err
+	}
+	if err := g.mayUse(ctx, p, room, member); err != nil {
 		return broker.Ack{}, err
 	}
 	if len(body) > g.cfg.MaxBodyBytes {
@@ -247,8 +401,11 @@ const (
 // history returns up to limit of room's messages before seq before (from
 // the head when before <= 0), oldest first: limit <= 0 means 50, and at
 // most 200 come at once.
-func (g *Gateway) history(ctx context.Context, p principal, room string, before int64, limit int) (broker.Range, error) {
+func (g *Gateway) history(ctx context.Context, p principal, room string, before int64, limit int, member bool) (broker.Range, error) {
 	if err := g.checkRoom(p, room); err != nil {
+		return broker.Range{}, err
+	}
+	if err := g.mayUse(ctx, p, room, member); err != nil {
 		return broker.Range{}, err
 	}
 	if limit <= 0 {
@@ -259,4 +416,29 @@ func (g *Gateway) history(ctx context.Context, p principal, room string, before 
 		return rng, g.refusal(ctx, err)
 	}
 	return rng, nil
+}
+
+// kindCache remembers the kinds of created rooms (which never change), up
+// to maxKinds of them; when full it starts again.
+type kindCache struct {
+	mu    sync.Mutex
+	kinds map[string]broker.RoomKind
+}
+
+const maxKinds = 100_000
+
+func (c *kindCache) get(room string) (broker.RoomKind, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.kinds[room]
+	return k, ok
+}
+
+func (c *kindCache) put(room string, k broker.RoomKind) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.kinds == nil || len(c.kinds) >= maxKinds {
+		c.kinds = make(map[string]broker.RoomKind)
+	}
+	c.kinds[room] = k
 }

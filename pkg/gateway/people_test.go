@@ -204,3 +204,90 @@ func TestDirectRoom(t *testing.T) {
 	sentinel(t, gw1, room, bobWeb) // nothing of carol's reached the room
 	carol.nothingQueued()
 }
+
+// ask sends f with a fresh ref and returns the answer to it.
+func (c *tclient) ask(f protocol.Frame) protocol.Frame {
+	c.t.Helper()
+	c.n++
+	f.Ref = fmt.Sprintf("a%d", c.n)
+	c.send(f)
+	a := c.next()
+	if a.Ref != f.Ref {
+		c.t.Fatalf("%s: got %+v, want the answer to %s %s", c.name, a, f.Type, f.Ref)
+	}
+	return a
+}
+
+// A private room is its members' only: created by one, joined, read and
+// posted to by members, who invite others; the invited user's devices
+// hear of it live; the directory lists public rooms only.
+func TestPrivateRoomsAndDirectory(t *testing.T) {
+	c := newCluster(t, 2, func(cfg *gateway.Config) { cfg.MaxRoomMembers = 2 })
+	gw1, gw2 := c.gws[0], c.gws[1]
+	alice, _ := hello(t, gw1, "alice", "phone")
+	bob, _ := hello(t, gw2, "bob", "web")
+	carol, _ := hello(t, gw2, "carol", "web")
+
+	if f := alice.ask(protocol.Frame{Type: "create", Room: "team", Kind: "private"}); f.Type != "created" || f.Room != "team" || f.Kind != "private" {
+		t.Fatalf("create: %+v", f)
+	}
+	for _, f := range []protocol.Frame{
+		{Type: "join", Room: "team"},
+		{Type: "send", Room: "team", ID: "b1", Body: "let me in"},
+		{Type: "history", Room: "team"},
+		{Type: "invite", Room: "team", User: "carol"},
+		{Type: "create", Room: "team", Kind: "private"},
+	} {
+		if a := bob.ask(f); a.Type != "error" || a.Code != protocol.CodeForbidden {
+			t.Fatalf("bob's %s before the invite: %+v, want forbidden", f.Type, a)
+		}
+	}
+	if f := alice.ask(protocol.Frame{Type: "invite", Room: "team", User: "bob"}); f.Type != "invited" || f.User != "bob" {
+		t.Fatalf("invite: %+v", f)
+	}
+	if f := bob.next(); f.Type != "membership" || f.Room != "team" || f.Kind != "private" || f.State != "member" {
+		t.Fatalf("bob's device: %+v, want membership of team", f)
+	}
+	alice.join("team", nil)
+	bob.join("team", nil)
+	ack, _ := bob.post("team", "b2", "thanks")
+	if m := alice.messages(1)[0]; m.Seq != ack.Seq || m.From != "bob" {
+		t.Fatalf("alice got %+v", m)
+	}
+	// Full at two members.
+	if f := alice.ask(protocol.Frame{Type: "invite", Room: "team", User: "carol"}); f.Type != "error" || f.Code != protocol.CodeForbidden {
+		t.Fatalf("invite past MaxRoomMembers: %+v, want forbidden", f)
+	}
+	if f := alice.ask(protocol.Frame{Type: "invite", Room: "nowhere", User: "carol"}); f.Type != "error" || f.Code != protocol.CodeNotFound {
+		t.Fatalf("invite to no room: %+v, want not_found", f)
+	}
+	// A public room by use cannot be taken as a private one.
+	carol.post("general", "c1", "hello")
+	if f := alice.ask(protocol.Frame{Type: "create", Room: "general", Kind: "private"}); f.Type != "error" || f.Code != protocol.CodeForbidden {
+		t.Fatalf("create private over a used room: %+v, want forbidden", f)
+	}
+	// A plain-text client is no member: refused at the door.
+	ws, _, err := dialRaw(t, gw1.wsURL("/team?user=carol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := wrap(t, ws, 10)
+	if code, _ := pl.closeStatus(); code != 1008 {
+		t.Fatalf("plain-text join of a private room: close %d, want 1008", code)
+	}
+
+	// The directory: public rooms only, paged.
+	carol.join("lobby", nil)
+	alice.join("general", nil)
+	f := carol.ask(protocol.Frame{Type: "rooms", Limit: 1})
+	if f.Type != "rooms" || f.Rooms == nil || len(*f.Rooms) != 1 || (*f.Rooms)[0].Room != "general" || (*f.Rooms)[0].Members != 1 || f.Next != "general" {
+		t.Fatalf("directory page 1: %+v", f)
+	}
+	f = carol.ask(protocol.Frame{Type: "rooms", After: f.Next, Limit: 1})
+	if f.Rooms == nil || len(*f.Rooms) != 1 || (*f.Rooms)[0].Room != "lobby" || (*f.Rooms)[0].Members != 1 {
+		t.Fatalf("directory page 2: %+v", f)
+	}
+	if f = carol.ask(protocol.Frame{Type: "rooms", After: "lobby"}); f.Rooms == nil || len(*f.Rooms) != 0 || f.Next != "" {
+		t.Fatalf("directory past the end: %+v", f)
+	}
+}

@@ -109,7 +109,7 @@ func (c *wsConn) servePlain(target *url.URL, bearer string) {
 	var m *member
 	c.offStack(func() {
 		ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
-		m, err = c.g.join(ctx, s.p, s, room, nil, "")
+		m, err = c.g.join(ctx, s.p, s, room, nil, "", false)
 		cancel()
 	})
 	if err != nil {
@@ -172,7 +172,7 @@ func (c *wsConn) publishPlain(p principal, arrived time.Time, room, id, body str
 		var err error
 		c.offStack(func() {
 			ctx, cancel := context.WithDeadline(c.ctx, arrived.Add(c.g.cfg.RequestTimeout))
-			_, err = c.g.publish(ctx, p, room, id, body)
+			_, err = c.g.publish(ctx, p, room, id, body, true) // the join checked access
 			cancel()
 		})
 		if err == nil {

@@ -64,6 +64,12 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.typing(f, arrived)
 	case protocol.TypeRead:
 		s.read(f, arrived)
+	case protocol.TypeCreate:
+		s.create(f, arrived)
+	case protocol.TypeInvite:
+		s.invite(f, arrived)
+	case protocol.TypeRooms:
+		s.directory(f, arrived)
 	case protocol.TypeRefresh:
 		s.refresh(f, arrived)
 	}
@@ -139,18 +145,74 @@ func (s *session) join(f *protocol.Frame, arrived time.Time) {
 	if !s.isKnown(f.Room) {
 		// A first join makes the user a member, on all their devices; a
 		// re-join of one of their rooms writes nothing.
-		if err := s.g.enter(ctx, s.p, f.Room); err != nil {
+		err := s.roomsFull()
+		if err == nil {
+			err = s.g.enter(ctx, s.p, f.Room)
+		}
+		if err != nil {
 			s.refuse(f.Ref, err)
 			return
 		}
 		s.setKnown(f.Room, true)
 	}
-	m, err := s.g.join(ctx, s.p, s, f.Room, f.Since, f.Ref)
+	m, err := s.g.join(ctx, s.p, s, f.Room, f.Since, f.Ref, true) // enter checked access
 	if err != nil {
 		s.refuse(f.Ref, err)
 		return
 	}
 	s.members[f.Room] = m
+}
+
+// roomsFull refuses a new membership when the user has MaxRoomsPerUser
+// rooms already.
+func (s *session) roomsFull() error {
+	s.kmu.Lock()
+	n := len(s.known)
+	s.kmu.Unlock()
+	if max := s.g.cfg.MaxRoomsPerUser; max > 0 && n >= max {
+		return &opError{protocol.CodeForbidden, fmt.Sprintf("you are in %d rooms, the most one user may be in; leave one first", max)}
+	}
+	return nil
+}
+
+func (s *session) create(f *protocol.Frame, arrived time.Time) {
+	kind := broker.PrivateRoom
+	if f.Kind == string(broker.PublicRoom) {
+		kind = broker.PublicRoom
+	}
+	ctx, cancel := s.requestCtx(arrived)
+	defer cancel()
+	err := s.roomsFull()
+	if err == nil {
+		err = s.g.create(ctx, s.p, f.Room, kind)
+	}
+	if err != nil {
+		s.refuse(f.Ref, err)
+		return
+	}
+	s.setKnown(f.Room, true)
+	s.out.send(&protocol.Frame{Type: protocol.TypeCreated, Ref: f.Ref, Room: f.Room, Kind: string(kind)})
+}
+
+func (s *session) invite(f *protocol.Frame, arrived time.Time) {
+	ctx, cancel := s.requestCtx(arrived)
+	defer cancel()
+	if err := s.g.invite(ctx, s.p, f.Room, f.User); err != nil {
+		s.refuse(f.Ref, err)
+		return
+	}
+	s.out.send(&protocol.Frame{Type: protocol.TypeInvited, Ref: f.Ref, Room: f.Room, User: f.User})
+}
+
+func (s *session) directory(f *protocol.Frame, arrived time.Time) {
+	ctx, cancel := s.requestCtx(arrived)
+	defer cancel()
+	rooms, next, err := s.g.directory(ctx, f.After, f.Limit)
+	if err != nil {
+		s.refuse(f.Ref, err)
+		return
+	}
+	s.out.send(&protocol.Frame{Type: protocol.TypeRooms, Ref: f.Ref, Rooms: &rooms, Next: next})
 }
 
 // read moves the user's read cursor in a room forward and answers with
@@ -233,7 +295,7 @@ func (s *session) send(f *protocol.Frame, arrived time.Time) {
 		}
 		s.setKnown(f.Room, true)
 	}
-	ack, err := s.g.publish(ctx, s.p, f.Room, f.ID, f.Body)
+	ack, err := s.g.publish(ctx, s.p, f.Room, f.ID, f.Body, s.isKnown(f.Room))
 	if err != nil {
 		s.refuse(f.Ref, err)
 		return
@@ -244,7 +306,7 @@ func (s *session) send(f *protocol.Frame, arrived time.Time) {
 func (s *session) history(f *protocol.Frame, arrived time.Time) {
 	ctx, cancel := s.requestCtx(arrived)
 	defer cancel()
-	rng, err := s.g.history(ctx, s.p, f.Room, f.Before, f.Limit)
+	rng, err := s.g.history(ctx, s.p, f.Room, f.Before, f.Limit, s.isKnown(f.Room))
 	if err != nil {
 		s.refuse(f.Ref, err)
 		return

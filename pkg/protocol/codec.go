@@ -90,6 +90,27 @@ func (f *Frame) Validate() error {
 		return nil
 	case TypeTyping:
 		return checkRoom(f.Room)
+	case TypeCreate:
+		if err := checkRoom(f.Room); err != nil {
+			return err
+		}
+		if f.Kind != "" && f.Kind != "public" && f.Kind != "private" {
+			return badFrame(`"kind" is "public" or "private"`)
+		}
+		return nil
+	case TypeInvite:
+		if err := checkRoom(f.Room); err != nil {
+			return err
+		}
+		if !ValidUser(f.User) {
+			return badFrame(`invite needs a valid "user"`)
+		}
+		return nil
+	case TypeRooms:
+		if f.Limit < 0 {
+			return badFrame(`"limit" must not be negative`)
+		}
+		return nil
 	case TypeRead:
 		if err := checkRoom(f.Room); err != nil {
 			return err

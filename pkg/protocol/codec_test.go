@@ -145,3 +145,30 @@ func TestDirectUsers(t *testing.T) {
 		t.Errorf("DirectRoomOf(bob, alice) = %q", got)
 	}
 }
+
+func TestDecodeRoomRequests(t *testing.T) {
+	good := []string{
+		`{"type":"create","room":"team","kind":"private"}`,
+		`{"type":"create","room":"team"}`,
+		`{"type":"invite","room":"team","user":"bob"}`,
+		`{"type":"rooms","after":"general","limit":10}`,
+		`{"type":"rooms"}`,
+	}
+	for _, in := range good {
+		if _, err := Decode([]byte(in)); err != nil {
+			t.Errorf("Decode(%s): %v", in, err)
+		}
+	}
+	bad := []string{
+		`{"type":"create","room":"team","kind":"secret"}`,
+		`{"type":"create"}`,
+		`{"type":"invite","room":"team"}`,
+		`{"type":"invite","room":"team","user":"no one"}`,
+		`{"type":"rooms","limit":-1}`,
+	}
+	for _, in := range bad {
+		if _, err := Decode([]byte(in)); err == nil {
+			t.Errorf("Decode(%s): no error, want bad_request", in)
+		}
+	}
+}

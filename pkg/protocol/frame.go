@@ -17,6 +17,9 @@ const (
 	TypeTyping  = "typing"  // also relayed to the room's other members
 	TypeRead    = "read"    // also the answer, and the sync to the user's other devices
 	TypeRefresh = "refresh" // a fresh token for the connection
+	TypeCreate  = "create"  // a room of a kind; answered "created"
+	TypeInvite  = "invite"  // a user into a room; answered "invited"
+	TypeRooms   = "rooms"   // the directory of public rooms; also the answer
 )
 
 // Frame types the server sends to every device of a user.
@@ -39,6 +42,8 @@ const (
 	TypeTokenExpiring = "token_expiring"
 	// TypeRefreshed answers a refresh that took effect.
 	TypeRefreshed = "refreshed"
+	TypeCreated   = "created"
+	TypeInvited   = "invited"
 )
 
 // Frame is the union of every v1 frame. Fields that a frame type does not use
@@ -79,6 +84,11 @@ type Frame struct {
 	State string `json:"state,omitempty"`
 	Kind  string `json:"kind,omitempty"`
 
+	// rooms (the directory): the room to list after, and where the next
+	// page starts ("" when there is none)
+	After string `json:"after,omitempty"`
+	Next  string `json:"next,omitempty"`
+
 	// welcome: the user's rooms, absent when the store could not be read
 	Rooms *[]RoomState `json:"rooms,omitempty"`
 	// read answer: messages after the cursor still retained (absent: 0)
@@ -103,6 +113,8 @@ type RoomState struct {
 	First  int64  `json:"first"`           // the oldest seq still in history
 	Read   int64  `json:"read"`            // the user's read cursor in this epoch; 0: none
 	Unread int64  `json:"unread"`          // retained messages after the cursor
+	// Members is the member count, in the directory only.
+	Members int64 `json:"members,omitempty"`
 }
 
 // Message is a chat message as it is stored in a room's history and
