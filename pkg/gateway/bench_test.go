@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -109,4 +110,48 @@ func loginB(b *testing.B, n *node, user string) *websocket.Conn {
 	}
 	b.Cleanup(func() { ws.CloseNow() })
 	return ws
+}
+
+// BenchmarkWelcome200Rooms: a user who is a member of 200 rooms connects
+// and says hello; one op is the dial, the hello and the welcome that lists
+// the 200 rooms with their unread counts (two round trips to Redis for the
+// list, whatever its length).
+func BenchmarkWelcome200Rooms(b *testing.B) {
+	c := newClusterB(b, 1)
+	n := c.gws[0]
+	br := n.g.Broker()
+	ctx := context.Background()
+	for i := range 200 {
+		room := fmt.Sprintf("room-%03d", i)
+		if _, err := br.EnsureRoom(ctx, room, broker.PublicRoom, ""); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := br.AddMember(ctx, room, "many"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := br.Publish(ctx, broker.Publication{Room: room, ID: "m", From: "bob", Body: "hello"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		ws, _, err := websocket.Dial(ctx, n.wsURL("/ws"), &websocket.DialOptions{Subprotocols: []string{protocol.Subprotocol}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ws.SetReadLimit(1 << 20)
+		if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","user":"many"}`)); err != nil {
+			b.Fatal(err)
+		}
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var f protocol.Frame
+		if err := json.Unmarshal(data, &f); err != nil || f.Type != protocol.TypeWelcome || f.Rooms == nil || len(*f.Rooms) != 200 {
+			b.Fatalf("welcome: %.200s (%v)", data, err)
+		}
+		ws.CloseNow()
+	}
 }
