@@ -70,7 +70,7 @@ func newHub(g *Gateway) *hub {
 	h.users = registry[*userTopic]{
 		kind:    broker.UserTopic,
 		entries: make(map[string]*userTopic),
-		create:  func(name string) *userTopic { return &userTopic{sessions: make(map[userSubscriber]struct{})} },
+		create:  func(string) *userTopic { return &userTopic{} },
 	}
 	return h
 }

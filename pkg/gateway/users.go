@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/parley-chat/parley/pkg/broker"
@@ -29,7 +30,7 @@ type userTopic struct {
 	subscription // counted by sessions; guarded by hub.mu
 
 	mu       sync.Mutex
-	sessions map[userSubscriber]struct{}
+	sessions []userSubscriber // a user has a few devices: a slice costs an idle connection less than a map
 }
 
 // holdUser subscribes s to its user's topic on this gateway.
@@ -39,7 +40,7 @@ func (h *hub) holdUser(ctx context.Context, user string, s userSubscriber) (*use
 		return nil, err
 	}
 	u.mu.Lock()
-	u.sessions[s] = struct{}{}
+	u.sessions = append(u.sessions, s)
 	u.mu.Unlock()
 	return u, nil
 }
@@ -47,7 +48,12 @@ func (h *hub) holdUser(ctx context.Context, user string, s userSubscriber) (*use
 // releaseUser ends what holdUser began.
 func (h *hub) releaseUser(user string, u *userTopic, s userSubscriber) {
 	u.mu.Lock()
-	delete(u.sessions, s)
+	if i := slices.Index(u.sessions, s); i >= 0 {
+		last := len(u.sessions) - 1
+		u.sessions[i] = u.sessions[last]
+		u.sessions[last] = nil
+		u.sessions = u.sessions[:last]
+	}
 	u.mu.Unlock()
 	release(h, &h.users, user, u, nil)
 }
@@ -70,7 +76,7 @@ func (h *hub) userEvent(ev broker.Event) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for s := range u.sessions {
+	for _, s := range u.sessions {
 		s.userEvent(string(origin), frame)
 	}
 }
