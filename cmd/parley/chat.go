@@ -18,18 +18,34 @@ import (
 
 const chatHelp = `Usage: parley chat [flags] ROOM
 
-An interactive, line-based chat client. Each line you type is sent to ROOM;
-messages arrive as "HH:MM:SS <user> text" in local time, your own marked
-as "<alice (you)>". Lines starting with "--" report the connection: reconnects,
-resumes (with how many messages were missed) and errors from the server.
+An interactive, line-based chat client. Each line you type is sent to the
+room shown, ROOM at first; messages arrive as "HH:MM:SS <user> text" in
+local time, your own marked as "<alice (you)>". Lines starting with "--"
+report the connection: reconnects, resumes (with how many messages were
+missed) and errors from the server.
 Lines you type are sent in order. One the server cannot take yet (its store
 is unreachable, or you type faster than it allows) is resent until it is
 stored, with the lines after it held in order behind it; you are told once
 ("-- not sent yet (unavailable); retrying") and again when it went through.
 Quitting waits for unsent lines; Ctrl-C quits at once.
 
+Your rooms (those you are a member of, on any device) stay joined: one is
+shown, and a message in another is counted, not shown:
+"-- news: 3 unread". Nothing is marked read by itself: /read marks the
+room shown read, on all your devices.
+
 Commands:
-  /join ROOM     leave the current room and join ROOM
+  /join ROOM     show ROOM (joining it, which makes you a member; the room
+                 shown before stays joined)
+  /rooms         list your rooms with their unread counts
+  /read          mark the room shown read, up to its last message
+  /dm USER       show your direct room with USER (only the two of you)
+  /create NAME [public]
+                 create a room, private unless "public", and show it
+  /invite USER   make USER a member of the room shown
+  /browse [AFTER]
+                 list public rooms (20 a page, after the room AFTER)
+  /leave ROOM    end your membership of ROOM, not the one shown
   /history [N]   show the N messages before the oldest one shown (default 20)
   /quit          leave (so does Ctrl-D, end of input, or Ctrl-C)
   //text         send "/text" as a message
@@ -93,7 +109,7 @@ func runChat(ctx context.Context, cfg chatConfig, stdin io.Reader, stdout, stder
 	w := c.Welcome()
 	v := newChatView(stdout, w.User)
 	v.setRoom(room)
-	v.info("connected to %s as %s (/join ROOM, /history [N], /quit)", w.Node, w.User)
+	v.info("connected to %s as %s (%s)", w.Node, w.User, commandList)
 
 	// The printer owns the Events channel until the Client closes it.
 	printed := make(chan struct{})
@@ -103,7 +119,7 @@ func runChat(ctx context.Context, cfg chatConfig, stdin io.Reader, stdout, stder
 			v.event(ev, c)
 		}
 	}()
-	s := &chatSession{c: c, v: v, room: room, pace: newPacer(), queue: make(chan outLine, 1024)}
+	s := &chatSession{c: c, v: v, room: room, me: w.User, pace: newPacer(), queue: make(chan outLine, 1024), joined: map[string]bool{}}
 	sctx, stopSending := context.WithCancel(ctx)
 	defer stopSending()
 	sent := make(chan struct{})
@@ -116,6 +132,7 @@ func runChat(ctx context.Context, cfg chatConfig, stdin io.Reader, stdout, stder
 		closeOnce.Do(func() {
 			stopSending() // what is still queued is dropped, unpaced
 			_ = c.Close()
+			s.wg.Wait()
 			<-printed
 			close(s.queue)
 			<-sent
@@ -139,6 +156,12 @@ func runChat(ctx context.Context, cfg chatConfig, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stderr, "parley chat: join %s: %s\n", room, describe(err))
 		return 1
 	}
+	s.setJoined(room)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.joinOthers(sctx)
+	}()
 
 	lines := make(chan string)
 	quit := make(chan struct{})
@@ -175,12 +198,21 @@ func readLines(r io.Reader, lines chan<- string, quit <-chan struct{}) {
 	}
 }
 
+// commandList is the one-line summary of chat's commands.
+const commandList = "/join ROOM, /rooms, /read, /dm USER, /create NAME [public], /invite USER, /browse [AFTER], /leave ROOM, /history [N], /quit"
+
 // chatSession handles the lines typed in a chat.
 type chatSession struct {
 	c    *client.Client
 	v    *chatView
-	room string
-	pace *pacer
+	me   string
+	room string // the room shown
+	// joined holds the rooms joined in this session (guarded by mu): the
+	// shown one and the user's other rooms, whose messages are counted.
+	mu     sync.Mutex
+	joined map[string]bool
+	wg     sync.WaitGroup
+	pace   *pacer
 	// queue holds the typed lines for sendLoop, in order; unsent counts
 	// those not yet acked or failed.
 	queue  chan outLine
@@ -214,10 +246,24 @@ func (s *chatSession) handle(ctx context.Context, line string) bool {
 		s.join(ctx, arg)
 	case "/history", "/h":
 		s.history(ctx, arg)
+	case "/rooms":
+		s.v.listRooms(s.c.Rooms(), s.room)
+	case "/read":
+		s.read(ctx)
+	case "/dm":
+		s.dm(ctx, arg)
+	case "/create":
+		s.create(ctx, arg)
+	case "/invite":
+		s.invite(ctx, arg)
+	case "/browse":
+		s.browse(ctx, arg)
+	case "/leave":
+		s.leave(ctx, arg)
 	case "/help":
-		s.v.info("commands: /join ROOM, /history [N], /quit; //text sends \"/text\"")
+		s.v.info("commands: %s; //text sends \"/text\"", commandList)
 	default:
-		s.v.info("unknown command %s (commands: /join ROOM, /history [N], /quit; //text sends \"/text\")", sanitize(cmd))
+		s.v.info("unknown command %s (commands: %s; //text sends \"/text\")", sanitize(cmd), commandList)
 	}
 	return false
 }
@@ -299,10 +345,32 @@ func (s *chatSession) join(ctx context.Context, room string) {
 		s.v.info("already in %s", room)
 		return
 	}
-	old := s.room
-	s.v.setRoom(room) // the backlog arrives while Join waits
+	s.show(ctx, room)
+}
+
+// show makes room the room shown. A room joined already (it stayed joined
+// in the background) shows its recent messages; another is joined, and
+// its backlog follows.
+func (s *chatSession) show(ctx context.Context, room string) {
+	if room == s.room {
+		return
+	}
 	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
 	defer cancel()
+	if s.isJoined(room) {
+		msgs, err := s.c.History(rctx, room, 0, historyDefault)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.v.errorLine(err)
+			}
+			return
+		}
+		s.room = room
+		s.v.showJoined(room, msgs, unreadOf(s.c.Rooms(), room))
+		return
+	}
+	old := s.room
+	s.v.setRoom(room) // the backlog arrives while Join waits
 	if _, err := s.c.Join(rctx, room, nil); err != nil {
 		s.v.setRoom(old)
 		if ctx.Err() == nil {
@@ -310,10 +378,175 @@ func (s *chatSession) join(ctx context.Context, room string) {
 		}
 		return
 	}
+	s.setJoined(room)
 	s.room = room
-	if err := s.c.Leave(rctx, old); err != nil && ctx.Err() == nil {
-		s.v.errorLine(err)
+}
+
+func (s *chatSession) setJoined(room string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.joined[room] = true
+}
+
+func (s *chatSession) isJoined(room string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.joined[room]
+}
+
+// joinOthers joins the user's other rooms at their heads, so that their
+// new messages are counted as unread (none is delivered from before).
+func (s *chatSession) joinOthers(ctx context.Context) {
+	for _, rs := range s.c.Rooms() {
+		if s.isJoined(rs.Room) {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+		_, err := s.c.Join(rctx, rs.Room, &protocol.Since{Epoch: rs.Epoch, Seq: rs.Seq})
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.v.info("could not join %s: %s", rs.Room, describe(err))
+			continue
+		}
+		s.setJoined(rs.Room)
 	}
+}
+
+// unreadOf is room's unread count in rooms (0 when absent).
+func unreadOf(rooms []protocol.RoomState, room string) int64 {
+	for _, rs := range rooms {
+		if rs.Room == room {
+			return rs.Unread
+		}
+	}
+	return 0
+}
+
+// read marks the shown room read up to its head (every message of it
+// the session has received).
+func (s *chatSession) read(ctx context.Context) {
+	var pos protocol.Position
+	found := false
+	for _, rs := range s.c.Rooms() {
+		if rs.Room == s.room {
+			pos, found = protocol.Position{Epoch: rs.Epoch, Seq: rs.Seq}, true
+		}
+	}
+	if !found {
+		s.v.info("%s is not one of your rooms", s.room)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	r, err := s.c.Read(rctx, s.room, pos)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.v.errorLine(err)
+		}
+		return
+	}
+	s.v.info("%s read (%d unread)", s.room, r.Unread)
+}
+
+func (s *chatSession) dm(ctx context.Context, user string) {
+	switch {
+	case user == "":
+		s.v.info("usage: /dm USER")
+		return
+	case !protocol.ValidRoom(user) || strings.Contains(user, ":"):
+		s.v.info("invalid user name %q", user)
+		return
+	case user == s.me:
+		s.v.info("a direct room needs another user")
+		return
+	}
+	s.show(ctx, protocol.DirectRoomOf(s.me, user))
+}
+
+func (s *chatSession) create(ctx context.Context, arg string) {
+	name, kind, _ := strings.Cut(arg, " ")
+	kind = strings.TrimSpace(kind)
+	switch {
+	case name == "" || (kind != "" && kind != "public" && kind != "private"):
+		s.v.info("usage: /create NAME [public]")
+		return
+	case !protocol.ValidRoom(name) || protocol.DirectRoom(name):
+		s.v.info("invalid room name %q", name)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	f, err := s.c.Create(rctx, name, kind)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.v.errorLine(err)
+		}
+		return
+	}
+	s.v.info("created %s (%s); /invite USER to add members", f.Room, f.Kind)
+	s.show(ctx, f.Room)
+}
+
+func (s *chatSession) invite(ctx context.Context, user string) {
+	if user == "" || !protocol.ValidRoom(user) {
+		s.v.info("usage: /invite USER")
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	if err := s.c.Invite(rctx, s.room, user); err != nil {
+		if ctx.Err() == nil {
+			s.v.errorLine(err)
+		}
+		return
+	}
+	s.v.info("invited %s to %s", user, s.room)
+}
+
+// browsePage is how many public rooms /browse lists at once.
+const browsePage = 20
+
+func (s *chatSession) browse(ctx context.Context, after string) {
+	if after != "" && !protocol.ValidRoom(after) {
+		s.v.info("usage: /browse [AFTER]")
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	rooms, next, err := s.c.Directory(rctx, after, browsePage)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.v.errorLine(err)
+		}
+		return
+	}
+	s.v.directory(rooms, next)
+}
+
+func (s *chatSession) leave(ctx context.Context, room string) {
+	switch {
+	case room == "" || !protocol.ValidRoom(room):
+		s.v.info("usage: /leave ROOM")
+		return
+	case room == s.room:
+		s.v.info("%s is shown: /join another room first", room)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	if err := s.c.Leave(rctx, room); err != nil {
+		if ctx.Err() == nil {
+			s.v.errorLine(err)
+		}
+		return
+	}
+	s.mu.Lock()
+	delete(s.joined, room)
+	s.mu.Unlock()
+	s.v.info("left %s", room)
 }
 
 func (s *chatSession) history(ctx context.Context, arg string) {

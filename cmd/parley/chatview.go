@@ -115,6 +115,13 @@ func (v *chatView) event(ev client.Event, c *client.Client) {
 	case ev.Message != nil:
 		m := ev.Message
 		if m.Room != v.room {
+			// Counted, not shown: say how many wait there.
+			if c == nil {
+				return
+			}
+			if n := unreadOf(c.Rooms(), m.Room); n > 0 {
+				v.infoLocked("%s: %d unread", sanitize(m.Room), n)
+			}
 			return
 		}
 		r := v.roomLocked(m.Room)
@@ -128,6 +135,13 @@ func (v *chatView) event(ev client.Event, c *client.Client) {
 		v.printMessageLocked(m)
 	case ev.Joined != nil:
 		v.joinedLocked(ev.Joined)
+	case ev.Membership != nil:
+		m := ev.Membership
+		if m.State == "member" {
+			v.infoLocked("you are a member of %s (%s): /join %s to show it", sanitize(m.Room), sanitize(m.Kind), sanitize(m.Room))
+		} else {
+			v.infoLocked("you left %s on another device", sanitize(m.Room))
+		}
 	case ev.Error != nil:
 		v.infoLocked("error %s: %s", sanitize(ev.Error.Code), oneLine(sanitize(ev.Error.Message)))
 	case ev.Retry != nil:
@@ -246,4 +260,72 @@ func (v *chatView) history(room string, msgs []*protocol.Message) {
 		r.first = msgs[0].Seq
 	}
 	v.infoLocked("end of history")
+}
+
+// listRooms lists the user's rooms, the shown one marked.
+func (v *chatView) listRooms(rooms []protocol.RoomState, shown string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if rooms == nil {
+		v.infoLocked("your rooms are unknown (the server could not read them at connect)")
+		return
+	}
+	if len(rooms) == 0 {
+		v.infoLocked("you are in no rooms")
+		return
+	}
+	v.infoLocked("your rooms:")
+	for _, rs := range rooms {
+		line := fmt.Sprintf("   %s (%s)", sanitize(rs.Room), sanitize(rs.Kind))
+		if rs.Unread > 0 {
+			line += fmt.Sprintf(" %d unread", rs.Unread)
+		}
+		if rs.Room == shown {
+			line += " [shown]"
+		}
+		v.infoLocked("%s", line)
+	}
+}
+
+// showJoined makes room, joined already, the room shown, with its recent
+// messages.
+func (v *chatView) showJoined(room string, msgs []*protocol.Message, unread int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.room = room
+	r := v.roomLocked(room)
+	*r = roomView{}
+	if unread > 0 {
+		v.infoLocked("showing %s, %d unread (/read marks them read)", room, unread)
+	} else {
+		v.infoLocked("showing %s", room)
+	}
+	for _, m := range msgs {
+		if r.epoch != m.Epoch {
+			*r = roomView{epoch: m.Epoch, first: m.Seq}
+		}
+		r.last = m.Seq
+		v.printMessageLocked(m)
+	}
+}
+
+// directory lists a page of public rooms.
+func (v *chatView) directory(rooms []protocol.RoomState, next string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(rooms) == 0 {
+		v.infoLocked("no public rooms")
+		return
+	}
+	v.infoLocked("public rooms:")
+	for _, rs := range rooms {
+		if rs.Members == 1 {
+			v.infoLocked("   %s (1 member)", sanitize(rs.Room))
+		} else {
+			v.infoLocked("   %s (%d members)", sanitize(rs.Room), rs.Members)
+		}
+	}
+	if next != "" {
+		v.infoLocked("more: /browse %s", sanitize(next))
+	}
 }

@@ -671,7 +671,7 @@ func TestChatResendsLinesUntilStored(t *testing.T) {
 	notes := outputLines(out.String(), "-- not sent", "-- commands", "-- sent", "-- error")
 	wantNotes := []string{
 		"-- not sent yet (unavailable); retrying",
-		"-- commands: /join ROOM, /history [N], /quit; //text sends \"/text\"",
+		"-- commands: " + commandList + "; //text sends \"/text\"",
 		"-- sent: typed during the outage",
 	}
 	if !slices.Equal(notes, wantNotes) {
@@ -766,5 +766,88 @@ func TestTailSinceOnEmptyRoom(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"seq":1,`) || strings.Count(out.String(), "\n") != 1 {
 		t.Fatalf("tail printed %q, want the one message, seq 1", out.String())
+	}
+}
+
+// TestChatRooms: parley chat keeps the user's rooms joined, counts the
+// messages of those not shown, lists them with /rooms, shows one with
+// /join, marks it read with /read, and opens direct and private rooms.
+func TestChatRooms(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	alice := sdk(t, url, "alice")
+	for _, r := range []string{"general", "news"} {
+		if _, err := alice.Join(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob := sdk(t, url, "bob")
+	out, typing, exited := startChat(t, ctx, url)
+	out.WaitFor(t, "-- joined general", 10*time.Second)
+	for _, body := range []string{"news one", "news two"} {
+		if _, err := bob.Send(ctx, "news", body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out.WaitFor(t, "-- news: 2 unread", 10*time.Second)
+	typeLine(t, typing, "/rooms")
+	out.WaitFor(t, "--    news (public) 2 unread\n", 10*time.Second)
+	out.WaitFor(t, "--    general (public) [shown]\n", 10*time.Second)
+	typeLine(t, typing, "/join news")
+	out.WaitFor(t, "-- showing news, 2 unread (/read marks them read)", 10*time.Second)
+	out.WaitFor(t, "<bob> news two", 10*time.Second)
+	typeLine(t, typing, "/read")
+	out.WaitFor(t, "-- news read (0 unread)", 10*time.Second)
+	ev := waitEvent(t, ctx, alice, func(ev client.Event) bool { return ev.ReadSync != nil })
+	if ev.ReadSync.Room != "news" || ev.ReadSync.Seq != 2 {
+		t.Fatalf("alice's other device got %+v", ev.ReadSync)
+	}
+
+	typeLine(t, typing, "/dm bob")
+	out.WaitFor(t, "-- joined dm:alice:bob (no messages yet)", 10*time.Second)
+	ev = waitEvent(t, ctx, bob, func(ev client.Event) bool { return ev.Membership != nil })
+	if ev.Membership.Room != "dm:alice:bob" || ev.Membership.Kind != "direct" {
+		t.Fatalf("bob's membership %+v", ev.Membership)
+	}
+	typeLine(t, typing, "psst")
+	out.WaitFor(t, "<alice (you)> psst", 10*time.Second)
+
+	typeLine(t, typing, "/create team")
+	out.WaitFor(t, "-- created team (private); /invite USER to add members", 10*time.Second)
+	out.WaitFor(t, "-- joined team (no messages yet)", 10*time.Second)
+	typeLine(t, typing, "/invite bob")
+	out.WaitFor(t, "-- invited bob to team", 10*time.Second)
+	ev = waitEvent(t, ctx, bob, func(ev client.Event) bool { return ev.Membership != nil && ev.Membership.Room == "team" })
+	if ev.Membership.Kind != "private" {
+		t.Fatalf("bob's membership %+v", ev.Membership)
+	}
+	typeLine(t, typing, "/browse")
+	out.WaitFor(t, "-- public rooms:", 10*time.Second)
+	out.WaitFor(t, "--    news (1 member)", 10*time.Second)
+	typeLine(t, typing, "/quit")
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(out.String(), "--    team") {
+		t.Errorf("/browse listed a private room:\n%s", out.String())
+	}
+}
+
+// waitEvent waits until c receives an event ok accepts.
+func waitEvent(t *testing.T, ctx context.Context, c *client.Client, ok func(client.Event) bool) client.Event {
+	t.Helper()
+	for {
+		select {
+		case ev, open := <-c.Events():
+			if !open {
+				t.Fatal("client closed")
+			}
+			if ok(ev) {
+				return ev
+			}
+		case <-ctx.Done():
+			t.Fatalf("no event: %v", ctx.Err())
+		}
 	}
 }

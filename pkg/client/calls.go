@@ -180,6 +180,7 @@ func (c *Client) do(ctx context.Context, f *protocol.Frame) (protocol.Frame, err
 	cl := c.newCall(f)
 	if f.Type == protocol.TypeLeave {
 		delete(c.rooms, f.Room)
+		delete(c.memberships, f.Room)
 		if !c.ready && !c.resumeRooms[f.Room] {
 			// The next connection will not join the room: nothing to
 			// leave.

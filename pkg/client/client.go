@@ -24,6 +24,14 @@ type Config struct {
 	User string
 	// Token is the JWT sent in hello.
 	Token string
+	// TokenSource, when set, returns a fresh JWT for the user. The Client
+	// calls it for every hello (the first included: Token and User are
+	// then not needed) and when the gateway says the connection's token
+	// expires soon (token_expiring), and sends the token it returns in a
+	// refresh, so that the connection outlives the token. An error from
+	// it is logged: the connection then ends at the token's exp, and the
+	// reconnect asks TokenSource again. Optional.
+	TokenSource func(ctx context.Context) (string, error)
 	// Device is hello.device. Default "go".
 	Device string
 	// Header holds extra HTTP headers for the WebSocket handshake. Optional.
@@ -70,8 +78,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.URL == "" {
 		return cfg, errors.New("parley client: Config.URL is required")
 	}
-	if cfg.User == "" && cfg.Token == "" {
-		return cfg, errors.New("parley client: Config.User or Config.Token is required")
+	if cfg.User == "" && cfg.Token == "" && cfg.TokenSource == nil {
+		return cfg, errors.New("parley client: Config.User, Config.Token or Config.TokenSource is required")
 	}
 	if cfg.Device == "" {
 		cfg.Device = defaultDevice
@@ -129,7 +137,8 @@ func (s State) String() string {
 }
 
 // Event is one item on the Events channel. Exactly one of Message, Joined,
-// Error and Retry is set, or none of them and State is.
+// Typing, Membership, ReadSync, Error and Retry is set, or none of them and
+// State is.
 type Event struct {
 	// Message is a "message" frame, delivered once, in seq order per room.
 	Message *protocol.Message
@@ -140,6 +149,17 @@ type Event struct {
 	// Typing is a "typing" frame: another member of a joined room is
 	// typing (user, device, room). It is ephemeral: never replayed.
 	Typing *protocol.Frame
+	// Membership is a "membership" frame: another device of the user made
+	// (state "member", with the room's kind) or ended (state "left") a
+	// membership. Rooms already reflects it. When the room was left and
+	// this Client had joined it, the Client leaves it too (it is no longer
+	// re-joined; no Leave call is needed).
+	Membership *protocol.Frame
+	// ReadSync is a "read" frame without ref: another device of the user
+	// moved the read cursor of a room (epoch, seq) and unread is what it
+	// leaves. Rooms already reflects it. The answer to this Client's own
+	// Read is returned by Read, not delivered here.
+	ReadSync *protocol.Frame
 	// Error is an error frame that answers no pending call: unsolicited, or
 	// the answer to an automatic re-join (the room is then no longer
 	// joined, unless the code says to retry later).
@@ -149,8 +169,8 @@ type Event struct {
 	// itself; the call keeps waiting and returns no error for it. An
 	// application may use it to show that a message is delayed.
 	Retry *Retry
-	// State is a connection state change, set when Message, Joined,
-	// Typing, Error and Retry are nil.
+	// State is a connection state change, set when every field above is
+	// nil.
 	State State
 	// Err says why: with StateReconnecting, why the connection dropped
 	// (close code and reason, or the network error); with StateClosed, the
@@ -208,6 +228,11 @@ type Client struct {
 	err error
 	// typedAt is when Typing last sent a notice.
 	typedAt time.Time
+	// memberships are the user's rooms: welcome's, kept up to date by
+	// joins, leaves, creates, messages, and membership and read frames.
+	// haveRooms is false while no welcome has listed them.
+	memberships map[string]*protocol.RoomState
+	haveRooms   bool
 }
 
 // TypingInterval is the shortest time between two typing notices a Client
@@ -230,6 +255,8 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		events:  make(chan Event, cfg.Buffer),
 		rooms:   make(map[string]*protocol.Position),
 		pending: make(map[string]*call),
+
+		memberships: make(map[string]*protocol.RoomState),
 	}
 	cn, welcome, err := c.connect(ctx)
 	bo := &backoff{min: cfg.MinBackoff, max: cfg.MaxBackoff}
@@ -252,8 +279,8 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("parley client: dial %s: %w", cfg.URL, unwrapFatal(err))
 	}
-	c.welcome = *welcome
-	c.cur, c.ready = cn, true // no goroutine yet: no lock needed
+	c.setWelcomeLocked(welcome) // no goroutine yet: no lock needed
+	c.cur, c.ready = cn, true
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Add(1)
 	go c.run(cn)

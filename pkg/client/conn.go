@@ -61,7 +61,14 @@ func (c *Client) connect(ctx context.Context) (*conn, *protocol.Frame, error) {
 	ws.SetReadLimit(readLimit)
 
 	hello := protocol.Frame{Type: protocol.TypeHello, Device: c.cfg.Device}
-	if c.cfg.Token != "" {
+	if c.cfg.TokenSource != nil {
+		tok, err := c.cfg.TokenSource(ctx)
+		if err != nil {
+			_ = ws.CloseNow()
+			return nil, nil, fmt.Errorf("hello: Config.TokenSource: %w", err)
+		}
+		hello.Token = tok
+	} else if c.cfg.Token != "" {
 		hello.Token = c.cfg.Token
 	} else {
 		hello.User = c.cfg.User
@@ -215,8 +222,12 @@ func (c *Client) handle(cn *conn, f *protocol.Frame) bool {
 		return c.handleMessage(cn, f)
 	case protocol.TypeJoined:
 		return c.handleJoined(cn, f)
-	case protocol.TypeAck, protocol.TypeLeft, protocol.TypeHistory:
+	case protocol.TypeAck, protocol.TypeLeft, protocol.TypeHistory,
+		protocol.TypeCreated, protocol.TypeInvited, protocol.TypeRooms, protocol.TypeRefreshed:
 		if cl := c.take(f.Ref); cl != nil {
+			if f.Type == protocol.TypeCreated {
+				c.memberJoined(f.Room, f.Kind)
+			}
 			cl.done <- result{f: f}
 		} else {
 			c.log.Debug("parley client: reply to no pending call", "type", f.Type, "ref", f.Ref)
@@ -236,10 +247,24 @@ func (c *Client) handle(cn *conn, f *protocol.Frame) bool {
 		}
 	case protocol.TypeWelcome:
 		c.mu.Lock()
-		c.welcome = *f
+		c.setWelcomeLocked(f)
 		c.mu.Unlock()
 	case protocol.TypeTyping:
 		return c.emit(cn, Event{Typing: f})
+	case protocol.TypeRead:
+		if f.Ref == "" {
+			c.applyRead(f)
+			return c.emit(cn, Event{ReadSync: f})
+		}
+		if cl := c.take(f.Ref); cl != nil {
+			c.applyRead(f)
+			cl.done <- result{f: f}
+		}
+	case protocol.TypeMembership:
+		c.applyMembership(cn, f)
+		return c.emit(cn, Event{Membership: f})
+	case protocol.TypeTokenExpiring:
+		c.refreshSoon(f)
 	case protocol.TypePong:
 	default:
 		c.log.Debug("parley client: ignoring frame", "type", f.Type)
@@ -264,6 +289,7 @@ func (c *Client) handleMessage(cn *conn, f *protocol.Frame) bool {
 		c.log.Debug("parley client: dropping duplicate message", "room", m.Room, "epoch", m.Epoch, "seq", m.Seq)
 		return true
 	}
+	c.applyMessage(m)
 	// Deliver first, then advance: a message that never reached Events is
 	// asked for again on the next re-join. Only a duplicate is dropped: a gap
 	// or a new epoch is delivered as it came.
@@ -295,6 +321,9 @@ func (c *Client) handleJoined(cn *conn, f *protocol.Frame) bool {
 	// starts over before seq 1 of it.
 	if pos != nil && (pos.IsZero() || pos.Place(f.Epoch, f.Seq) == protocol.NewEpoch) {
 		*pos = protocol.Reset(f.Epoch, 1)
+	}
+	if pos != nil {
+		c.applyJoinedLocked(f, cl != nil && !cl.internal)
 	}
 	c.mu.Unlock()
 	if pos == nil {

@@ -3,7 +3,8 @@
 // Dial opens a WebSocket to a gateway (subprotocol "parley.v1"), sends hello
 // and waits for welcome. After that the Client keeps itself connected:
 //
-//   - Requests (Join, Leave, Send, SendID, History) carry a ref unique to the
+//   - Requests (Join, Leave, Send, SendID, History, Read, Create, Invite,
+//     Directory, Refresh) carry a ref unique to the
 //     Client; the reply (joined, left, ack, history) or the error frame with
 //     the same ref completes the call. An error frame makes the call return a
 //     *protocol.Error with the server's code and message, except
@@ -27,6 +28,27 @@
 //     unauthorized/forbidden error during hello on a reconnect is fatal: the
 //     Client emits StateClosed with the reason, fails every pending call and
 //     stops. On Dial the same failure is returned as Dial's error.
+//
+// # The user's rooms
+//
+// Rooms returns the rooms the user is a member of on any device, with the
+// room's head, the user's read cursor and the unread count, as welcome
+// listed them and kept up to date since: by this Client's Join, Leave and
+// Create, by the messages it delivers, and by what the user's other
+// devices do, which also arrives on Events: Event.Membership (a room
+// joined, created, invited to or left elsewhere; a room left elsewhere is
+// left here too) and Event.ReadSync (a read cursor moved elsewhere). Read
+// moves the cursor; Create makes a private or public room; Invite makes
+// another user a member; Directory pages through the public rooms. Direct
+// rooms (protocol.DirectRoomOf) are joined like any other.
+//
+// # Tokens that expire
+//
+// With Config.TokenSource the Client asks for a fresh token when the
+// gateway says the connection's token expires soon (token_expiring) and
+// sends it in a refresh, and asks again for every hello after a
+// reconnect. Without it, a connection whose token expires is closed, and
+// the reconnect with the same token is refused: the Client stops.
 //
 // # Refusals for now, and the order of sends
 //
@@ -62,8 +84,9 @@
 //
 // # Events and backpressure
 //
-// Messages, joined frames, unsolicited error frames, retries and connection
-// state changes are delivered in order on the channel returned by Events, which
+// Messages, joined frames, typing notices, membership and read syncs,
+// unsolicited error frames, retries and connection state changes are
+// delivered in order on the channel returned by Events, which
 // has capacity Config.Buffer. When it is full, the goroutine that reads the
 // socket waits for the application: nothing is dropped, but the Client stops
 // reading from the server, whose bounded queue may then overflow so that it

@@ -73,7 +73,7 @@ func (c *Client) reconnect(bo *backoff) (*conn, error) {
 		}
 		if err == nil {
 			c.mu.Lock()
-			c.welcome = *welcome
+			c.setWelcomeLocked(welcome)
 			c.mu.Unlock()
 			return cn, nil
 		}
