@@ -709,7 +709,8 @@ export class ParleyClient extends EventTarget {
     this._attempt = 0;
     this._setState('connected', { node: f.node });
     this._emit('welcome', f);
-    for (const [room, r] of this._rooms) this._sendJoin(room, r);
+    // Rooms joined by a welcome listener are on their way already.
+    for (const [room, r] of this._rooms) if (!r.inflight && !this._joinWait.includes(room)) this._sendJoin(room, r);
     this._pump();
     this._alive();
   }
