@@ -351,6 +351,7 @@ class RoomView {
    */
   receive(m, me) {
     if (this.bySeq.has(m.seq)) return null;
+    if (!this.epoch) this.epoch = m.epoch; // joined empty: the first message brings the epoch
     const own = m.from === me ? this.mine.get(m.id) : undefined;
     if (own && own.dataset.seq === undefined) {
       this.confirm(own, m.seq); // stays .pending until its ack
