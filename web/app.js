@@ -2,10 +2,16 @@
 // protocol client in parley.js. User data (names, room names, message
 // bodies) only ever reaches the page through textContent and attributes.
 //
-// Stored in localStorage: parley.identity ({user} or {token}), parley.device,
-// parley.rooms (the rooms joined) and parley.room (the one open).
+// Stored in localStorage: parley.identity ({user} or {token}), parley.device
+// and parley.room (the one open). The room list is the server's: welcome.rooms
+// on every (re)connect (each with its unread count), then membership frames.
 // URL: #room opens (and joins) a room; ?device=name names this device
 // (default: phone, tablet or browser, from the user agent).
+//
+// Read state is shared by the user's devices: the open room's newest message,
+// shown on a visible page, is sent as the read cursor (at most once a second
+// per room, only forward); another device's read frame sets that room's
+// unread count here.
 //
 // Structure: cacheElements looks the page's elements up once; a RoomView
 // owns one room's part of the page (its message list, its entry in the room
@@ -13,13 +19,15 @@
 // rooms and the open one, and wires the client's events and the page's
 // listeners. init() builds them; nothing else runs on load.
 
-import { ParleyClient, roomNameError } from './parley.js';
+import { ParleyClient, roomNameError, directRoom, directPeer, isDirectRoom } from './parley.js';
 
 const MAX_BODY = 4096;
 const PAGE = 50; // messages per history request
 const TYPING_SHOWN = 5000; // ms a typing notice shows its user (notices come every 2 s)
 const DEFAULT_ROOM = 'lobby';
 const USER_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+const READ_EVERY = 1000; // ms: at most one read cursor move per room in this time
+const DIRECTORY_PAGE = 20; // rooms per directory page
 
 const store = {
   get(key, fallback) {
@@ -119,6 +127,22 @@ function cacheElements(doc) {
     send: $('send'),
     composerError: $('composer-error'),
     typing: $('typing'),
+    browseOpen: $('browse-open'),
+    createOpen: $('create-open'),
+    inviteOpen: $('invite-open'),
+    browseDialog: $('browse-dialog'),
+    browseClose: $('browse-close'),
+    browseList: $('browse-list'),
+    browseEmpty: $('browse-empty'),
+    browseError: $('browse-error'),
+    browseMore: $('browse-more'),
+    askDialog: $('ask-dialog'),
+    askForm: $('ask-form'),
+    askTitle: $('ask-title'),
+    askLabel: $('ask-label'),
+    askInput: $('ask-input'),
+    askError: $('ask-error'),
+    askCancel: $('ask-cancel'),
   };
 }
 
@@ -135,7 +159,14 @@ function renderMessage(m, pending, me) {
   div.classList.add(pending ? 'pending' : 'sent');
 
   const meta = el('div', 'meta');
-  meta.append(el('span', 'from', m.from));
+  if (m.from === me) meta.append(el('span', 'from', m.from));
+  else {
+    // Another user's name opens the direct room with them.
+    const from = el('button', 'from', m.from);
+    from.type = 'button';
+    from.title = 'Message ' + m.from + ' directly';
+    meta.append(from);
+  }
   if (m.device) meta.append(el('span', 'device', m.device));
   const time = el('time', 'time', fmtTime(m.ts));
   time.dateTime = m.ts;
@@ -172,22 +203,27 @@ function regroup(e) {
  * history paging, the unread count, the recovery note).
  */
 class RoomView {
-  constructor(name) {
+  constructor(name, me) {
     this.name = name;
+    this.peer = directPeer(name, me); // the other user of a direct room
+    this.label = this.peer ? '@' + this.peer : '# ' + name;
     this.log = el('div', 'room-log');
     this.log.dataset.room = name;
     this.log.hidden = true;
     this.li = el('li');
     this.li.dataset.room = name; // the room list's click handler finds the room here
-    this.nameBtn = el('button', 'room-name', '# ' + name);
+    this.nameBtn = el('button', 'room-name', this.label);
     this.nameBtn.type = 'button';
+    this.tag = el('span', 'kind-tag');
+    this.nameBtn.append(this.tag);
     this.count = el('span', 'count');
     this.count.hidden = true;
     const leave = el('button', 'leave', '\u00d7');
     leave.type = 'button';
-    leave.title = 'Leave ' + name;
-    leave.setAttribute('aria-label', 'Leave ' + name);
+    leave.title = 'Leave ' + this.label;
+    leave.setAttribute('aria-label', 'Leave ' + this.label);
     this.li.append(this.nameBtn, this.count, leave);
+    this.setKind(isDirectRoom(name) ? 'direct' : '');
 
     this.bySeq = new Map(); // seq -> element
     this.mine = new Map(); // id -> element, own sends from this page
@@ -198,6 +234,44 @@ class RoomView {
     this.loading = false;
     this.unread = 0;
     this.recovery = ''; // the note shown while the room is open, until dismissed
+    // Messages up to here ({epoch, seq}) are in the unread count already (the
+    // server counted them): their arrival does not count them again.
+    this.counted = null;
+    this.readPos = null; // {epoch, seq}: the read cursor as far as this page knows
+    this.readAt = 0; // Date.now() of the last read sent
+    this.readTimer = 0;
+    this.context = 0; // a join from the read cursor: show the read messages up to this seq too
+  }
+
+  setKind(kind) {
+    this.kind = kind || this.kind || '';
+    this.li.dataset.kind = this.kind;
+    this.tag.textContent = this.kind === 'private' ? 'private' : '';
+  }
+
+  /** Whether a message at (epoch, seq) is in the unread count already. */
+  isCounted(epoch, seq) {
+    return !!this.counted && this.counted.epoch === epoch && seq <= this.counted.seq;
+  }
+
+  /** The newest confirmed message shown, as {epoch, seq}, or null. */
+  newest() {
+    let hi = 0;
+    for (const s of this.bySeq.keys()) if (s > hi) hi = s;
+    return hi && this.epoch ? { epoch: this.epoch, seq: hi } : null;
+  }
+
+  /** Whether the read cursor is at pos or past it. */
+  readPast(pos) {
+    return !!this.readPos && this.readPos.epoch === pos.epoch && this.readPos.seq >= pos.seq;
+  }
+
+  /** The cursor moved to pos (an answer or another device): only forward. */
+  noteRead(pos) {
+    if (!pos || !pos.epoch) return;
+    if (!this.readPos || this.readPos.epoch !== pos.epoch || pos.seq > this.readPos.seq) {
+      this.readPos = { epoch: pos.epoch, seq: pos.seq };
+    }
   }
 
   /** Puts the room's elements on the page. */
@@ -207,6 +281,7 @@ class RoomView {
   }
 
   unmount() {
+    clearTimeout(this.readTimer);
     this.log.remove();
     this.li.remove();
   }
@@ -276,6 +351,7 @@ class RoomView {
    */
   receive(m, me) {
     if (this.bySeq.has(m.seq)) return null;
+    if (!this.epoch) this.epoch = m.epoch; // joined empty: the first message brings the epoch
     const own = m.from === me ? this.mine.get(m.id) : undefined;
     if (own && own.dataset.seq === undefined) {
       this.confirm(own, m.seq); // stays .pending until its ack
@@ -368,6 +444,9 @@ class App {
     this.current = '';
     this.lastTop = 0; // the message list's last scrollTop, to tell scrolling up
     this.typers = new Map(); // room -> Map(user -> timeout id): who is typing there
+    this.welcomed = false; // the first welcome chose the room to show
+    this.dirNext = ''; // the directory's next page ('' when none)
+    this.askDone = null; // the ask dialog's answer: (value) => Promise of an error text or ''
   }
 
   /** The open room's view, if any. */
@@ -425,9 +504,41 @@ class App {
       if (ev.key === 'Escape') this.closeSidebar();
     });
     document.addEventListener('visibilitychange', () => {
-      if (!document.hidden && this.room) this.setUnread(this.room, 0);
+      if (!document.hidden && this.room) {
+        this.setUnread(this.room, 0);
+        this.markRead(this.room);
+      }
     });
     window.addEventListener('hashchange', () => this.hashChanged());
+    // A name in a message opens the direct room with its author.
+    e.logs.addEventListener('click', (ev) => {
+      const b = ev.target.closest('button.from');
+      const from = b && b.closest('.msg')?.dataset.from;
+      if (from) this.openDirect(from);
+    });
+    e.browseOpen.addEventListener('click', () => this.openDirectory());
+    e.browseClose.addEventListener('click', () => e.browseDialog.close());
+    e.browseMore.addEventListener('click', () => this.loadDirectory(this.dirNext));
+    e.browseList.addEventListener('click', (ev) => {
+      const b = ev.target.closest('button.dir-join');
+      const name = b && b.closest('li')?.dataset.room;
+      if (!name) return;
+      e.browseDialog.close();
+      this.openRoom(name);
+      this.selectRoom(name);
+    });
+    e.createOpen.addEventListener('click', () =>
+      this.ask('New private room', 'Room name', 'Create', (name) => this.createPrivate(name)));
+    e.inviteOpen.addEventListener('click', () => {
+      const room = this.current;
+      if (room) this.ask('Invite to ' + (this.room?.label || room), 'User name', 'Invite', (user) => this.invite(room, user));
+    });
+    e.askCancel.addEventListener('click', () => e.askDialog.close());
+    e.askInput.addEventListener('input', () => show(e.askError, false));
+    e.askForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.answerAsk();
+    });
   }
 
   /** Chats as the stored identity, or asks for one. */
@@ -474,7 +585,7 @@ class App {
   signOut() {
     if (this.client) this.client.close();
     store.del('identity');
-    store.del('rooms');
+    store.del('rooms'); // kept by earlier versions of the page
     store.del('room');
     location.hash = '';
     location.reload();
@@ -491,14 +602,48 @@ class App {
     this.client = new ParleyClient({ user: ident.user, token: ident.token, device: deviceName() });
     this.wireClient(this.client);
     this.client.connect();
+    this.selectRoom(''); // the rooms come with the welcome
+  }
 
-    let names = store.get('rooms', null);
-    if (!Array.isArray(names) || names.length === 0) names = [DEFAULT_ROOM];
-    const fromHash = decodeURIComponent(location.hash.slice(1));
-    if (fromHash && !roomNameError(fromHash) && !names.includes(fromHash)) names.push(fromHash);
-    for (const n of names) if (!roomNameError(n)) this.openRoom(n);
-    const want = fromHash && this.rooms.has(fromHash) ? fromHash : store.get('room', '');
-    this.selectRoom(this.rooms.has(want) ? want : this.firstRoom());
+  /**
+   * The server's room list, on every (re)connect: a view for each room the
+   * user is a member of (joined from its read cursor, so that exactly the
+   * unread messages come), the unread counts, and the rooms left elsewhere
+   * meanwhile dropped. The first one also picks the room to show.
+   */
+  applyWelcome(w) {
+    const list = Array.isArray(w.rooms) ? w.rooms : null; // absent: the server could not read them
+    if (list) {
+      const names = new Set(list.map((m) => m.room));
+      for (const r of [...this.rooms.values()]) {
+        // Left on another device while this page was away (a room still
+        // being joined from here is not in the list yet).
+        if (r.joined && !names.has(r.name)) this.dropRoom(r.name);
+      }
+      for (const m of list) {
+        if (roomNameError(m.room) || (isDirectRoom(m.room) && !directPeer(m.room, this.me))) continue;
+        const fresh = !this.rooms.has(m.room);
+        const since = m.epoch ? { epoch: m.epoch, seq: m.read || 0 } : undefined;
+        const r = this.openRoom(m.room, { since, kind: m.kind });
+        if (fresh && since && since.seq > 0) r.context = since.seq;
+        r.setKind(m.kind);
+        r.noteRead(m.read ? { epoch: m.epoch, seq: m.read } : null);
+        r.counted = { epoch: m.epoch || '', seq: m.seq || 0 };
+        this.setUnread(r, this.isReading(r) ? 0 : m.unread || 0);
+      }
+    }
+    if (!this.welcomed) {
+      this.welcomed = true;
+      const fromHash = decodeURIComponent(location.hash.slice(1));
+      if (fromHash && !roomNameError(fromHash) && (!isDirectRoom(fromHash) || directPeer(fromHash, this.me))) {
+        this.openRoom(fromHash);
+      }
+      if (this.rooms.size === 0) this.openRoom(DEFAULT_ROOM);
+      const want = fromHash && this.rooms.has(fromHash) ? fromHash : store.get('room', '');
+      this.selectRoom(this.rooms.has(want) ? want : this.firstRoom());
+    } else if (!this.rooms.has(this.current)) {
+      this.selectRoom(this.firstRoom());
+    }
   }
 
   /** The client's events, each to the view it changes. */
@@ -508,8 +653,11 @@ class App {
       this.me = ev.detail.user;
       this.els.me.textContent = this.me;
       this.els.node.textContent = ev.detail.node || '?';
+      this.applyWelcome(ev.detail);
       this.updateOlder();
     });
+    client.addEventListener('read', (ev) => this.readElsewhere(ev.detail));
+    client.addEventListener('membership', (ev) => this.membership(ev.detail));
     client.addEventListener('joined', (ev) => this.joined(ev.detail));
     client.addEventListener('message', (ev) => {
       this.stoppedTyping(ev.detail.room, ev.detail.from);
@@ -551,22 +699,24 @@ class App {
 
   // ---- rooms ----
 
+  /** The first room of the list, as shown. */
   firstRoom() {
-    return this.rooms.keys().next().value || '';
+    return this.els.roomList.firstElementChild?.dataset.room || '';
   }
 
-  saveRooms() {
-    store.set('rooms', [...this.rooms.keys()]);
-  }
-
-  /** Creates the view of a room and joins it. */
-  openRoom(name) {
+  /** Creates the view of a room (in name order in the list) and joins it;
+   * since is the position to join from (see applyWelcome). */
+  openRoom(name, opts = {}) {
     if (this.rooms.has(name)) return this.rooms.get(name);
-    const r = new RoomView(name);
+    const r = new RoomView(name, this.me);
+    if (opts.kind) r.setKind(opts.kind);
     r.mount(this.els.logs, this.els.roomList);
+    // Keep the list sorted by what it shows.
+    const after = [...this.els.roomList.children].find((li) => li !== r.li && this.rooms.get(li.dataset.room)?.label > r.label);
+    if (after) after.before(r.li);
     this.rooms.set(name, r);
-    this.saveRooms();
-    this.client.join(name).catch((err) => {
+    this.client.join(name, opts.since ? { since: opts.since } : {}).catch((err) => {
+      if (this.rooms.get(name) !== r) return;
       this.showRoomError(`Could not join ${name}: ${err.message}`);
       this.leaveRoom(name);
     });
@@ -574,14 +724,42 @@ class App {
   }
 
   leaveRoom(name) {
+    if (!this.rooms.has(name)) return;
+    this.dropRoom(name);
+    if (this.client) this.client.leave(name).catch(() => {});
+  }
+
+  /** Takes a room off the page (left here or on another device). */
+  dropRoom(name) {
     const r = this.rooms.get(name);
     if (!r) return;
     this.rooms.delete(name);
-    this.saveRooms();
     r.unmount();
-    if (this.client) this.client.leave(name).catch(() => {});
     if (this.current === name) this.selectRoom(this.firstRoom());
     this.updateUnreadTotal();
+  }
+
+  /** Another device (or another user: an invite, a direct room) made the
+   * user a member of a room, or a device of the user left one. */
+  membership(f) {
+    if (f.state === 'left') {
+      // Left elsewhere: stop receiving it here too.
+      if (this.rooms.has(f.room)) this.leaveRoom(f.room);
+      return;
+    }
+    if (f.state !== 'member' || roomNameError(f.room)) return;
+    const fresh = !this.rooms.has(f.room);
+    const r = this.openRoom(f.room, { kind: f.kind });
+    r.setKind(f.kind);
+    if (fresh && !this.current) this.selectRoom(f.room);
+  }
+
+  /** Opens (creating if need be) the direct room with user. */
+  openDirect(user) {
+    const name = directRoom(this.me, user);
+    if (!name) return;
+    this.openRoom(name, { kind: 'direct' });
+    this.selectRoom(name);
   }
 
   selectRoom(name) {
@@ -589,14 +767,16 @@ class App {
     this.current = name;
     const r = this.rooms.get(name);
     for (const x of this.rooms.values()) x.setCurrent(x === r);
-    e.roomTitle.textContent = r ? '# ' + name : 'No room';
+    e.roomTitle.textContent = r ? r.label : this.welcomed ? 'No room' : '\u00a0';
     e.composer.disabled = !r;
     e.send.disabled = !r;
-    e.composer.placeholder = r ? 'Message #' + name : 'Join a room to chat';
+    e.composer.placeholder = r ? 'Message ' + r.label.replace('# ', '#') : 'Join a room to chat';
+    show(e.inviteOpen, !!r && r.kind !== 'direct');
     if (r) {
       store.set('room', name);
       history.replaceState(null, '', location.pathname + location.search + '#' + encodeURIComponent(name));
       this.setUnread(r, 0);
+      this.markRead(r);
     }
     this.updateRecovery();
     this.renderTyping();
@@ -607,8 +787,11 @@ class App {
 
   /** The room form: join (or create) the room typed and open it. */
   joinTyped() {
-    const name = this.els.roomInput.value.trim();
-    const err = roomNameError(name);
+    let name = this.els.roomInput.value.trim();
+    // @name: the direct room with that user.
+    if (name.startsWith('@')) name = directRoom(this.me, name.slice(1)) || name;
+    let err = roomNameError(name);
+    if (!err && isDirectRoom(name) && !directPeer(name, this.me)) err = `${name} is another pair's direct room.`;
     if (err) {
       this.showRoomError(err);
       return;
@@ -645,6 +828,49 @@ class App {
     this.updateUnreadTotal();
   }
 
+  /** Whether the user sees room r now: it is open on a visible page. */
+  isReading(r) {
+    return !!r && r.name === this.current && !document.hidden;
+  }
+
+  /**
+   * Moves the read cursor to the newest message shown in r when the user
+   * sees it: forward only, at most once per READ_EVERY per room (a later
+   * call in that time is sent when it ends).
+   */
+  markRead(r) {
+    if (!this.isReading(r) || !this.connected() || !r.joined) return;
+    const pos = r.newest();
+    if (!pos || r.readPast(pos)) return;
+    const wait = r.readAt + READ_EVERY - Date.now();
+    if (wait > 0) {
+      if (!r.readTimer) {
+        r.readTimer = setTimeout(() => {
+          r.readTimer = 0;
+          this.markRead(r);
+        }, wait);
+      }
+      return;
+    }
+    r.readAt = Date.now();
+    this.client.read(r.name, pos).then(
+      (f) => r.noteRead(f),
+      () => {}, // offline or refused: the next message or visit tries again
+    );
+    r.noteRead(pos); // not again meanwhile
+  }
+
+  /** Another device of the user moved its read cursor: its unread count is ours. */
+  readElsewhere(f) {
+    const r = this.rooms.get(f.room);
+    if (!r) return;
+    r.noteRead({ epoch: f.epoch, seq: f.seq });
+    // The server counted up to its head then: seq + unread.
+    const head = f.seq + (f.unread || 0);
+    if (f.epoch && !r.isCounted(f.epoch, head)) r.counted = { epoch: f.epoch, seq: head };
+    if (!this.isReading(r)) this.setUnread(r, f.unread);
+  }
+
   updateUnreadTotal() {
     let n = 0;
     for (const r of this.rooms.values()) n += r.unread;
@@ -668,9 +894,29 @@ class App {
     const r = this.rooms.get(j.room);
     if (!r) return;
     r.applyJoined(j);
+    if (r.context) this.loadContext(r, r.context);
+    r.context = 0;
     if (j.room === this.current) {
       this.updateRecovery();
       this.updateOlder();
+      this.markRead(r);
+    }
+  }
+
+  /** A room joined from its read cursor shows the messages read already
+   * too (a page of them): the unread ones follow them. */
+  async loadContext(r, upTo) {
+    const epoch = r.epoch;
+    try {
+      const msgs = await this.client.history(r.name, { before: upTo + 1, limit: PAGE });
+      if (r.epoch !== epoch || this.rooms.get(r.name) !== r) return;
+      const open = r.name === this.current;
+      const stick = open && this.atBottom();
+      r.addHistory(msgs, epoch, this.me);
+      if (stick) this.scrollToBottom();
+      if (open) this.updateOlder();
+    } catch {
+      // offline: Load older brings them
     }
   }
 
@@ -712,10 +958,11 @@ class App {
     const stick = open && this.atBottom(); // follow new lines only if the reader was
     const how = r.receive(m, this.me);
     if (!how) return;
-    if (how === 'new' && (!open || document.hidden)) this.setUnread(r, r.unread + 1);
+    if (how === 'new' && !this.isReading(r) && !r.isCounted(m.epoch, m.seq)) this.setUnread(r, r.unread + 1);
     if (open) {
       if (stick) this.scrollToBottom();
       this.updateOlder();
+      this.markRead(r);
     }
   }
 
@@ -820,6 +1067,95 @@ class App {
     const c = this.els.composer;
     c.style.height = 'auto';
     c.style.height = Math.min(c.scrollHeight, 160) + 'px';
+  }
+
+  // ---- directory, private rooms, invites ----
+
+  openDirectory() {
+    const e = this.els;
+    e.browseList.replaceChildren();
+    show(e.browseEmpty, false);
+    show(e.browseError, false);
+    show(e.browseMore, false);
+    if (!e.browseDialog.open) e.browseDialog.showModal();
+    this.loadDirectory('');
+  }
+
+  async loadDirectory(after) {
+    const e = this.els;
+    e.browseMore.disabled = true;
+    try {
+      const page = await this.client.directory({ after, limit: DIRECTORY_PAGE });
+      for (const d of page.rooms) {
+        const li = el('li');
+        li.dataset.room = d.room;
+        li.append(el('span', 'dir-name', '# ' + d.room));
+        li.append(el('span', 'members', d.members === 1 ? '1 member' : `${d.members || 0} members`));
+        const join = el('button', 'small dir-join', this.rooms.has(d.room) ? 'Open' : 'Join');
+        join.type = 'button';
+        join.setAttribute('aria-label', (this.rooms.has(d.room) ? 'Open ' : 'Join ') + d.room);
+        li.append(join);
+        e.browseList.append(li);
+      }
+      this.dirNext = page.next || '';
+      show(e.browseMore, !!this.dirNext);
+      show(e.browseEmpty, e.browseList.children.length === 0);
+    } catch (err) {
+      e.browseError.textContent = 'Could not list the rooms: ' + err.message;
+      show(e.browseError, true);
+    } finally {
+      e.browseMore.disabled = false;
+    }
+  }
+
+  /** Opens the ask dialog: one input; done(value) resolves with an error text, or '' to close. */
+  ask(title, label, ok, done) {
+    const e = this.els;
+    e.askTitle.textContent = title;
+    e.askLabel.textContent = label;
+    e.askForm.querySelector('#ask-ok').textContent = ok;
+    e.askInput.value = '';
+    show(e.askError, false);
+    this.askDone = done;
+    if (!e.askDialog.open) e.askDialog.showModal();
+    e.askInput.focus();
+  }
+
+  async answerAsk() {
+    const e = this.els;
+    const value = e.askInput.value.trim();
+    if (!value || !this.askDone) return;
+    const err = await this.askDone(value);
+    if (err) {
+      e.askError.textContent = err;
+      show(e.askError, true);
+      return;
+    }
+    e.askDialog.close();
+  }
+
+  /** Creates a private room and opens it; resolves with an error text or ''. */
+  async createPrivate(name) {
+    const bad = roomNameError(name) || (isDirectRoom(name) ? 'Direct rooms are made by messaging someone.' : '');
+    if (bad) return bad;
+    try {
+      const f = await this.client.createRoom(name, { kind: 'private' });
+      this.openRoom(name, { kind: f.kind });
+      this.selectRoom(name);
+      return '';
+    } catch (err) {
+      return err.code === 'forbidden' ? `${name} is taken: ${err.message}` : err.message;
+    }
+  }
+
+  async invite(room, user) {
+    if (!USER_RE.test(user)) return 'Not a user name.';
+    try {
+      await this.client.invite(room, user);
+      return '';
+    } catch (err) {
+      return err.message;
+    }
   }
 
   // ---- phone layout: the room list slides over the chat ----

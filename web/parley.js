@@ -2,7 +2,7 @@
  * parley.js: a browser client for Parley wire protocol v1 (docs/protocol.md).
  * An ES module with no dependencies; served by every gateway at /parley.js.
  *
- *   import { ParleyClient, roomNameError, place } from '/parley.js';
+ *   import { ParleyClient, roomNameError, directRoom, place } from '/parley.js';
  *
  *   const c = new ParleyClient({
  *     url: 'ws://host:8080/ws', // default: /ws on the host that served the page
@@ -54,12 +54,37 @@
  *                             a rate_limited answer is waited out and the request resent
  *   position(room)            {epoch, seq} of the last message seen in room, or null
  *   rooms()                   the rooms joined
+ *   memberships()             the rooms the user is a member of, on any device, as the server
+ *                             last said: welcome.rooms ({room, kind, epoch, seq, first, read,
+ *                             unread}, sorted by name), kept up to date by membership frames
+ *                             (added with their kind, or dropped) and read frames (read,
+ *                             unread); [] before the first welcome, or when the welcome had
+ *                             no rooms (the server could not read them). Messages that come
+ *                             later do not change it: count them yourself.
+ *   read(room, {epoch, seq})  move the read cursor in room forward to the message (epoch, seq);
+ *                             resolves with the answer, a read frame ({room, epoch, seq,
+ *                             unread}: where the cursor is now, perhaps further than asked if
+ *                             another device read on). The user's other devices get a read
+ *                             event. Rejects when offline or on an error frame (forbidden: not
+ *                             a member)
+ *   createRoom(room, {kind})  create a room, kind 'private' (default) or 'public'; resolves with
+ *                             the created frame ({room, kind}); you are its first member (join
+ *                             it to receive it). Rejects with code forbidden if the name is taken
+ *   invite(room, user)        make user a member of room (you must be one); resolves with the
+ *                             invited frame ({room, user}); not_found: a room never created
+ *   directory({after, limit}) a page of the public rooms, in name order: resolves with the rooms
+ *                             frame ({rooms: [{room, kind, members}], next}); pass next as after
+ *                             for the following page (next is absent on the last one)
+ *                             history, read, createRoom, invite and directory reject when offline
+ *                             or on an error frame (with .code); a rate_limited answer is waited
+ *                             out and the request written again
  *   state, welcome            the current state and the last welcome frame (welcome.node
  *                             names the gateway)
  *
  * Events (EventTarget; the frame or a summary is in event.detail)
  *   state     {state, delay?, code?, reason?}
- *   welcome   the welcome frame, after every (re)connect
+ *   welcome   the welcome frame, after every (re)connect; its rooms (when present) are the
+ *             user's memberships with their unread counts (see memberships())
  *   joined    the joined frame plus {resumed, epochChanged}; recovered === false means
  *             some messages could not be delivered (history trimmed or lost)
  *   message   a message frame; duplicates (seq <= the last seen in the epoch: place()
@@ -67,9 +92,15 @@
  *   ack       an ack frame for one of your sends
  *   typing    a typing frame ({room, user, device}): another member is typing; never
  *             replayed, so show it for a few seconds
+ *   read      a read frame without ref ({room, epoch, seq, unread}): another device of the
+ *             user moved its read cursor in room; unread (0 when absent) is what is left
+ *   membership {room, state: 'member' | 'left', kind}: another device of the user (or another
+ *             user: an invite, a direct room) made the user a member of room, or one of the
+ *             user's devices left it. Not replayed: after a reconnect, welcome.rooms has the
+ *             state. The client does not join or leave on its own
  *   senderror {id, room, error}: a send that failed for good
  *   retry     {type, room, id?, code, message, after, attempt}: the server refused a send,
- *             join or history request for now; it is written again in `after` ms (attempt
+ *             join or other request (type: history, read, create, invite, rooms) for now; it is written again in `after` ms (attempt
  *             counts the refusals of that request)
  *   error     an error frame from the server (refusals for now included)
  *   fatal     {code, reason}: the server refused the session (bad credentials, flood);
@@ -82,7 +113,12 @@
  *   offline (it retries as soon as the browser is back online).
  *
  * Functions
- *   roomNameError(name)       why name is not a room a client may join, or ''
+ *   roomNameError(name)       why name is not a room a client may join, or '' ('dm:' names must
+ *                             be well-formed direct rooms: see directRoom)
+ *   directRoom(a, b)          the direct room of users a and b: 'dm:<a>:<b>', the names sorted;
+ *                             '' when they are the same or not valid user names (no ':')
+ *   isDirectRoom(name)        whether name is a well-formed direct room; directPeer(name, me)
+ *                             the other user of a direct room of me ('' if me is not in it)
  *   defaultURL()              /ws on the host that served the page
  *   place(pos, epoch, seq)    where a message at (epoch, seq) falls after pos ({epoch, seq} of
  *                             the last message seen, as position() gives it, or null):
@@ -95,12 +131,47 @@
 const ROOM_RE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 const TYPING_INTERVAL = 2000; // ms between two typing notices, as the server relays them
 
+const USER_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/; // a user name that can be in a direct room
+
+/** The two users of a well-formed direct room name, or null. */
+function directUsers(name) {
+  if (typeof name !== 'string' || !name.startsWith('dm:') || !ROOM_RE.test(name)) return null;
+  const parts = name.split(':');
+  if (parts.length !== 3) return null;
+  const [, a, b] = parts;
+  if (!USER_RE.test(a) || !USER_RE.test(b) || !(a < b)) return null;
+  return [a, b];
+}
+
 /** Returns why name is not a room a client may join, or '' when it is fine. */
 export function roomNameError(name) {
   if (!ROOM_RE.test(name)) {
     return 'Room names are 1-64 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit.';
   }
-  if (name.startsWith('dm:')) return 'Names starting "dm:" are reserved for direct rooms.';
+  if (name.startsWith('dm:') && !directUsers(name)) {
+    return 'Names starting "dm:" are direct rooms: dm:<a>:<b>, two different user names in sorted order.';
+  }
+  return '';
+}
+
+/** The direct room of users a and b ('dm:' and the two names, sorted), or '' if there is none. */
+export function directRoom(a, b) {
+  if (a === b) return '';
+  const name = a < b ? `dm:${a}:${b}` : `dm:${b}:${a}`;
+  return directUsers(name) ? name : '';
+}
+
+/** Whether name is a well-formed direct room. */
+export function isDirectRoom(name) {
+  return directUsers(name) !== null;
+}
+
+/** The other user of the direct room name of me, or '' (not a direct room, or not me's). */
+export function directPeer(name, me) {
+  const u = directUsers(name);
+  if (!u) return '';
+  if (u[0] === me) return u[1];
+  if (u[1] === me) return u[0];
   return '';
 }
 
@@ -129,6 +200,12 @@ export function defaultURL() {
 /** Error codes after which a send or a join is written again (a send with the same id). */
 const RETRYABLE = new Set(['unavailable', 'internal', 'rate_limited']);
 
+/** Requests written again after rate_limited (retry_after_ms); other errors reject them. */
+const RESENT_REQUESTS = new Set(['history', 'read', 'create', 'invite', 'rooms']);
+
+/** The answer frame type of each request kind. */
+const ANSWERS = { history: 'history', leave: 'left', ping: 'pong', read: 'read', create: 'created', invite: 'invited', rooms: 'rooms' };
+
 // At most JOIN_WINDOW joins are on the wire at once; the next goes as one is
 // answered. A page in many rooms (all of them re-joined after every reconnect)
 // must not send its joins in one burst: the gateway refuses frames past its
@@ -154,6 +231,8 @@ export class ParleyClient extends EventTarget {
     this.pingInterval = opts.pingInterval ?? 20000;
     this.state = 'idle';
     this.welcome = null;
+    /** room -> {room, kind, epoch, seq, first, read, unread}: see memberships(). */
+    this._members = new Map();
 
     this._ws = null;
     this._gen = 0; // bumped for every socket; events of older sockets are ignored
@@ -219,6 +298,10 @@ export class ParleyClient extends EventTarget {
 
   rooms() {
     return [...this._rooms.keys()];
+  }
+
+  memberships() {
+    return [...this._members.values()].map((m) => ({ ...m })).sort((a, b) => (a.room < b.room ? -1 : a.room > b.room ? 1 : 0));
   }
 
   position(room) {
@@ -293,6 +376,32 @@ export class ParleyClient extends EventTarget {
     if (opts.before) f.before = opts.before;
     if (opts.limit) f.limit = opts.limit;
     return this._request('history', f, { room });
+  }
+
+  read(room, pos = {}) {
+    if (!this._ready) return Promise.reject(new Error('not connected'));
+    const f = { type: 'read', room, epoch: pos.epoch || '', seq: pos.seq || 0 };
+    return this._request('read', f, { room });
+  }
+
+  createRoom(room, opts = {}) {
+    const bad = roomNameError(room);
+    if (bad) return Promise.reject(new Error(bad));
+    if (!this._ready) return Promise.reject(new Error('not connected'));
+    return this._request('create', { type: 'create', room, kind: opts.kind || 'private' }, { room });
+  }
+
+  invite(room, user) {
+    if (!this._ready) return Promise.reject(new Error('not connected'));
+    return this._request('invite', { type: 'invite', room, user }, { room });
+  }
+
+  directory(opts = {}) {
+    if (!this._ready) return Promise.reject(new Error('not connected'));
+    const f = { type: 'rooms' };
+    if (opts.after) f.after = opts.after;
+    if (opts.limit) f.limit = opts.limit;
+    return this._request('rooms', f);
   }
 
   // ---- connection ----
@@ -437,7 +546,7 @@ export class ParleyClient extends EventTarget {
   }
 
   _request(kind, frame, extra = {}) {
-    const ref = this._ref(kind[0]);
+    const ref = this._ref(kind.slice(0, 2));
     frame.ref = ref;
     return new Promise((resolve, reject) => {
       this._requests.set(ref, { kind, resolve, reject, frame, refusals: 0, timer: 0, ...extra });
@@ -548,16 +657,36 @@ export class ParleyClient extends EventTarget {
         return this._onMessage(f);
       case 'ack':
         return this._onAck(f);
+      case 'read':
+        if (!f.ref) {
+          this._noteRead(f);
+          return this._emit('read', { ...f, unread: f.unread || 0 });
+        }
+      // falls through: the answer to a read
       case 'history':
       case 'left':
-      case 'pong': {
+      case 'pong':
+      case 'created':
+      case 'invited':
+      case 'rooms': {
         const q = this._requests.get(f.ref);
-        if (q) {
+        if (q && ANSWERS[q.kind] === f.type) {
           this._requests.delete(f.ref);
+          clearTimeout(q.timer);
+          if (f.type === 'read') {
+            f.unread = f.unread || 0;
+            this._noteRead(f);
+          }
+          if (f.type === 'created') this._members.set(f.room, { ...this._members.get(f.room), room: f.room, kind: f.kind });
+          if (f.type === 'rooms' && !f.rooms) f.rooms = [];
           q.resolve(f.type === 'history' ? f.messages || [] : f);
         }
         return undefined;
       }
+      case 'membership':
+        if (f.state === 'left') this._members.delete(f.room);
+        else this._members.set(f.room, { ...this._members.get(f.room), room: f.room, kind: f.kind || '' });
+        return this._emit('membership', { room: f.room, state: f.state, kind: f.kind || '' });
       case 'typing':
         return this._emit('typing', f);
       case 'error':
@@ -567,13 +696,21 @@ export class ParleyClient extends EventTarget {
     }
   }
 
+  /** A read cursor moved (an answer, or another device's): memberships() follows. */
+  _noteRead(f) {
+    const m = this._members.get(f.room);
+    if (m) this._members.set(f.room, { ...m, epoch: f.epoch || m.epoch, read: f.seq || 0, unread: f.unread || 0 });
+  }
+
   _onWelcome(f) {
     this.welcome = f;
+    this._members = new Map((f.rooms || []).map((m) => [m.room, { ...m }]));
     this._ready = true;
     this._attempt = 0;
     this._setState('connected', { node: f.node });
     this._emit('welcome', f);
-    for (const [room, r] of this._rooms) this._sendJoin(room, r);
+    // Rooms joined by a welcome listener are on their way already.
+    for (const [room, r] of this._rooms) if (!r.inflight && !this._joinWait.includes(room)) this._sendJoin(room, r);
     this._pump();
     this._alive();
   }
@@ -634,10 +771,10 @@ export class ParleyClient extends EventTarget {
         this._requests.delete(f.ref);
         return this._sendFailed(q.id, f);
       }
-      if (q.kind === 'history' && f.code === 'rate_limited') {
+      if (RESENT_REQUESTS.has(q.kind) && f.code === 'rate_limited') {
         // Kept in _requests meanwhile, so that a lost connection rejects it.
         q.refusals += 1;
-        q.timer = this._retryLater(f, q.refusals, { type: 'history', room: q.room }, () => {
+        q.timer = this._retryLater(f, q.refusals, { type: q.kind, room: q.room }, () => {
           if (this._requests.get(f.ref) === q) this._write(q.frame);
         });
         return undefined;

@@ -21,6 +21,15 @@
 // the cluster test does not: unread counts, leaving a room, #room in the
 // URL, the composer's size limit.
 //
+// TestChatPageDevices follows one user on two devices (two browser
+// profiles on two gateways sharing Redis) and another user: the room list
+// and unread counts come from the server's welcome, reading on one device
+// clears the count on the other without a reload, a message's author name
+// opens a direct room that reaches the other user's devices live, a private
+// room is created and another user invited, the directory lists the public
+// rooms. TestParleyJSRoomNames checks which direct-room names parley.js
+// accepts.
+//
 // Chromium (Debian's chromium package), redis-server and haproxy must be
 // installed; a missing one fails the tests, it never skips them.
 package browser

@@ -293,3 +293,37 @@ func TestParleyJSPlace(t *testing.T) {
 		t.Errorf("page: %s", pr)
 	}
 }
+
+// TestParleyJSRoomNames checks roomNameError and directRoom on direct
+// rooms: dm:<a>:<b> is accepted when its two user names are distinct,
+// have no ':' and are in sorted order, as the gateway requires.
+func TestParleyJSRoomNames(t *testing.T) {
+	srv := httptest.NewServer(web.Handler())
+	defer srv.Close()
+	p := browsertest.Start(t).NewPage(t)
+	p.Run(t, step, chromedp.Navigate(srv.URL+"/parley.js"))
+	var got struct {
+		OK     []string `json:"ok"`
+		Bad    []string `json:"bad"`
+		Direct []string `json:"direct"`
+	}
+	evalAsync(t, p, `(async () => {
+		const { roomNameError, directRoom } = await import('/parley.js');
+		const names = ['general', 'ok.room-1', 'a:b', 'dm:alice:bob', 'dm:a.b:c-d',
+			'dm:bob:alice', 'dm:alice:alice', 'dm:x', 'dm:a:b:c', 'dm:', 'dm::b', 'dm:a:', 'two words', '-dash'];
+		return {
+			ok: names.filter((n) => roomNameError(n) === ''),
+			bad: names.filter((n) => roomNameError(n) !== ''),
+			direct: [directRoom('bob', 'alice'), directRoom('alice', 'bob'), directRoom('alice', 'alice'), directRoom('a:b', 'c'), directRoom('', 'c')],
+		};
+	})()`, &got)
+	if want := []string{"general", "ok.room-1", "a:b", "dm:alice:bob", "dm:a.b:c-d"}; !slices.Equal(got.OK, want) {
+		t.Errorf("accepted %q, want %q", got.OK, want)
+	}
+	if want := []string{"dm:bob:alice", "dm:alice:alice", "dm:x", "dm:a:b:c", "dm:", "dm::b", "dm:a:", "two words", "-dash"}; !slices.Equal(got.Bad, want) {
+		t.Errorf("refused %q, want %q", got.Bad, want)
+	}
+	if want := []string{"dm:alice:bob", "dm:alice:bob", "", "", ""}; !slices.Equal(got.Direct, want) {
+		t.Errorf("directRoom: %q, want %q", got.Direct, want)
+	}
+}
