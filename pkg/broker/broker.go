@@ -160,6 +160,7 @@ type Broker interface {
 	Store
 	Bus
 	Users
+	Presence
 	// Ready returns nil when the store is reachable and subscriptions are live.
 	Ready(ctx context.Context) error
 	// Close releases the broker's connections and goroutines.

@@ -823,6 +823,10 @@ func Run(t *testing.T, newBroker Factory, interrupt Interrupt, forget Forget) {
 		b, _ := setup(t, retention)
 		return b
 	}, forget)
+	runPresence(t, func(t *testing.T) broker.Broker {
+		b, _ := setup(t, 10)
+		return b
+	})
 
 	t.Run("Ready", func(t *testing.T) {
 		b, _ := setup(t, 10)

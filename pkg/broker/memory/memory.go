@@ -46,6 +46,9 @@ type Broker struct {
 	rooms  map[string]*room
 	idem   map[string]idemEntry
 	subs   map[broker.Topic]bool
+
+	nodes   map[string]time.Time                // node -> end of its last beat (presence.go)
+	present map[string]map[string]presenceEntry // room -> conn -> entry (presence.go)
 	closed bool
 
 	// The per-user side (users.go), which Reset keeps.
