@@ -138,7 +138,8 @@ func TestDefaultsAreAsDocumented(t *testing.T) {
 	check("serve", serve, serveConfig{addr: ":8080", history: 1000, backlog: 50, devAuth: true, logLevel: "info",
 		drainTimeout: 20 * time.Second, drainSpread: 3 * time.Second, maxFrame: 64 << 10, maxBody: 4 << 10,
 		rateLimit: 20, rateBurst: 40, outboundQueue: 4096, outboundBytes: 2 << 20, maxConnsPerUser: 100,
-		helloTimeout: 10 * time.Second, typingInterval: 2 * time.Second, maxRoomsPerUser: 1000, maxRoomMembers: 1000, level: slog.LevelInfo}, ok, stderr.String())
+		helloTimeout: 10 * time.Second, typingInterval: 2 * time.Second, maxRoomsPerUser: 1000, maxRoomMembers: 1000,
+		presenceBeat: 5 * time.Second, presenceTTL: 20 * time.Second, presenceDetail: 100, level: slog.LevelInfo}, ok, stderr.String())
 
 	hc, _, ok := parseHealthcheck(nil, &stderr)
 	check("healthcheck", hc, healthcheckConfig{addr: ":8080", path: "/readyz", timeout: 2 * time.Second,

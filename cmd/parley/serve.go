@@ -55,6 +55,9 @@ type serveConfig struct {
 	typingInterval  time.Duration // --typing-interval: shortest time between two typing notices a connection relays; default 2s
 	maxRoomsPerUser int           // --max-rooms-per-user: rooms one user may be a member of; default 1000; -1: no limit
 	maxRoomMembers  int           // --max-room-members: members an invite may bring a room to; default 1000; -1: no limit
+	presenceBeat    time.Duration // --presence-interval: how often the node beats (presence heartbeat); default 5s
+	presenceTTL     time.Duration // --presence-ttl: how long a beat lasts; a killed node's users are gone within it and a beat; default 20s
+	presenceDetail  int           // --presence-detail: rooms with more connections get presence counts only, no events; default 100
 
 	// derived by parseServe
 	level   slog.Level     // from --log-level
@@ -84,6 +87,9 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.typingInterval, "typing-interval", 2*time.Second, "shortest time between two typing notices a connection relays (more are dropped)")
 	fs.IntVar(&cfg.maxRoomsPerUser, "max-rooms-per-user", 1000, "rooms one user may be a member of (more: forbidden); -1: no limit")
 	fs.IntVar(&cfg.maxRoomMembers, "max-room-members", 1000, "members an invite may bring a room to (more: forbidden); -1: no limit")
+	fs.DurationVar(&cfg.presenceBeat, "presence-interval", 5*time.Second, "how often the node beats: the heartbeat that keeps its users present in their rooms")
+	fs.DurationVar(&cfg.presenceTTL, "presence-ttl", 20*time.Second, "how long a beat lasts: a killed node's users are gone from presence within it and one interval")
+	fs.IntVar(&cfg.presenceDetail, "presence-detail", 100, "rooms with more connections than this get presence counts only, and no per-user presence events")
 	fs.Float64Var(&cfg.rateLimit, "rate-limit", 20, "frames per second a connection may send, sustained")
 	fs.IntVar(&cfg.rateBurst, "rate-burst", 40, "frames a connection may send at once above the rate; more than this many refused in a row closes it (1008 flood)")
 	fs.IntVar(&cfg.outboundQueue, "outbound-queue", 4096, "live frames that may wait for a connection's writer before it is closed as a slow consumer (1013)")
@@ -165,25 +171,28 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.level}))
 
 	gcfg := gateway.Config{
-		NodeID:          cfg.nodeID,
-		DrainSpread:     cfg.drainSpread,
-		Backlog:         cfg.backlog,
-		DevAuth:         cfg.devAuth,
-		Logger:          log,
-		MaxFrameBytes:   int64(cfg.maxFrame),
-		MaxBodyBytes:    cfg.maxBody,
-		RateLimit:       cfg.rateLimit,
-		RateBurst:       cfg.rateBurst,
-		OutboundQueue:   cfg.outboundQueue,
-		OutboundBytes:   cfg.outboundBytes,
-		MaxConnsPerUser: cfg.maxConnsPerUser,
-		TypingInterval:  cfg.typingInterval,
-		MaxRoomsPerUser: cfg.maxRoomsPerUser,
-		MaxRoomMembers:  cfg.maxRoomMembers,
-		MaxConnsPerIP:   cfg.maxConnsPerIP,
-		TrustedProxies:  cfg.proxies,
-		HelloTimeout:    cfg.helloTimeout,
-		PrivateMetrics:  cfg.metricsAddr != "",
+		NodeID:           cfg.nodeID,
+		DrainSpread:      cfg.drainSpread,
+		Backlog:          cfg.backlog,
+		DevAuth:          cfg.devAuth,
+		Logger:           log,
+		MaxFrameBytes:    int64(cfg.maxFrame),
+		MaxBodyBytes:     cfg.maxBody,
+		RateLimit:        cfg.rateLimit,
+		RateBurst:        cfg.rateBurst,
+		OutboundQueue:    cfg.outboundQueue,
+		OutboundBytes:    cfg.outboundBytes,
+		MaxConnsPerUser:  cfg.maxConnsPerUser,
+		TypingInterval:   cfg.typingInterval,
+		MaxRoomsPerUser:  cfg.maxRoomsPerUser,
+		MaxRoomMembers:   cfg.maxRoomMembers,
+		PresenceInterval: cfg.presenceBeat,
+		PresenceTTL:      cfg.presenceTTL,
+		PresenceDetail:   cfg.presenceDetail,
+		MaxConnsPerIP:    cfg.maxConnsPerIP,
+		TrustedProxies:   cfg.proxies,
+		HelloTimeout:     cfg.helloTimeout,
+		PrivateMetrics:   cfg.metricsAddr != "",
 	}
 	if cfg.jwtSecret != "" || cfg.jwtPublicKey != "" || cfg.jwksURL != "" {
 		v, err := auth.New(auth.Config{HMACSecret: []byte(cfg.jwtSecret), PublicKeyFile: cfg.jwtPublicKey, JWKSURL: cfg.jwksURL})

@@ -72,6 +72,18 @@ type Config struct {
 	// MaxRoomMembers is the most members an invite may bring a room to.
 	// Default 1000; -1: no limit.
 	MaxRoomMembers int
+	// PresenceInterval is how often the node beats: the heartbeat that
+	// keeps its connections present in their rooms. Default 5s.
+	PresenceInterval time.Duration
+	// PresenceTTL is how long a beat lasts: a node that stops beating (it
+	// was killed, or cut off from Redis) has its users gone from their
+	// rooms within PresenceTTL + PresenceInterval. Default 20s.
+	PresenceTTL time.Duration
+	// PresenceDetail is the most connections a room may have for its
+	// presence to name users: in bigger rooms a presence request gets the
+	// count only, and joins and leaves send no presence events (the
+	// join/leave storms of big rooms). Default 100.
+	PresenceDetail int
 	// TypingInterval is the shortest time between two typing notices a
 	// connection relays; more within it are dropped. Default 2s.
 	TypingInterval time.Duration
@@ -166,6 +178,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteBufferSize <= 0 {
 		c.WriteBufferSize = 2 << 10
+	}
+	if c.PresenceInterval <= 0 {
+		c.PresenceInterval = 5 * time.Second
+	}
+	if c.PresenceTTL <= 0 {
+		c.PresenceTTL = 20 * time.Second
+	}
+	if c.PresenceDetail == 0 {
+		c.PresenceDetail = 100
 	}
 	if c.MaxRoomsPerUser == 0 {
 		c.MaxRoomsPerUser = 1000

@@ -32,13 +32,14 @@ var ErrDraining = errors.New("gateway draining")
 //	/metrics       Prometheus metrics (unless Config.PrivateMetrics)
 //	/              the browser client (Config.Web) and its assets (/app.js, ...)
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	broker  broker.Broker
-	hub     *hub
-	metrics *metrics
-	mux     *http.ServeMux // the routes (routes.go)
-	kinds   kindCache      // the kinds of created rooms (ops.go)
+	cfg      Config
+	log      *slog.Logger
+	broker   broker.Broker
+	hub      *hub
+	metrics  *metrics
+	mux      *http.ServeMux // the routes (routes.go)
+	kinds    kindCache      // the kinds of created rooms (ops.go)
+	presence presenceState  // what the beat loop knows of other nodes (presence.go)
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -96,8 +97,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.broker = b
 	g.health.Store(&brokerHealth{err: errors.New("not checked yet")})
-	g.bg.Add(1)
+	g.bg.Add(2)
 	go g.probe()
+	go g.beat()
 	return g, nil
 }
 

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -116,6 +117,9 @@ type tclient struct {
 	// (membership, and read without a ref); without it next skips them,
 	// for tests of other things that log one user in on two devices.
 	sync bool
+	// presence keeps the presence events of the rooms joined; without it
+	// next skips them, for tests of other things.
+	presence bool
 }
 
 func dialRaw(t *testing.T, url string, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
@@ -194,26 +198,43 @@ func (c *tclient) sendRaw(b []byte) {
 // next reads the next frame within 10s.
 func (c *tclient) next() protocol.Frame {
 	c.t.Helper()
-	for {
-		f, err := c.tryNext(10 * time.Second)
-		if err != nil {
-			c.t.Fatalf("%s: reading a frame: %v", c.name, err)
-		}
-		if !c.sync && (f.Type == protocol.TypeMembership || (f.Type == protocol.TypeRead && f.Ref == "")) {
-			continue
-		}
-		return f
+	f, err := c.tryNext(10 * time.Second)
+	if err != nil {
+		c.t.Fatalf("%s: reading a frame: %v", c.name, err)
 	}
+	return f
+}
+
+// skipped reports whether f is a frame this client's test does not look
+// at (see sync and presence).
+func (c *tclient) skipped(f protocol.Frame) bool {
+	switch {
+	case !c.sync && (f.Type == protocol.TypeMembership || (f.Type == protocol.TypeRead && f.Ref == "")):
+		return true
+	case !c.presence && f.Type == protocol.TypePresence && f.Ref == "":
+		return true
+	}
+	return false
 }
 
 func (c *tclient) tryNext(d time.Duration) (protocol.Frame, error) {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	for {
+		f, err := c.readFrame(t.C)
+		if err != nil || !c.skipped(f) {
+			return f, err
+		}
+	}
+}
+
+// readFrame reads one frame, or fails when timeout fires first.
+func (c *tclient) readFrame(timeout <-chan time.Time) (protocol.Frame, error) {
 	var b []byte
 	select {
 	case b = <-c.frames:
-	case <-t.C:
-		return protocol.Frame{}, fmt.Errorf("no frame within %v", d)
+	case <-timeout:
+		return protocol.Frame{}, errors.New("no frame in time")
 	case <-c.done:
 		select {
 		case b = <-c.frames:

@@ -75,6 +75,17 @@ func newHub(g *Gateway) *hub {
 	return h
 }
 
+// roomNames lists the rooms with local members.
+func (h *hub) roomNames() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	names := make([]string, 0, len(h.rooms.entries))
+	for n := range h.rooms.entries {
+		names = append(names, n)
+	}
+	return names
+}
+
 func (h *hub) room(name string) *room {
 	h.mu.Lock()
 	defer h.mu.Unlock()

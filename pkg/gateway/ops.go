@@ -22,7 +22,7 @@ import (
 // room; see auth.Claims.Allows).
 type principal struct {
 	user, device string
-	conn         string // the connection that asks, "<node>/<n>": the user's events do not go back to it; "" for none
+	conn         string // the connection that asks, "<node>.<boot>/<n>": its presence entry, and the user's events do not go back to it; "" for none
 	rooms        []string
 }
 
@@ -382,14 +382,20 @@ func (g *Gateway) publish(ctx context.Context, p principal, room, id, body strin
 // resume, and dropped first by a subscriber that falls behind. The caller
 // has checked that p may read the room (it joined it).
 func (g *Gateway) typing(ctx context.Context, p principal, room string) error {
-	data, err := protocol.Encode(&protocol.Frame{Type: protocol.TypeTyping, Room: room, User: p.user, Device: p.device})
-	if err != nil {
-		return fmt.Errorf("encode typing: %w", err)
-	}
-	if err := g.broker.Emit(ctx, broker.Event{Topic: broker.Room(room), Data: data}); err != nil {
+	if err := g.emit(ctx, room, &protocol.Frame{Type: protocol.TypeTyping, Room: room, User: p.user, Device: p.device}); err != nil {
 		return g.refusal(ctx, err)
 	}
 	return nil
+}
+
+// emit sends f to room's members on every gateway as an ephemeral event.
+// A frame naming a user is not shown to that user's own connections.
+func (g *Gateway) emit(ctx context.Context, room string, f *protocol.Frame) error {
+	data, err := protocol.Encode(f)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", f.Type, err)
+	}
+	return g.broker.Emit(ctx, broker.Event{Topic: broker.Room(room), Data: data})
 }
 
 // Paging of history.

@@ -70,6 +70,8 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.invite(f, arrived)
 	case protocol.TypeRooms:
 		s.directory(f, arrived)
+	case protocol.TypePresence:
+		s.presence(f, arrived)
 	case protocol.TypeRefresh:
 		s.refresh(f, arrived)
 	}
@@ -161,6 +163,18 @@ func (s *session) join(f *protocol.Frame, arrived time.Time) {
 		return
 	}
 	s.members[f.Room] = m
+	s.g.enterPresence(ctx, s.p, f.Room)
+}
+
+func (s *session) presence(f *protocol.Frame, arrived time.Time) {
+	ctx, cancel := s.requestCtx(arrived)
+	defer cancel()
+	users, count, err := s.g.present(ctx, s.p, f.Room, s.isKnown(f.Room))
+	if err != nil {
+		s.refuse(f.Ref, err)
+		return
+	}
+	s.out.send(&protocol.Frame{Type: protocol.TypePresence, Ref: f.Ref, Room: f.Room, Users: users, Count: count})
 }
 
 // roomsFull refuses a new membership when the user has MaxRoomsPerUser
@@ -232,6 +246,9 @@ func (s *session) leave(room string) {
 	if m := s.members[room]; m != nil {
 		delete(s.members, room)
 		s.g.leave(m)
+		ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.RequestTimeout)
+		s.g.exitPresence(ctx, s.p, room)
+		cancel()
 	}
 }
 

@@ -88,7 +88,7 @@ func (f *Frame) Validate() error {
 			return badFrame(`"id" must be 1-64 printable ASCII characters without spaces`)
 		}
 		return nil
-	case TypeTyping:
+	case TypeTyping, TypePresence:
 		return checkRoom(f.Room)
 	case TypeCreate:
 		if err := checkRoom(f.Room); err != nil {

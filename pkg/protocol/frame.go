@@ -20,6 +20,9 @@ const (
 	TypeCreate  = "create"  // a room of a kind; answered "created"
 	TypeInvite  = "invite"  // a user into a room; answered "invited"
 	TypeRooms   = "rooms"   // the directory of public rooms; also the answer
+	// TypePresence asks who is in a room; also the answer, and the event
+	// of a user's devices in it changing (state "online" or "offline").
+	TypePresence = "presence"
 )
 
 // Frame types the server sends to every device of a user.
@@ -89,6 +92,12 @@ type Frame struct {
 	After string `json:"after,omitempty"`
 	Next  string `json:"next,omitempty"`
 
+	// presence: the users present (absent in rooms over the detail size),
+	// the room's connection count, and in an event the user's devices
+	Users   *[]PresentUser `json:"users,omitempty"`
+	Count   int64          `json:"count,omitempty"`
+	Devices int64          `json:"devices,omitempty"`
+
 	// welcome: the user's rooms, absent when the store could not be read
 	Rooms *[]RoomState `json:"rooms,omitempty"`
 	// read answer: messages after the cursor still retained (absent: 0)
@@ -101,6 +110,12 @@ type Frame struct {
 	// milliseconds, the client should wait before it resends the refused
 	// request (with the same id, for a send).
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+}
+
+// PresentUser is one user present in a room, on Devices connections.
+type PresentUser struct {
+	User    string `json:"user"`
+	Devices int64  `json:"devices"`
 }
 
 // RoomState is one of a user's rooms, as welcome lists them: the room's
