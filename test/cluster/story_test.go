@@ -125,11 +125,13 @@ func roomNames(welcome protocol.Frame) []string {
 // and three gateway processes on one Redis: alice reads on her phone, puts
 // it away, opens a laptop that has never connected and finds her unread
 // counts in its welcome, catches up with one join, reads to the head, and
-// her phone, back on another gateway, shows nothing unread; her typing
-// reaches bob and not her own phone; and the area's bad inputs are refused.
+// her phone, back on another gateway, shows nothing unread; bob sees her
+// online on two devices, then typing (her own phone does not), then
+// offline within 30 s of her gateways being killed with SIGKILL; and the
+// area's bad inputs are refused.
 func TestPeopleStory(t *testing.T) {
 	c := startCluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	defer cancel()
 	gw1, gw2, gw3 := c.gws["gw-1"], c.gws["gw-2"], c.gws["gw-3"]
 	const general = "general"
@@ -256,15 +258,27 @@ func TestPeopleStory(t *testing.T) {
 		t.Fatalf("phone's welcome on gw2: %s %+v, want unread 1 (the laptop did not read it)", dm, got)
 	}
 
-	// 6. Typing: the laptop types in #general; bob, joined through the load
-	// balancer, sees it; alice's phone, joined too, does not.
+	// 6. Bob joins #general (on gw1, which stays up) as alice's phone
+	// does: alice's devices see him come online; he asks who is there and
+	// sees alice on 2 devices (the phone on gw2, the laptop on gw3). Then
+	// the laptop types in #general: bob sees it, alice's phone does not.
 	head := &protocol.Since{Epoch: epoch, Seq: 101}
-	bobDev, _, _ := dialDevice(t, ctx, c.lb.Addr, "bob", "tablet")
+	bobDev, _, _ := dialDevice(t, ctx, gw1.Addr, "bob", "tablet")
 	for _, d := range []*device{phone, bobDev} {
 		ref := d.request(ctx, protocol.Frame{Type: protocol.TypeJoin, Room: general, Since: head})
 		if f := d.next(ctx); f.Type != protocol.TypeJoined || f.Ref != ref || f.Seq != 101 || f.Recovered == nil || !*f.Recovered {
 			t.Fatalf("%s join at the head: %+v", d.name, f)
 		}
+	}
+	for _, d := range []*device{phone, laptop} {
+		if f := d.next(ctx); f.Type != protocol.TypePresence || f.Ref != "" || f.User != "bob" || f.Devices != 1 || f.State != "online" {
+			t.Fatalf("%s after bob joined: %+v, want bob online on 1 device", d.name, f)
+		}
+	}
+	ref = bobDev.request(ctx, protocol.Frame{Type: protocol.TypePresence, Room: general})
+	if f := bobDev.next(ctx); f.Type != protocol.TypePresence || f.Ref != ref || f.Count != 3 || f.Users == nil ||
+		len(*f.Users) != 2 || (*f.Users)[0] != (protocol.PresentUser{User: "alice", Devices: 2}) || (*f.Users)[1] != (protocol.PresentUser{User: "bob", Devices: 1}) {
+		t.Fatalf("bob asks who is in #general: %+v, want alice on 2 devices and bob on 1", f)
 	}
 	laptop.write(ctx, protocol.Frame{Type: protocol.TypeTyping, Room: general})
 	if f := bobDev.next(ctx); f.Type != protocol.TypeTyping || f.Room != general || f.User != "alice" || f.Device != "laptop" {
@@ -289,12 +303,16 @@ func TestPeopleStory(t *testing.T) {
 	ref = carol.request(ctx, protocol.Frame{Type: protocol.TypeJoin, Room: dm})
 	carol.nextError(ctx, ref, protocol.CodeForbidden)
 
-	// presence: TODO, not implemented here: presence is being built in
-	// pkg/gateway. When it lands, add at this point:
-	//   - bob (bobDev, through the load balancer) sees alice online with
-	//     2 devices: the phone on gw2 and the laptop on gw3;
-	//   - kill -9 the gateways serving her devices (gw2.Kill(), gw3.Kill(),
-	//     proctest's SIGKILL) and note the time;
-	//   - bob sees alice offline within 30 s of the kill: await that frame
-	//     under a 30 s context (no sleep), and t.Logf how long it took.
+	// 8. alice's gateways die (kill -9: no goodbye): gw1 notices their
+	// beats stop, sweeps alice out of #general and tells bob she is
+	// offline, within 30 s.
+	gw2.Kill()
+	gw3.Kill()
+	killed := time.Now()
+	wait, cancelWait := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelWait()
+	if f := bobDev.next(wait); f.Type != protocol.TypePresence || f.Ref != "" || f.User != "alice" || f.Devices != 0 || f.State != "offline" {
+		t.Fatalf("bob after alice's gateways were killed: %+v, want alice offline", f)
+	}
+	t.Logf("alice offline for bob %v after her gateways were killed with SIGKILL (--presence-ttl 20s, --presence-interval 5s)", time.Since(killed).Round(100*time.Millisecond))
 }
