@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parley-chat/parley/internal/redistest"
 	"github.com/parley-chat/parley/pkg/broker"
@@ -212,4 +213,57 @@ func BenchmarkMemberships200(b *testing.B) {
 			b.Fatal(len(ms), err)
 		}
 	}
+}
+
+// What presence costs in Redis: one user present in 10 rooms on 3
+// devices, and a room of 1,000 connections (1,000 users); and what a beat
+// costs (one ZADD per node, whatever its rooms and connections).
+func TestPresenceCost(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	b := newBroker(t, srv, nil, 100)
+	defer b.Close()
+	ctx := context.Background()
+	rc := srv.Client()
+	usage := func(k string) int64 {
+		n, err := rc.MemoryUsage(ctx, k).Result()
+		if err != nil {
+			t.Fatalf("MEMORY USAGE %s: %v", k, err)
+		}
+		return n
+	}
+	for i := range 10 {
+		room := fmt.Sprintf("p%03d", i)
+		for d := range 3 {
+			if _, _, err := b.Enter(ctx, room, "gw-1.0a1b2c3d", fmt.Sprintf("gw-1.0a1b2c3d/%d", d), "alice"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var ten int64
+	for i := range 10 {
+		room := fmt.Sprintf("p%03d", i)
+		ten += usage(b.Key(room, "presence")) + usage(b.Key(room, "present"))
+	}
+	for i := range 1000 {
+		if _, _, err := b.Enter(ctx, "big", fmt.Sprintf("gw-%d.0a1b2c3d", i%3), fmt.Sprintf("gw-%d.0a1b2c3d/%d", i%3, i), fmt.Sprintf("user-%04d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := usage(b.Key("big", "presence")) + usage(b.Key("big", "present"))
+	before, _ := rc.Info(ctx, "stats").Result()
+	if err := b.Beat(ctx, "gw-1.0a1b2c3d", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := rc.Info(ctx, "stats").Result()
+	t.Logf("presence: one user on 3 devices in 10 rooms: 2 keys a room, %d bytes in all (%.0f a room); a room of 1,000 connections of 1,000 users: 2 keys, %d bytes (%.0f a connection); a beat: %d command(s) for the node (INFO total_commands_processed %s -> %s, counting the INFO)",
+		ten, float64(ten)/10, big, float64(big)/1000, 1, statField(before, "total_commands_processed"), statField(after, "total_commands_processed"))
+}
+
+func statField(info, field string) string {
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return v
+		}
+	}
+	return "?"
 }
