@@ -291,3 +291,34 @@ func TestPrivateRoomsAndDirectory(t *testing.T) {
 		t.Fatalf("directory past the end: %+v", f)
 	}
 }
+
+// sync joins every room of the user at its head at once: a joined frame
+// for each (sorted by name, no backlog), then synced; live messages follow.
+func TestSyncJoinsAllTheUsersRooms(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	n := c.gws[0]
+	phone := login(t, n, "alice", "phone")
+	for _, r := range []string{"c-room", "a-room", "b-room"} {
+		phone.join(r, nil)
+		if _, before := phone.post(r, "m-"+r, "hello "+r); len(before) == 0 {
+			phone.messages(1) // its own message, after the ack
+		}
+	}
+	laptop := login(t, n, "alice", "laptop")
+	laptop.join("b-room", nil) // joined already: sync leaves it
+	laptop.messages(1)         // its backlog
+	laptop.send(protocol.Frame{Type: "sync", Ref: "s1"})
+	for _, r := range []string{"a-room", "c-room"} {
+		f := laptop.next()
+		if f.Type != "joined" || f.Room != r || f.Seq != 1 || f.Recovered == nil || !*f.Recovered {
+			t.Fatalf("sync: %+v, want %s joined at its head 1", f, r)
+		}
+	}
+	if f := laptop.next(); f.Type != "synced" || f.Ref != "s1" || f.Count != 2 {
+		t.Fatalf("sync: %+v, want synced s1 with 2 rooms joined", f)
+	}
+	ack, _ := phone.post("c-room", "m2", "live")
+	if m := laptop.messages(1)[0]; m.Room != "c-room" || m.Seq != ack.Seq {
+		t.Fatalf("after sync: %+v, want the live message of c-room", m)
+	}
+}

@@ -72,6 +72,8 @@ func (s *session) handle(f *protocol.Frame, arrived time.Time) {
 		s.directory(f, arrived)
 	case protocol.TypePresence:
 		s.presence(f, arrived)
+	case protocol.TypeSync:
+		s.sync(f, arrived)
 	case protocol.TypeRefresh:
 		s.refresh(f, arrived)
 	}
@@ -164,6 +166,42 @@ func (s *session) join(f *protocol.Frame, arrived time.Time) {
 	}
 	s.members[f.Room] = m
 	s.g.enterPresence(ctx, s.p, f.Room)
+}
+
+// sync joins every room the user is a member of and this connection has
+// not joined, at the room's head: each answers with its joined frame (no
+// backlog: welcome gave the unread counts, and history is fetched on
+// demand), then synced with the number of rooms joined. A room that fails
+// to join is answered with its error frame (ref: the sync's) and skipped.
+func (s *session) sync(f *protocol.Frame, arrived time.Time) {
+	ctx, cancel := s.requestCtx(arrived)
+	rooms, err := s.g.rooms(ctx, s.p)
+	cancel()
+	if err != nil {
+		s.refuse(f.Ref, err)
+		return
+	}
+	joined := 0
+	for _, r := range rooms {
+		s.setKnown(r.Room, true)
+		if s.members[r.Room] != nil {
+			continue
+		}
+		// Each join gets its own RequestTimeout: a user in many rooms
+		// takes longer than one request's.
+		ctx, cancel := s.requestCtx(nowFunc())
+		m, err := s.g.join(ctx, s.p, s, r.Room, &protocol.Position{Epoch: r.Epoch, Seq: r.Seq}, "", true)
+		if err == nil {
+			s.members[r.Room] = m
+			s.g.enterPresence(ctx, s.p, r.Room)
+			joined++
+		}
+		cancel()
+		if err != nil {
+			s.refuse(f.Ref, err)
+		}
+	}
+	s.out.send(&protocol.Frame{Type: protocol.TypeSynced, Ref: f.Ref, Count: int64(joined)})
 }
 
 func (s *session) presence(f *protocol.Frame, arrived time.Time) {

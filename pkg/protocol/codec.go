@@ -130,7 +130,7 @@ func (f *Frame) Validate() error {
 			return badFrame(`"before" and "limit" must not be negative`)
 		}
 		return nil
-	case TypePing:
+	case TypePing, TypeSync:
 		return nil
 	case TypeRefresh:
 		if f.Token == "" {

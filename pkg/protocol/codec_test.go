@@ -172,3 +172,14 @@ func TestDecodeRoomRequests(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeSyncAndPresence(t *testing.T) {
+	for _, in := range []string{`{"type":"sync","ref":"y1"}`, `{"type":"presence","room":"general"}`} {
+		if _, err := Decode([]byte(in)); err != nil {
+			t.Errorf("Decode(%s): %v", in, err)
+		}
+	}
+	if _, err := Decode([]byte(`{"type":"presence"}`)); err == nil {
+		t.Error(`Decode({"type":"presence"}): no error, want bad_request (no room)`)
+	}
+}

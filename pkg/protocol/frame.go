@@ -23,6 +23,9 @@ const (
 	// TypePresence asks who is in a room; also the answer, and the event
 	// of a user's devices in it changing (state "online" or "offline").
 	TypePresence = "presence"
+	// TypeSync joins every room the user is a member of at once; answered
+	// "synced" after their joined frames.
+	TypeSync = "sync"
 )
 
 // Frame types the server sends to every device of a user.
@@ -45,6 +48,7 @@ const (
 	TypeTokenExpiring = "token_expiring"
 	// TypeRefreshed answers a refresh that took effect.
 	TypeRefreshed = "refreshed"
+	TypeSynced    = "synced"
 	TypeCreated   = "created"
 	TypeInvited   = "invited"
 )
