@@ -146,6 +146,36 @@ func (g *Gateway) exitPresence(ctx context.Context, p principal, room string) {
 	}
 }
 
+// userPresence is the presence "room" of a user's connections, whatever
+// rooms they joined: "@" starts no room name, so it meets none.
+func userPresence(user string) string { return "@" + user }
+
+// online records a v1 connection of p as online, and offline undoes it:
+// a user is online while any device is.
+func (g *Gateway) online(ctx context.Context, p principal) {
+	if _, _, err := g.broker.Enter(ctx, userPresence(p.user), g.nodeKey(), p.conn, p.user); err != nil {
+		g.log.Debug("presence: user online failed", "err", err)
+	}
+}
+
+func (g *Gateway) offline(ctx context.Context, p principal) {
+	if _, _, _, err := g.broker.Exit(ctx, userPresence(p.user), p.conn); err != nil {
+		g.log.Debug("presence: user offline failed", "err", err)
+	}
+}
+
+// userOnline returns on how many connections user is online, on any node.
+func (g *Gateway) userOnline(ctx context.Context, user string) (int64, error) {
+	users, _, _, err := g.broker.Present(ctx, userPresence(user), g.deadNodes(), 1)
+	if err != nil {
+		return 0, g.refusal(ctx, err)
+	}
+	if len(users) == 0 {
+		return 0, nil
+	}
+	return users[0].Devices, nil
+}
+
 // present returns who is in room: the users with their device counts
 // (nil over PresenceDetail connections) and the room's connection count.
 // p must be allowed to read the room.

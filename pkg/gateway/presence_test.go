@@ -94,3 +94,35 @@ func TestPresenceOfBigRoomsIsACount(t *testing.T) {
 		t.Fatalf("presence of a big room: %+v, want the count 3 and no users", f)
 	}
 }
+
+// A user is online while any of their devices is connected, on any
+// gateway, whatever rooms they joined.
+func TestUserOnline(t *testing.T) {
+	c := newCluster(t, 2, nil)
+	gw1, gw2 := c.gws[0], c.gws[1]
+	bob := login(t, gw1, "bob", "web")
+	online := func(want int64) {
+		t.Helper()
+		state := "online"
+		if want == 0 {
+			state = "offline"
+		}
+		f := bob.ask(protocol.Frame{Type: "presence", User: "alice"})
+		if f.Type != "presence" || f.User != "alice" || f.Devices != want || f.State != state {
+			t.Fatalf("alice's presence: %+v, want %s on %d devices", f, state, want)
+		}
+	}
+	online(0)
+	phone := login(t, gw1, "alice", "phone")
+	laptop := login(t, gw2, "alice", "laptop")
+	online(2)
+	phone.ws.Close(1000, "bye")
+	laptop.ws.Close(1000, "bye")
+	waitFor(t, 10*time.Second, "alice offline", func() bool {
+		f := bob.ask(protocol.Frame{Type: "presence", User: "alice"})
+		return f.Devices == 0 && f.State == "offline"
+	})
+	if f := bob.ask(protocol.Frame{Type: "presence", User: "not a user"}); f.Type != "error" || f.Code != protocol.CodeBadRequest {
+		t.Fatalf("presence of an invalid user name: %+v, want bad_request", f)
+	}
+}

@@ -207,6 +207,19 @@ func (s *session) sync(f *protocol.Frame, arrived time.Time) {
 func (s *session) presence(f *protocol.Frame, arrived time.Time) {
 	ctx, cancel := s.requestCtx(arrived)
 	defer cancel()
+	if f.Room == "" {
+		devices, err := s.g.userOnline(ctx, f.User)
+		if err != nil {
+			s.refuse(f.Ref, err)
+			return
+		}
+		state := "online"
+		if devices == 0 {
+			state = "offline"
+		}
+		s.out.send(&protocol.Frame{Type: protocol.TypePresence, Ref: f.Ref, User: f.User, Devices: devices, State: state})
+		return
+	}
 	users, count, err := s.g.present(ctx, s.p, f.Room, s.isKnown(f.Room))
 	if err != nil {
 		s.refuse(f.Ref, err)
@@ -299,6 +312,9 @@ func (s *session) end() {
 	if s.utopic != nil {
 		s.g.hub.releaseUser(s.p.user, s.utopic, s)
 	}
+	ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.RequestTimeout)
+	s.g.offline(ctx, s.p)
+	cancel()
 }
 
 func (s *session) isKnown(room string) bool {

@@ -193,6 +193,9 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 	ctx, cancel = context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
 	s.utopic, err = c.g.hub.holdUser(ctx, user, s)
 	cancel()
+	ctx, cancel = context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+	c.g.online(ctx, s.p)
+	cancel()
 	if err != nil {
 		c.g.log.Info("no live sync of the user's devices on this connection", "conn", c.id, "user", user, "err", err)
 	}

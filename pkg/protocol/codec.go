@@ -88,7 +88,15 @@ func (f *Frame) Validate() error {
 			return badFrame(`"id" must be 1-64 printable ASCII characters without spaces`)
 		}
 		return nil
-	case TypeTyping, TypePresence:
+	case TypeTyping:
+		return checkRoom(f.Room)
+	case TypePresence:
+		if f.Room == "" && f.User != "" {
+			if !ValidUser(f.User) {
+				return badFrame("invalid user name %q", f.User)
+			}
+			return nil
+		}
 		return checkRoom(f.Room)
 	case TypeCreate:
 		if err := checkRoom(f.Room); err != nil {

@@ -42,14 +42,14 @@ type idemEntry struct {
 type Broker struct {
 	cfg Config
 
-	mu     sync.Mutex
-	rooms  map[string]*room
-	idem   map[string]idemEntry
-	subs   map[broker.Topic]bool
+	mu    sync.Mutex
+	rooms map[string]*room
+	idem  map[string]idemEntry
+	subs  map[broker.Topic]bool
 
 	nodes   map[string]time.Time                // node -> end of its last beat (presence.go)
 	present map[string]map[string]presenceEntry // room -> conn -> entry (presence.go)
-	closed bool
+	closed  bool
 
 	// The per-user side (users.go), which Reset keeps.
 	metas map[string]*roomMeta                    // room -> info and members
