@@ -737,7 +737,9 @@ func TestChatWaitsOutRateLimit(t *testing.T) {
 	if !slices.Equal(bodies, []string{"one", "two"}) {
 		t.Errorf("stored %q, want one, two", bodies)
 	}
-	if strings.Count(out.String(), "not sent yet") != 1 || strings.Contains(out.String(), "-- error") {
+	// (A line still unacked at the end of input is waited for with a
+	// "waiting for 1 line not sent yet" notice: not a refusal.)
+	if strings.Count(out.String(), "not sent yet (rate_limited)") != 1 || strings.Contains(out.String(), "-- error") {
 		t.Errorf("want one notice and no error:\n%s", out.String())
 	}
 }
