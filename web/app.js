@@ -8,6 +8,11 @@
 // URL: #room opens (and joins) a room; ?device=name names this device
 // (default: phone, tablet or browser, from the user agent).
 //
+// Who is online in the open room shows under its title: asked with
+// presence(room) when the room is shown or (re)joined while shown, then kept
+// live by presence events; a room over the server's detail size shows only
+// how many are there. A name there opens the direct room with that user.
+//
 // Read state is shared by the user's devices: the open room's newest message,
 // shown on a visible page, is sent as the read cursor (at most once a second
 // per room, only forward); another device's read frame sets that room's
@@ -112,6 +117,9 @@ function cacheElements(doc) {
     roomsToggle: $('rooms-toggle'),
     unreadTotal: $('unread-total'),
     roomTitle: $('room-title'),
+    online: $('online'),
+    onlineCount: $('online-count'),
+    onlineList: $('online-list'),
     badge: $('badge'),
     node: $('node'),
     recoveryNote: $('recovery-note'),
@@ -241,6 +249,29 @@ class RoomView {
     this.readAt = 0; // Date.now() of the last read sent
     this.readTimer = 0;
     this.context = 0; // a join from the read cursor: show the read messages up to this seq too
+    // Who is in the room: {count, users: Map(user -> devices), or null in a
+    // room over the detail size}; null until asked (see App.loadPresence).
+    this.online = null;
+    this.presenceAsked = 0; // bumped per presence request: only the latest answer counts
+  }
+
+  /** The answer to presence(room): who is there now. You are, once joined. */
+  setPresence(f, me) {
+    const users = Array.isArray(f.users) ? new Map(f.users.map((u) => [u.user, u.devices || 1])) : null;
+    if (users && me && !users.has(me)) users.set(me, 1);
+    this.online = { count: f.count || 0, users };
+  }
+
+  /** A presence event: user's connections in the room are now devices (0: gone).
+   * Returns whether the list changed. */
+  presenceChanged(user, devices) {
+    const o = this.online;
+    if (!o || !o.users) return false; // not asked yet (the answer will have it), or a big room
+    const before = o.users.get(user) || 0;
+    if (devices > 0) o.users.set(user, devices);
+    else o.users.delete(user);
+    o.count = Math.max(0, o.count + devices - before);
+    return before !== devices;
   }
 
   setKind(kind) {
@@ -510,6 +541,11 @@ class App {
       }
     });
     window.addEventListener('hashchange', () => this.hashChanged());
+    // A name in the online list opens the direct room with that user.
+    e.onlineList.addEventListener('click', (ev) => {
+      const user = ev.target.closest('button.online-user')?.closest('li')?.dataset.user;
+      if (user) this.openDirect(user);
+    });
     // A name in a message opens the direct room with its author.
     e.logs.addEventListener('click', (ev) => {
       const b = ev.target.closest('button.from');
@@ -664,6 +700,7 @@ class App {
       this.received(ev.detail);
     });
     client.addEventListener('typing', (ev) => this.typing(ev.detail));
+    client.addEventListener('presence', (ev) => this.presence(ev.detail));
     client.addEventListener('fatal', (ev) => {
       store.del('identity');
       this.teardown();
@@ -768,6 +805,8 @@ class App {
     const r = this.rooms.get(name);
     for (const x of this.rooms.values()) x.setCurrent(x === r);
     e.roomTitle.textContent = r ? r.label : this.welcomed ? 'No room' : '\u00a0';
+    this.renderOnline();
+    if (r) this.loadPresence(r);
     e.composer.disabled = !r;
     e.send.disabled = !r;
     e.composer.placeholder = r ? 'Message ' + r.label.replace('# ', '#') : 'Join a room to chat';
@@ -900,6 +939,9 @@ class App {
       this.updateRecovery();
       this.updateOlder();
       this.markRead(r);
+      this.loadPresence(r); // (again after a reconnect: the events missed meanwhile)
+    } else {
+      r.online = null; // events may have been missed: asked again when it is shown
     }
   }
 
@@ -918,6 +960,73 @@ class App {
     } catch {
       // offline: Load older brings them
     }
+  }
+
+  // ---- who is online ----
+
+  /** Asks who is in room r (joined) and shows the answer if r is open. */
+  async loadPresence(r) {
+    if (!r.joined || !this.connected()) return; // asked when it is joined
+    const n = ++r.presenceAsked;
+    let f;
+    try {
+      f = await this.client.presence(r.name);
+    } catch {
+      return; // offline: asked again after the re-join
+    }
+    if (this.rooms.get(r.name) !== r || n !== r.presenceAsked) return;
+    r.setPresence(f, this.me);
+    if (r.name === this.current) this.renderOnline();
+  }
+
+  /** A presence event: another user came online in a room, or changed or left. */
+  presence(f) {
+    const r = this.rooms.get(f.room);
+    if (!r || !f.user || f.user === this.me) return;
+    const devices = f.state === 'online' ? Math.max(f.devices, 1) : 0;
+    if (r.presenceChanged(f.user, devices) && r.name === this.current) this.renderOnline();
+  }
+
+  /** The open room's online list: each user (a button that opens the direct
+   * room with them; you are text) and their device count when over one. */
+  renderOnline() {
+    const e = this.els;
+    const o = this.room?.online;
+    show(e.online, !!o);
+    if (!o) {
+      e.onlineList.replaceChildren();
+      return;
+    }
+    if (!o.users) {
+      // Over the detail size: a count, no names and no events.
+      e.onlineCount.textContent = `${o.count} online`;
+      e.onlineList.replaceChildren();
+      return;
+    }
+    const names = [...o.users.keys()].sort();
+    e.onlineCount.textContent = `${names.length} online`;
+    e.onlineList.replaceChildren(
+      ...names.map((user) => {
+        const devices = o.users.get(user);
+        const li = el('li');
+        li.dataset.user = user;
+        li.dataset.devices = String(devices);
+        const text = devices > 1 ? `${user} (${devices})` : user;
+        const on = devices > 1 ? `online on ${devices} devices` : 'online';
+        if (user === this.me) {
+          const you = el('span', 'online-user self', text);
+          you.title = 'You, ' + on;
+          you.append(el('span', 'sr-only', ' (you)'));
+          li.append(you);
+        } else {
+          const b = el('button', 'online-user', text);
+          b.type = 'button';
+          b.title = `${user}, ${on}: message ${user} directly`;
+          li.append(b);
+        }
+        return li;
+      }),
+    );
   }
 
   // ---- who is typing ----

@@ -20,6 +20,7 @@
  *   const id = c.newId();                    // pick the id first to show the line at once
  *   const ack = await c.send('general', 'hi', { id }); // resolves with the ack frame
  *   const older = await c.history('general', { before: 58, limit: 50 }); // message frames
+ *   const who = await c.presence('general'); // {room, count, users: [{user, devices}]}
  *   await c.leave('general');
  *   c.close();
  *
@@ -52,6 +53,13 @@
  *   newId()                   a fresh idempotency key for send
  *   history(room, {before, limit}) resolves with messages older than before (ascending seq);
  *                             a rate_limited answer is waited out and the request resent
+ *   presence(room)            who is in room now (a public room, or one you are a member of):
+ *                             resolves with the answer, a presence frame ({room, count, users}):
+ *                             count is the room's connections, users ([{user, devices}], sorted
+ *                             by name, yourself included once joined) is absent in a room over
+ *                             the server's detail size (100 connections). Keep it live with the
+ *                             presence events; ask again after a reconnect (none come while
+ *                             offline). Rejects when offline or on an error frame (forbidden)
  *   position(room)            {epoch, seq} of the last message seen in room, or null
  *   rooms()                   the rooms joined
  *   memberships()             the rooms the user is a member of, on any device, as the server
@@ -75,7 +83,7 @@
  *   directory({after, limit}) a page of the public rooms, in name order: resolves with the rooms
  *                             frame ({rooms: [{room, kind, members}], next}); pass next as after
  *                             for the following page (next is absent on the last one)
- *                             history, read, createRoom, invite and directory reject when offline
+ *                             history, read, presence, createRoom, invite and directory reject when offline
  *                             or on an error frame (with .code); a rate_limited answer is waited
  *                             out and the request written again
  *   state, welcome            the current state and the last welcome frame (welcome.node
@@ -92,6 +100,10 @@
  *   ack       an ack frame for one of your sends
  *   typing    a typing frame ({room, user, device}): another member is typing; never
  *             replayed, so show it for a few seconds
+ *   presence  {room, user, devices, state: 'online' | 'offline'}: another user's connections
+ *             in a room this client joined changed; devices is how many are in it now (0 when
+ *             offline). Never about yourself, none in rooms over the detail size, not
+ *             replayed: after a reconnect, ask presence(room) again
  *   read      a read frame without ref ({room, epoch, seq, unread}): another device of the
  *             user moved its read cursor in room; unread (0 when absent) is what is left
  *   membership {room, state: 'member' | 'left', kind}: another device of the user (or another
@@ -100,7 +112,7 @@
  *             state. The client does not join or leave on its own
  *   senderror {id, room, error}: a send that failed for good
  *   retry     {type, room, id?, code, message, after, attempt}: the server refused a send,
- *             join or other request (type: history, read, create, invite, rooms) for now; it is written again in `after` ms (attempt
+ *             join or other request (type: history, read, presence, create, invite, rooms) for now; it is written again in `after` ms (attempt
  *             counts the refusals of that request)
  *   error     an error frame from the server (refusals for now included)
  *   fatal     {code, reason}: the server refused the session (bad credentials, flood);
@@ -201,10 +213,13 @@ export function defaultURL() {
 const RETRYABLE = new Set(['unavailable', 'internal', 'rate_limited']);
 
 /** Requests written again after rate_limited (retry_after_ms); other errors reject them. */
-const RESENT_REQUESTS = new Set(['history', 'read', 'create', 'invite', 'rooms']);
+const RESENT_REQUESTS = new Set(['history', 'read', 'presence', 'create', 'invite', 'rooms']);
 
 /** The answer frame type of each request kind. */
-const ANSWERS = { history: 'history', leave: 'left', ping: 'pong', read: 'read', create: 'created', invite: 'invited', rooms: 'rooms' };
+const ANSWERS = {
+  history: 'history', leave: 'left', ping: 'pong', read: 'read', presence: 'presence',
+  create: 'created', invite: 'invited', rooms: 'rooms',
+};
 
 // At most JOIN_WINDOW joins are on the wire at once; the next goes as one is
 // answered. A page in many rooms (all of them re-joined after every reconnect)
@@ -376,6 +391,11 @@ export class ParleyClient extends EventTarget {
     if (opts.before) f.before = opts.before;
     if (opts.limit) f.limit = opts.limit;
     return this._request('history', f, { room });
+  }
+
+  presence(room) {
+    if (!this._ready) return Promise.reject(new Error('not connected'));
+    return this._request('presence', { type: 'presence', room }, { room });
   }
 
   read(room, pos = {}) {
@@ -662,27 +682,20 @@ export class ParleyClient extends EventTarget {
           this._noteRead(f);
           return this._emit('read', { ...f, unread: f.unread || 0 });
         }
-      // falls through: the answer to a read
+        return this._answer(f);
+      case 'presence':
+        if (!f.ref) {
+          // Zero members are left out of the frame.
+          return this._emit('presence', { room: f.room, user: f.user, devices: f.devices || 0, state: f.state });
+        }
+        return this._answer(f);
       case 'history':
       case 'left':
       case 'pong':
       case 'created':
       case 'invited':
-      case 'rooms': {
-        const q = this._requests.get(f.ref);
-        if (q && ANSWERS[q.kind] === f.type) {
-          this._requests.delete(f.ref);
-          clearTimeout(q.timer);
-          if (f.type === 'read') {
-            f.unread = f.unread || 0;
-            this._noteRead(f);
-          }
-          if (f.type === 'created') this._members.set(f.room, { ...this._members.get(f.room), room: f.room, kind: f.kind });
-          if (f.type === 'rooms' && !f.rooms) f.rooms = [];
-          q.resolve(f.type === 'history' ? f.messages || [] : f);
-        }
-        return undefined;
-      }
+      case 'rooms':
+        return this._answer(f);
       case 'membership':
         if (f.state === 'left') this._members.delete(f.room);
         else this._members.set(f.room, { ...this._members.get(f.room), room: f.room, kind: f.kind || '' });
@@ -694,6 +707,22 @@ export class ParleyClient extends EventTarget {
       default:
         return undefined; // later protocol additions
     }
+  }
+
+  /** The answer to a request: resolves its promise. */
+  _answer(f) {
+    const q = this._requests.get(f.ref);
+    if (!q || ANSWERS[q.kind] !== f.type) return;
+    this._requests.delete(f.ref);
+    clearTimeout(q.timer);
+    if (f.type === 'read') {
+      f.unread = f.unread || 0;
+      this._noteRead(f);
+    }
+    if (f.type === 'created') this._members.set(f.room, { ...this._members.get(f.room), room: f.room, kind: f.kind });
+    if (f.type === 'rooms' && !f.rooms) f.rooms = [];
+    if (f.type === 'presence') f.count = f.count || 0; // users stays absent in a big room
+    q.resolve(f.type === 'history' ? f.messages || [] : f);
   }
 
   /** A read cursor moved (an answer, or another device's): memberships() follows. */

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/parley-chat/parley/internal/browsertest"
@@ -38,12 +39,24 @@ func (p *tab) waitRoomListed(room string) {
 	p.run(step, chromedp.WaitReady(fmt.Sprintf(`#room-list li[data-room=%q]`, room)))
 }
 
+// waitOnline waits until p's online list (under the room title) shows want:
+// the count, a colon and each entry's text, e.g. "2 online: alice (2), bob (you)".
+func (p *tab) waitOnline(want string) {
+	p.t.Helper()
+	p.run(step, chromedp.PollFunction(`(want) => {
+		if (document.getElementById('online').hidden) return false;
+		const names = [...document.querySelectorAll('#online-list li')].map(li => li.textContent);
+		return document.getElementById('online-count').textContent + ': ' + names.join(', ') === want;
+	}`, nil, chromedp.WithPollingArgs(want), chromedp.WithPollingInterval(20*time.Millisecond)))
+}
+
 // TestChatPageDevices: one user on two devices (a laptop and a phone, each
 // its own browser profile, on different gateways sharing Redis) and another
 // user. The room list and unread counts come from the server's welcome;
 // reading on one device clears the count on the other, live; a message's
 // author name opens a direct room, which reaches the other user's devices
-// live; a private room and an invite; the directory.
+// live; a private room and an invite; the directory; who is online, with
+// device counts, as her pages come, leave the room and close.
 func TestChatPageDevices(t *testing.T) {
 	r := redistest.Start(t, redistest.Options{})
 	gw1 := proctest.StartGateway(t, proctest.GatewayOptions{Redis: r.URL(), Node: "gw-1"})
@@ -164,7 +177,33 @@ func TestChatPageDevices(t *testing.T) {
 	bob.run(step, chromedp.Click("#browse-close"), chromedp.WaitNotVisible("#browse-dialog"))
 	t.Logf("wrote %s", laptop.screenshot("devices-laptop.png"))
 
-	for _, p := range []*tab{laptop, phone, bob} {
-		p.checkClean()
+	// Who is online in general: alice on both pages, and bob himself.
+	bob.selectRoom(room)
+	bob.waitOnline("2 online: alice (2), bob (you)")
+	t.Logf("wrote %s", bob.screenshot("devices-online.png"))
+	// Her phone's page closes, and leaves the room with its connection
+	// (leaving it from the room list would end her membership, and her
+	// laptop would leave too): one device left. A page closed gracefully
+	// ends its connection, so the change is at once.
+	phone.checkClean()
+	phone.run(step, page.Close())
+	bob.waitOnline("2 online: alice, bob (you)")
+	// Her name there opens their direct room, where her laptop is too.
+	bob.run(step,
+		chromedp.Click(`#online-list li[data-user="alice"] button.online-user`),
+		chromedp.WaitVisible(fmt.Sprintf(`.room-log[data-room=%q]`, dm)),
+		chromedp.Text("#room-title", &title),
+	)
+	if title != "@alice" {
+		t.Fatalf("bob's title after clicking alice in the online list: %q", title)
 	}
+	bob.waitOnline("2 online: alice, bob (you)")
+	// Back in general, her laptop closes: its connection ends with it, and
+	// she is offline there at once.
+	bob.selectRoom(room)
+	bob.waitOnline("2 online: alice, bob (you)")
+	laptop.checkClean()
+	laptop.run(step, page.Close())
+	bob.waitOnline("1 online: bob (you)")
+	bob.checkClean()
 }

@@ -15,7 +15,8 @@
 // rate limiter (rate_limited with retry_after_ms) and an unreachable Redis
 // (unavailable) do: resends, the order of sends, joins that must not be
 // dropped. TestParleyJSPlace checks its position rule, place(), on a table
-// of cases.
+// of cases. TestParleyJSPresence checks presence(room) and the presence
+// events.
 //
 // TestChatPageControls covers, against one gateway, the page's controls
 // the cluster test does not: unread counts, leaving a room, #room in the
@@ -27,7 +28,8 @@
 // clears the count on the other without a reload, a message's author name
 // opens a direct room that reaches the other user's devices live, a private
 // room is created and another user invited, the directory lists the public
-// rooms. TestParleyJSRoomNames checks which direct-room names parley.js
+// rooms; who is online in a room shows under its title, with device counts,
+// as her pages close. TestParleyJSRoomNames checks which direct-room names parley.js
 // accepts.
 //
 // Chromium (Debian's chromium package), redis-server and haproxy must be

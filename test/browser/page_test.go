@@ -95,6 +95,7 @@ func (p *tab) describe() string {
 	_ = chromedp.Run(ctx, chromedp.Evaluate(`JSON.stringify({
 		badge: document.getElementById('badge')?.dataset.state,
 		node: document.getElementById('node')?.textContent,
+		online: [...document.querySelectorAll('#online-list li')].map(li => li.textContent),
 		rooms: [...document.querySelectorAll('.room-log')].map(l => ({room: l.dataset.room,
 			msgs: [...l.querySelectorAll('.msg')].map(e => (e.dataset.seq ?? 'pending') + ' ' + e.dataset.from + ': ' + e.querySelector('.body').textContent)})),
 	}, null, 1)`, &s))

@@ -327,3 +327,67 @@ func TestParleyJSRoomNames(t *testing.T) {
 		t.Errorf("directRoom: %q, want %q", got.Direct, want)
 	}
 }
+
+// TestParleyJSPresence: presence(room) resolves with the answer frame (a
+// rate_limited answer is waited out and the request written again; a room
+// over the detail size has count only), and presence frames without ref
+// are presence events, devices 0 when the frame leaves it out (offline).
+func TestParleyJSPresence(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("/", web.Handler())
+	mux.HandleFunc("/blank.html", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!DOCTYPE html><title>parley.js</title>")
+	})
+	gw := fakegw.Start(t, fakegw.Options{Node: "fake", Files: mux})
+	asked := 0
+	gw.Intercept(func(c *fakegw.Conn, f *protocol.Frame) bool {
+		if f.Type != protocol.TypePresence {
+			return false
+		}
+		asked++ // on the connection's reader goroutine: one connection here
+		switch {
+		case asked == 1:
+			c.Write(fakegw.RateLimited(f, 50*time.Millisecond))
+		case f.Room == "big":
+			c.Write(&protocol.Frame{Type: protocol.TypePresence, Ref: f.Ref, Room: f.Room, Count: 250})
+		default:
+			users := []protocol.PresentUser{{User: "alice", Devices: 1}, {User: "bob", Devices: 2}}
+			c.Write(&protocol.Frame{Type: protocol.TypePresence, Ref: f.Ref, Room: f.Room, Count: 3, Users: &users})
+			c.Write(&protocol.Frame{Type: protocol.TypePresence, Room: f.Room, User: "bob", State: "offline"})
+			c.Write(&protocol.Frame{Type: protocol.TypePresence, Room: f.Room, User: "carol", Devices: 1, State: "online"})
+		}
+		return true
+	})
+
+	p := browsertest.Start(t).NewPage(t)
+	p.Run(t, step, page.BringToFront(), chromedp.Navigate(gw.HTTPURL()+"/blank.html"))
+	var got string
+	evalAsync(t, p, fmt.Sprintf(`(async () => {
+		const { ParleyClient } = await import('/parley.js');
+		const c = new ParleyClient({ url: %q, user: 'alice' });
+		const events = [];
+		const retries = [];
+		c.addEventListener('retry', (e) => retries.push(e.detail.type + ' ' + e.detail.code));
+		const two = new Promise((resolve) => c.addEventListener('presence', (e) => {
+			events.push(e.detail);
+			if (events.length === 2) resolve();
+		}));
+		c.connect();
+		await c.join('general');
+		const a = await c.presence('general');
+		await two;
+		const big = await c.presence('big');
+		return JSON.stringify({ a: { room: a.room, count: a.count, users: a.users }, events, retries,
+			big: { room: big.room, count: big.count, users: big.users === undefined ? 'absent' : big.users } });
+	})()`, gw.URL()), &got)
+	want := `{"a":{"room":"general","count":3,"users":[{"user":"alice","devices":1},{"user":"bob","devices":2}]},` +
+		`"events":[{"room":"general","user":"bob","devices":0,"state":"offline"},{"room":"general","user":"carol","devices":1,"state":"online"}],` +
+		`"retries":["presence rate_limited"],"big":{"room":"big","count":250,"users":"absent"}}`
+	if got != want {
+		t.Fatalf("presence:\n got %s\nwant %s", got, want)
+	}
+	if pr := p.Problems(); len(pr) > 0 {
+		t.Fatalf("JavaScript problems: %v", pr)
+	}
+}
