@@ -22,7 +22,8 @@ An interactive, line-based chat client. Each line you type is sent to the
 room shown, ROOM at first; messages arrive as "HH:MM:SS <user> text" in
 local time, your own marked as "<alice (you)>". Lines starting with "--"
 report the connection: reconnects, resumes (with how many messages were
-missed) and errors from the server.
+missed) and errors from the server, and who comes and goes in the room
+shown: "-- bob is online (2 devices)", "-- bob went offline".
 Lines you type are sent in order. One the server cannot take yet (its store
 is unreachable, or you type faster than it allows) is resent until it is
 stored, with the lines after it held in order behind it; you are told once
@@ -39,6 +40,8 @@ Commands:
                  shown before stays joined)
   /rooms         list your rooms with their unread counts
   /read          mark the room shown read, up to its last message
+  /who           list who is in the room shown now, with their devices
+                 (in a big room, only how many connections it has)
   /dm USER       show your direct room with USER (only the two of you)
   /create NAME [public]
                  create a room, private unless "public", and show it
@@ -199,7 +202,7 @@ func readLines(r io.Reader, lines chan<- string, quit <-chan struct{}) {
 }
 
 // commandList is the one-line summary of chat's commands.
-const commandList = "/join ROOM, /rooms, /read, /dm USER, /create NAME [public], /invite USER, /browse [AFTER], /leave ROOM, /history [N], /quit"
+const commandList = "/join ROOM, /rooms, /read, /who, /dm USER, /create NAME [public], /invite USER, /browse [AFTER], /leave ROOM, /history [N], /quit"
 
 // chatSession handles the lines typed in a chat.
 type chatSession struct {
@@ -250,6 +253,8 @@ func (s *chatSession) handle(ctx context.Context, line string) bool {
 		s.v.listRooms(s.c.Rooms(), s.room)
 	case "/read":
 		s.read(ctx)
+	case "/who":
+		s.who(ctx)
 	case "/dm":
 		s.dm(ctx, arg)
 	case "/create":
@@ -449,6 +454,20 @@ func (s *chatSession) read(ctx context.Context) {
 		return
 	}
 	s.v.info("%s read (%d unread)", s.room, r.Unread)
+}
+
+// who lists who is in the shown room now.
+func (s *chatSession) who(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	f, err := s.c.Presence(rctx, s.room)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.v.errorLine(err)
+		}
+		return
+	}
+	s.v.who(s.room, f)
 }
 
 func (s *chatSession) dm(ctx context.Context, user string) {

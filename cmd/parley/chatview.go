@@ -135,6 +135,16 @@ func (v *chatView) event(ev client.Event, c *client.Client) {
 		v.printMessageLocked(m)
 	case ev.Joined != nil:
 		v.joinedLocked(ev.Joined)
+	case ev.Presence != nil:
+		p := ev.Presence
+		if p.Room != v.room || p.User == "" {
+			return
+		}
+		if p.State == "offline" || p.Devices == 0 {
+			v.infoLocked("%s went offline", sanitize(p.User))
+		} else {
+			v.infoLocked("%s is online (%s)", sanitize(p.User), devices(p.Devices))
+		}
 	case ev.Membership != nil:
 		m := ev.Membership
 		if m.State == "member" {
@@ -307,6 +317,42 @@ func (v *chatView) showJoined(room string, msgs []*protocol.Message, unread int6
 		r.last = m.Seq
 		v.printMessageLocked(m)
 	}
+}
+
+// devices is "1 device" or "N devices".
+func devices(n int64) string {
+	if n == 1 {
+		return "1 device"
+	}
+	return fmt.Sprintf("%d devices", n)
+}
+
+// who shows a presence answer for room: its users with their devices, or
+// in a room too big to list them, the number of connections.
+func (v *chatView) who(room string, f protocol.Frame) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if f.Users == nil {
+		if f.Count == 1 {
+			v.infoLocked("%s: 1 connection (too many to list users)", sanitize(room))
+		} else {
+			v.infoLocked("%s: %d connections (too many to list users)", sanitize(room), f.Count)
+		}
+		return
+	}
+	if len(*f.Users) == 0 {
+		v.infoLocked("nobody is in %s", sanitize(room))
+		return
+	}
+	parts := make([]string, 0, len(*f.Users))
+	for _, u := range *f.Users {
+		p := sanitize(u.User) + " (" + devices(u.Devices)
+		if u.User == v.me {
+			p += ", you"
+		}
+		parts = append(parts, p+")")
+	}
+	v.infoLocked("in %s now: %s", sanitize(room), strings.Join(parts, ", "))
 }
 
 // directory lists a page of public rooms.

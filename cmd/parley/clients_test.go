@@ -853,3 +853,64 @@ func waitEvent(t *testing.T, ctx context.Context, c *client.Client, ok func(clie
 		}
 	}
 }
+
+func TestChatPresence(t *testing.T) {
+	url, _ := memGateway(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// alice's other device makes news one of her rooms: the chat joins it
+	// in the background, and its presence events are not shown.
+	alice := sdk(t, url, "alice")
+	if _, err := alice.Join(ctx, "news", nil); err != nil {
+		t.Fatal(err)
+	}
+	out, typing, exited := startChat(t, ctx, url)
+	out.WaitFor(t, "-- joined general", 10*time.Second)
+
+	bobPhone, bobLaptop := sdk(t, url, "bob"), sdk(t, url, "bob")
+	if _, err := bobPhone.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	out.WaitFor(t, "-- bob is online (1 device)\n", 10*time.Second)
+	if _, err := bobLaptop.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	out.WaitFor(t, "-- bob is online (2 devices)\n", 10*time.Second)
+	carol := sdk(t, url, "carol")
+	if _, err := carol.Join(ctx, "news", nil); err != nil {
+		t.Fatal(err)
+	}
+	typeLine(t, typing, "/who")
+	out.WaitFor(t, "-- in general now: alice (1 device, you), bob (2 devices)\n", 10*time.Second)
+	if err := bobLaptop.Leave(ctx, "general"); err != nil {
+		t.Fatal(err)
+	}
+	out.WaitFor(t, "bob (2 devices)\n-- bob is online (1 device)\n", 10*time.Second)
+	_ = bobPhone.Close()
+	out.WaitFor(t, "-- bob went offline\n", 10*time.Second)
+	typeLine(t, typing, "/quit")
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if strings.Contains(out.String(), "carol") {
+		t.Errorf("a presence event of a room not shown was printed:\n%s", out.String())
+	}
+}
+
+func TestChatWhoBigRoom(t *testing.T) {
+	url, _ := memGateway(t, func(cfg *gateway.Config) { cfg.PresenceDetail = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	bob := sdk(t, url, "bob")
+	if _, err := bob.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	out, typing, exited := startChat(t, ctx, url)
+	out.WaitFor(t, "-- joined general", 10*time.Second)
+	typeLine(t, typing, "/who")
+	out.WaitFor(t, "-- general: 2 connections (too many to list users)\n", 10*time.Second)
+	typeLine(t, typing, "/quit")
+	if code := <-exited; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}

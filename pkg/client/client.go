@@ -137,8 +137,8 @@ func (s State) String() string {
 }
 
 // Event is one item on the Events channel. Exactly one of Message, Joined,
-// Typing, Membership, ReadSync, Error and Retry is set, or none of them and
-// State is.
+// Typing, Presence, Membership, ReadSync, Error and Retry is set, or none
+// of them and State is.
 type Event struct {
 	// Message is a "message" frame, delivered once, in seq order per room.
 	Message *protocol.Message
@@ -149,6 +149,13 @@ type Event struct {
 	// Typing is a "typing" frame: another member of a joined room is
 	// typing (user, device, room). It is ephemeral: never replayed.
 	Typing *protocol.Frame
+	// Presence is a "presence" frame without ref: in a joined room, the
+	// connections of another user changed (user, devices, state "online",
+	// or "offline" when devices is 0). The gateway sends none in rooms
+	// over its presence detail size, and none about the user. The answer
+	// to this Client's own Presence is returned by Presence, not
+	// delivered here.
+	Presence *protocol.Frame
 	// Membership is a "membership" frame: another device of the user made
 	// (state "member", with the room's kind) or ended (state "left") a
 	// membership. Rooms already reflects it. When the room was left and

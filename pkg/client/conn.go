@@ -263,6 +263,15 @@ func (c *Client) handle(cn *conn, f *protocol.Frame) bool {
 	case protocol.TypeMembership:
 		c.applyMembership(cn, f)
 		return c.emit(cn, Event{Membership: f})
+	case protocol.TypePresence:
+		if f.Ref == "" {
+			return c.emit(cn, Event{Presence: f})
+		}
+		if cl := c.take(f.Ref); cl != nil {
+			cl.done <- result{f: f}
+		} else {
+			c.log.Debug("parley client: reply to no pending call", "type", f.Type, "ref", f.Ref)
+		}
 	case protocol.TypeTokenExpiring:
 		c.refreshSoon(f)
 	case protocol.TypePong:

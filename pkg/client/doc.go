@@ -4,7 +4,7 @@
 // and waits for welcome. After that the Client keeps itself connected:
 //
 //   - Requests (Join, Leave, Send, SendID, History, Read, Create, Invite,
-//     Directory, Refresh) carry a ref unique to the
+//     Directory, Presence, Refresh) carry a ref unique to the
 //     Client; the reply (joined, left, ack, history) or the error frame with
 //     the same ref completes the call. An error frame makes the call return a
 //     *protocol.Error with the server's code and message, except
@@ -39,8 +39,10 @@
 // joined, created, invited to or left elsewhere; a room left elsewhere is
 // left here too) and Event.ReadSync (a read cursor moved elsewhere). Read
 // moves the cursor; Create makes a private or public room; Invite makes
-// another user a member; Directory pages through the public rooms. Direct
-// rooms (protocol.DirectRoomOf) are joined like any other.
+// another user a member; Directory pages through the public rooms;
+// Presence says who is in a room now, and Event.Presence reports the other
+// users coming and going in the joined rooms. Direct rooms
+// (protocol.DirectRoomOf) are joined like any other.
 //
 // # Tokens that expire
 //
@@ -84,7 +86,8 @@
 //
 // # Events and backpressure
 //
-// Messages, joined frames, typing notices, membership and read syncs,
+// Messages, joined frames, typing notices, presence events, membership and
+// read syncs,
 // unsolicited error frames, retries and connection state changes are
 // delivered in order on the channel returned by Events, which
 // has capacity Config.Buffer. When it is full, the goroutine that reads the

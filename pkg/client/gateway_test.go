@@ -351,3 +351,109 @@ func TestTokenSourceOnReconnect(t *testing.T) {
 		t.Fatalf("TokenSource called %d times, want 3", n)
 	}
 }
+
+// presenceOf waits for c's next presence event about user.
+func presenceOf(t *testing.T, c *client.Client, user string) *protocol.Frame {
+	t.Helper()
+	ev := await(t, c, "presence of "+user, func(ev client.Event) bool {
+		if ev.Presence == nil {
+			return false
+		}
+		if ev.Presence.User == "" {
+			t.Fatalf("presence event without a user: %+v", ev.Presence)
+		}
+		return ev.Presence.User == user
+	})
+	return ev.Presence
+}
+
+func TestPresence(t *testing.T) {
+	url := realGateway(t, nil)
+	ctx := ctx10(t)
+	bob := dialReal(t, client.Config{URL: url, User: "bob"})
+	if _, err := bob.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	phone := dialReal(t, client.Config{URL: url, User: "alice", Device: "phone"})
+	laptop := dialReal(t, client.Config{URL: url, User: "alice", Device: "laptop"})
+	if _, err := phone.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := presenceOf(t, bob, "alice"); p.Room != "general" || p.Devices != 1 || p.State != "online" || p.Ref != "" {
+		t.Fatalf("bob's first presence event %+v", p)
+	}
+	if _, err := laptop.Join(ctx, "general", nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := presenceOf(t, bob, "alice"); p.Devices != 2 || p.State != "online" {
+		t.Fatalf("bob's second presence event %+v", p)
+	}
+
+	// The answer: every connection, users sorted by name.
+	p, err := bob.Presence(ctx, "general")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Type != protocol.TypePresence || p.Room != "general" || p.Count != 3 || p.Users == nil {
+		t.Fatalf("presence answer %+v", p)
+	}
+	if us := *p.Users; len(us) != 2 || us[0] != (protocol.PresentUser{User: "alice", Devices: 2}) ||
+		us[1] != (protocol.PresentUser{User: "bob", Devices: 1}) {
+		t.Fatalf("presence users %+v", us)
+	}
+
+	// One device leaves, then the other ends: online at 1, then offline.
+	if err := phone.Leave(ctx, "general"); err != nil {
+		t.Fatal(err)
+	}
+	if p := presenceOf(t, bob, "alice"); p.Devices != 1 || p.State != "online" {
+		t.Fatalf("after the phone left %+v", p)
+	}
+	_ = laptop.Close()
+	if p := presenceOf(t, bob, "alice"); p.Devices != 0 || p.State != "offline" {
+		t.Fatalf("after the laptop closed %+v", p)
+	}
+	// The phone heard nothing of alice: never of the user's own devices.
+	// (It may hear of bob: his join's event can reach it after its own
+	// join.)
+	for drained := false; !drained; {
+		select {
+		case ev := <-phone.Events():
+			if ev.Presence != nil && ev.Presence.User == "alice" {
+				t.Fatalf("the phone got a presence event about its user: %+v", ev.Presence)
+			}
+		default:
+			drained = true
+		}
+	}
+
+	// A room one may not read is forbidden; an invalid name never leaves.
+	if _, err := bob.Create(ctx, "secret", "private"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := phone.Presence(ctx, "secret"); !isCode(err, protocol.CodeForbidden) {
+		t.Fatalf("presence of another's private room: %v", err)
+	}
+	if _, err := phone.Presence(ctx, "two words"); !isCode(err, protocol.CodeBadRequest) {
+		t.Fatalf("presence of an invalid room: %v", err)
+	}
+}
+
+func TestPresenceBigRoom(t *testing.T) {
+	url := realGateway(t, func(cfg *gateway.Config) { cfg.PresenceDetail = 1 })
+	ctx := ctx10(t)
+	bob := dialReal(t, client.Config{URL: url, User: "bob"})
+	alice := dialReal(t, client.Config{URL: url, User: "alice"})
+	for _, c := range []*client.Client{bob, alice} {
+		if _, err := c.Join(ctx, "big", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := alice.Presence(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Count != 2 || p.Users != nil {
+		t.Fatalf("presence of a room over the detail size %+v", p)
+	}
+}

@@ -1,7 +1,8 @@
 package client
 
 // The user's rooms: memberships with read cursors and unread counts, read
-// cursors, private rooms, invites, the directory, and token refresh.
+// cursors, private rooms, invites, the directory, presence, and token
+// refresh.
 
 import (
 	"cmp"
@@ -102,6 +103,20 @@ func (c *Client) Directory(ctx context.Context, after string, limit int) (rooms 
 		rooms = *r.Rooms
 	}
 	return rooms, r.Next, nil
+}
+
+// Presence returns who is in room now: the "presence" answer, with count
+// (the room's connections) and users (each user with its devices, the
+// connections in the room, sorted by name). In a room over the gateway's
+// presence detail size (100 connections by default) users is nil and
+// count is all there is. The room must be one the user may read: public,
+// or one the user is a member of (else forbidden). It need not be joined.
+// Changes in a joined room arrive as Event.Presence.
+func (c *Client) Presence(ctx context.Context, room string) (protocol.Frame, error) {
+	if !protocol.ValidRoom(room) {
+		return protocol.Frame{}, badRequest("invalid room name %q", room)
+	}
+	return c.do(ctx, &protocol.Frame{Type: protocol.TypePresence, Room: room})
 }
 
 // Refresh replaces the connection's token with token, a fresh one for the

@@ -35,7 +35,19 @@
  *      the send, or the join, is written again. A send refused for good
  *      (bad_request, too_large, forbidden, ...) is rejected;
  *   6. on close, reconnect with exponential backoff and jitter; a close with
- *      1008 (policy: bad credentials, flood) stops instead.
+ *      1008 (policy: bad credentials, flood) stops instead;
+ *   7. the read cursor: welcome lists the user's rooms with their unread
+ *      counts (state().rooms) and read cursors. The first join of the page's
+ *      room starts from the cursor, since {epoch, seq: read}, so exactly the
+ *      unread messages follow (without a cursor: the backlog). Once online,
+ *      the last message shown is marked read (a `read` frame, at most one per
+ *      readDelay); read frames from the user's other devices move the cursor
+ *      and the unread counts too;
+ *   8. typing: `typing` frames of the room show as state().typing ("bob is
+ *      typing…") for a few seconds, or until bob's next message; typing()
+ *      (call it on every keystroke) sends at most one `typing` per 2 s;
+ *   9. frame types it does not know (presence, membership, later additions)
+ *      are ignored, as the protocol asks.
  */
 (function (root, factory) {
   var api = factory();
@@ -51,6 +63,8 @@
   var MAX_SHOWN = 500; // messages kept for display; older ones are dropped
   // Error codes that mean "not now": the request was not done; write it again later.
   var NOT_NOW = { rate_limited: true, unavailable: true, internal: true };
+  var TYPING_INTERVAL = 2000; // the gateway relays at most one typing per 2 s
+  var TYPING_SHOWN = 4000;    // how long "X is typing…" stays without news
 
   /**
    * createChat returns a chat session for one room. Options:
@@ -63,7 +77,9 @@
    *   minBackoff, maxBackoff   reconnect delays in ms (default 500, 15000)
    *   ackTimeout   ms before an unacked send is written again (default 10000)
    *   pingInterval ms between liveness pings (default 30000; 0 disables)
-   *   setTimeout, clearTimeout, random   injectable for tests
+   *   autoRead     mark the last message shown read (default true)
+   *   readDelay    ms to gather messages before marking read (default 1000)
+   *   setTimeout, clearTimeout, random, now   injectable for tests
    */
   function createChat(opts) {
     if (!opts || !opts.wx || !opts.url || !opts.room || !(opts.user || opts.token)) {
@@ -78,6 +94,9 @@
     var setT = opts.setTimeout || setTimeout;
     var clearT = opts.clearTimeout || clearTimeout;
     var random = opts.random || Math.random;
+    var now = opts.now || Date.now;
+    var autoRead = opts.autoRead !== false;
+    var readDelay = opts.readDelay === undefined ? 1000 : opts.readDelay;
     var onChange = opts.onChange || function () {};
 
     // A per-session prefix keeps ids unique across app restarts.
@@ -93,8 +112,17 @@
       messages: [],     // {key, seq, epoch, id, from, body, ts, mine}, in seq order;
                         // mine: sent by this user (from any of their devices)
       pending: [],      // outbox: {id, body} not yet acknowledged
-      connects: 0       // connections opened so far
+      connects: 0,      // connections opened so far
+      haveRooms: false, // a welcome listed the user's rooms (see roomList)
+      typing: ''        // "bob is typing…", or ''
     };
+    var cursors = {};   // room -> {epoch, seq, unread}: the user's read cursors
+    var kinds = {};     // room -> kind, in welcome's order (see roomList)
+    var readRef = '';   // the read request on its way, '' when none
+    var readSent = null; // {epoch, seq} last written in a read
+    var readTimer = null;
+    var typers = {};    // user -> timer: who is typing in the room now
+    var typedAt = 0;    // when typing() last wrote a frame
     var pos = null;     // {epoch, seq}: the last position shown, null before the first join
     var outbox = [];    // {id, body, ref, timer, sent, waiting, refusals, resolve, reject};
                         // only outbox[0] is ever written (see pump)
@@ -122,8 +150,19 @@
         status: s.status, detail: s.detail, node: s.node, user: s.user,
         warning: s.warning, connects: s.connects,
         position: pos ? { epoch: pos.epoch, seq: pos.seq } : null,
-        messages: s.messages.slice(), pending: s.pending.slice()
+        messages: s.messages.slice(), pending: s.pending.slice(),
+        read: cursors[opts.room] ? { epoch: cursors[opts.room].epoch, seq: cursors[opts.room].seq } : null,
+        rooms: s.haveRooms ? roomList() : null,
+        typing: s.typing
       };
+    }
+
+    // roomList is the user's rooms with their unread counts, by name.
+    function roomList() {
+      return Object.keys(kinds).sort().map(function (r) {
+        var c = cursors[r];
+        return { room: r, kind: kinds[r], unread: c ? c.unread : 0 };
+      });
     }
 
     function write(frame) {
@@ -148,6 +187,10 @@
         task = null;
         welcomed = false;
         stopPing();
+        readRef = '';
+        if (readTimer) clearT(readTimer);
+        readTimer = null;
+        clearTypers();
         // Whatever was waiting on this connection is written again on the next.
         if (join.timer) clearT(join.timer);
         join.timer = null;
@@ -190,7 +233,7 @@
         } catch (e) {
           return; // not a v1 frame; ignore
         }
-        handle(f);
+        if (f && typeof f === 'object' && typeof f.type === 'string') handle(f);
       });
       t.onError(function (res) {
         if (task !== t) return;
@@ -221,6 +264,7 @@
           s.node = f.node || '';
           s.user = f.user || '';
           join.refusals = 0;
+          if (f.rooms) welcomeRooms(f.rooms);
           writeJoin();
           // Frames are handled in order, so this follows the join's catch-up.
           pump();
@@ -243,17 +287,39 @@
             s.warning = 'Some messages could not be recovered.';
           }
           s.status = 'online';
+          if (s.messages.length > 0) scheduleRead();
           emit();
           break;
         case 'message':
           if (f.room !== opts.room) return;
           if (pos && f.epoch === pos.epoch && f.seq <= pos.seq) return; // seen
           pos = { epoch: f.epoch, seq: f.seq };
+          stopTyping(f.from);
+          var c = cursors[opts.room];
+          if (c && c.epoch === f.epoch && f.seq > c.seq) c.unread = f.seq - c.seq;
           s.messages.push({
             key: f.epoch + ':' + f.seq, seq: f.seq, epoch: f.epoch, id: f.id,
             from: f.from, body: f.body, ts: f.ts, mine: f.from === s.user
           });
           if (s.messages.length > MAX_SHOWN) s.messages.splice(0, s.messages.length - MAX_SHOWN);
+          scheduleRead();
+          emit();
+          break;
+        case 'read':
+          // The answer to our read (ref), or another device's (no ref).
+          if (f.ref && f.ref === readRef) readRef = '';
+          setCursor(f.room, f.epoch || '', f.seq || 0, f.unread || 0);
+          emit();
+          break;
+        case 'typing':
+          if (f.room !== opts.room || !f.user || f.user === s.user) return;
+          startTyping(f.user);
+          emit();
+          break;
+        case 'membership':
+          if (!s.haveRooms || !f.room) return;
+          if (f.state === 'member') kinds[f.room] = f.kind || kinds[f.room] || 'public';
+          else if (f.state === 'left') delete kinds[f.room];
           emit();
           break;
         case 'ack':
@@ -263,13 +329,99 @@
           onError(f);
           break;
         default:
-          // pong, left, history and later additions need nothing here.
+          // pong, left, history, presence and frame types added later need
+          // nothing here: unknown frames are ignored.
       }
+    }
+
+    // welcomeRooms adopts welcome's list of the user's rooms and cursors.
+    function welcomeRooms(list) {
+      s.haveRooms = true;
+      kinds = {};
+      for (var i = 0; i < list.length; i++) {
+        var r = list[i];
+        if (!r || !r.room) continue;
+        kinds[r.room] = r.kind || 'public';
+        cursors[r.room] = { epoch: r.epoch || '', seq: r.read || 0, unread: r.unread || 0 };
+      }
+    }
+
+    // setCursor records a read cursor; within an epoch it only moves forward.
+    function setCursor(room, epoch, seq, unread) {
+      var c = cursors[room];
+      if (c && c.epoch === epoch && seq < c.seq) return;
+      cursors[room] = { epoch: epoch, seq: seq, unread: unread };
+      if (s.haveRooms && !kinds[room]) kinds[room] = room.indexOf('dm:') === 0 ? 'direct' : 'public';
+    }
+
+    // scheduleRead marks the last message shown read, once the messages
+    // arriving together (a catch-up) are in: one read per readDelay at most.
+    function scheduleRead() {
+      if (!autoRead || readTimer || s.status !== 'online') return;
+      readTimer = setT(function () {
+        readTimer = null;
+        markRead();
+      }, readDelay);
+    }
+
+    // markRead writes a read for the last message shown, unless the cursor
+    // (or a read on its way) is there already.
+    function markRead() {
+      if (!pos || !pos.epoch || pos.seq <= 0 || !welcomed) return false;
+      var c = cursors[opts.room];
+      if (c && c.epoch === pos.epoch && c.seq >= pos.seq) return false;
+      if (readRef && readSent && readSent.epoch === pos.epoch && readSent.seq >= pos.seq) return false;
+      var ref = 'r' + (++refs);
+      if (!write({ type: 'read', ref: ref, room: opts.room, epoch: pos.epoch, seq: pos.seq })) return false;
+      readRef = ref;
+      readSent = { epoch: pos.epoch, seq: pos.seq };
+      return true;
+    }
+
+    function startTyping(user) {
+      if (typers[user]) clearT(typers[user]);
+      typers[user] = setT(function () {
+        delete typers[user];
+        typingLine();
+        emit();
+      }, TYPING_SHOWN);
+      typingLine();
+    }
+
+    function stopTyping(user) {
+      if (!typers[user]) return;
+      clearT(typers[user]);
+      delete typers[user];
+      typingLine();
+    }
+
+    function clearTypers() {
+      for (var u in typers) {
+        if (Object.prototype.hasOwnProperty.call(typers, u)) clearT(typers[u]);
+      }
+      typers = {};
+      s.typing = '';
+    }
+
+    // typingLine is what the page shows: "bob is typing…",
+    // "bob and carol are typing…", "several people are typing…".
+    function typingLine() {
+      var who = Object.keys(typers).sort();
+      if (who.length === 0) s.typing = '';
+      else if (who.length === 1) s.typing = who[0] + ' is typing\u2026';
+      else if (who.length === 2) s.typing = who[0] + ' and ' + who[1] + ' are typing\u2026';
+      else s.typing = 'several people are typing\u2026';
     }
 
     function onError(f) {
       var ref = f.ref || '';
       var notNow = NOT_NOW[f.code] === true;
+      if (ref && ref === readRef) {
+        // Not marked read: the next message shown tries again.
+        readRef = '';
+        readSent = null;
+        return;
+      }
       s.detail = f.code + ': ' + f.message;
       if (ref && ref === join.ref && notNow) {
         // Join again later; until then the status stays 'joining'.
@@ -317,7 +469,13 @@
     function writeJoin() {
       join.ref = 'j' + (++refs);
       var f = { type: 'join', ref: join.ref, room: opts.room };
-      if (pos) f.since = { epoch: pos.epoch, seq: pos.seq };
+      var c = cursors[opts.room];
+      if (pos) {
+        f.since = { epoch: pos.epoch, seq: pos.seq };
+      } else if (c && c.epoch && c.seq > 0) {
+        // The first join: from the read cursor, so the unread messages follow.
+        f.since = { epoch: c.epoch, seq: c.seq };
+      }
       write(f);
     }
 
@@ -415,9 +573,33 @@
         emit();
         return p;
       },
+      /**
+       * typing tells the room's other members that the user is typing. Call
+       * it on every keystroke: it writes at most one frame per 2 s, and
+       * nothing while not online.
+       */
+      typing: function () {
+        if (s.status !== 'online') return false;
+        var t = now();
+        if (typedAt && t - typedAt < TYPING_INTERVAL) return false;
+        typedAt = t;
+        return write({ type: 'typing', room: opts.room });
+      },
+      /**
+       * markRead marks the last message shown read now (autoRead does it by
+       * itself). Returns whether a read frame was written.
+       */
+      markRead: function () {
+        if (readTimer) clearT(readTimer);
+        readTimer = null;
+        return s.status === 'online' && markRead();
+      },
       /** stop closes the connection for good; unacked sends are rejected. */
       stop: function () {
         stopped = true;
+        if (readTimer) clearT(readTimer);
+        readTimer = null;
+        clearTypers();
         if (retryTimer) clearT(retryTimer);
         retryTimer = null;
         stopPing();
@@ -432,7 +614,12 @@
         }
         emit();
       },
-      /** state returns a snapshot: status, node, user, warning, messages, pending. */
+      /**
+       * state returns a snapshot: status, node, user, warning, messages,
+       * pending, position, read (the room's read cursor {epoch, seq}, or
+       * null), rooms ([{room, kind, unread}], null until a welcome lists
+       * them) and typing ("bob is typing…" or '').
+       */
       state: state
     };
   }

@@ -1,5 +1,6 @@
-// The chat page: wiring only. The protocol logic (hello, join with resume,
-// acknowledged sends, reconnect with backoff) lives in chat.js, which knows
+// The chat page: wiring only. The protocol logic (hello, join with resume
+// from the read cursor, acknowledged sends, reconnect with backoff, read
+// marks, typing) lives in chat.js, which knows
 // nothing about pages; this file hands it the real `wx` and copies its state
 // into the page's data.
 var ParleyChat = require('./chat.js');
@@ -21,6 +22,8 @@ Page({
     warning: '',
     messages: [],
     pending: [],
+    typing: '',
+    unreadElsewhere: 0,
     draft: '',
     lastId: ''
   },
@@ -38,12 +41,18 @@ Page({
       device: 'wechat',
       onChange: function (st) {
         var last = st.messages[st.messages.length - 1];
+        var elsewhere = 0;
+        (st.rooms || []).forEach(function (r) {
+          if (r.room !== room) elsewhere += r.unread;
+        });
         page.setData({
           status: STATUS_TEXT[st.status] || st.status,
           detail: st.detail,
           warning: st.warning,
           messages: st.messages,
           pending: st.pending,
+          typing: st.typing,
+          unreadElsewhere: elsewhere,
           lastId: last ? 'm' + last.seq : ''
         });
       }
@@ -57,6 +66,8 @@ Page({
 
   onInput: function (e) {
     this.setData({ draft: e.detail.value });
+    // At most one typing frame per 2 s, however fast the user types.
+    if (e.detail.value) this.chat.typing();
   },
 
   onSend: function () {
