@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,10 +27,10 @@ type session struct {
 	members map[string]*member // owned by the request handler: rooms joined
 	utopic  *userTopic         // the user's topic on this gateway, nil when it could not be subscribed
 
-	kmu   sync.Mutex      // guards known: the handler and the user's events both change it
-	known map[string]bool // the user's rooms (memberships): welcome's list, kept by joins, leaves and the user's events
-	typed time.Time       // when the last typing notice went out (owned by the request handler)
-	exp   *expiry         // the token's expiry; nil until a token with exp
+	kmu   sync.Mutex // guards known: the handler and the user's events both change it
+	known []string   // the user's rooms (memberships), sorted: welcome's list, kept by joins, leaves and the user's events (a slice: most users are in a few rooms, and an idle connection holds it)
+	typed time.Time  // when the last typing notice went out (owned by the request handler)
+	exp   *expiry    // the token's expiry; nil until a token with exp
 }
 
 var _ subscriber = (*session)(nil)
@@ -320,16 +321,19 @@ func (s *session) end() {
 func (s *session) isKnown(room string) bool {
 	s.kmu.Lock()
 	defer s.kmu.Unlock()
-	return s.known[room]
+	_, ok := slices.BinarySearch(s.known, room)
+	return ok
 }
 
 func (s *session) setKnown(room string, member bool) {
 	s.kmu.Lock()
 	defer s.kmu.Unlock()
-	if member {
-		s.known[room] = true
-	} else {
-		delete(s.known, room)
+	i, ok := slices.BinarySearch(s.known, room)
+	switch {
+	case member && !ok:
+		s.known = slices.Insert(s.known, i, room)
+	case !member && ok:
+		s.known = slices.Delete(s.known, i, i+1)
 	}
 }
 

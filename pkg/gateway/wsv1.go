@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -168,7 +169,7 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 	}
 	s = &session{g: c.g, ctx: c.ctx, out: &c.out,
 		p:       principal{user: user, device: f.Device, rooms: claims.Rooms, conn: c.g.nodeKey() + "/" + strconv.FormatUint(c.id, 10)},
-		members: make(map[string]*member), known: make(map[string]bool)}
+		members: make(map[string]*member)}
 	welcome := &protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID}
 	if !claims.Expires.IsZero() {
 		welcome.Expires = protocol.FormatTime(claims.Expires)
@@ -181,9 +182,11 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 	cancel()
 	if err == nil {
 		welcome.Rooms = &rooms
-		for _, r := range rooms {
-			s.known[r.Room] = true
+		s.known = make([]string, len(rooms))
+		for i, r := range rooms {
+			s.known[i] = r.Room
 		}
+		slices.Sort(s.known)
 	} else {
 		c.g.log.Info("welcome without the user's rooms", "conn", c.id, "user", user, "err", err)
 	}
