@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/parley-chat/parley/internal/fakegw"
+	"github.com/parley-chat/parley/internal/memgw"
 	"github.com/parley-chat/parley/internal/proctest"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/memory"
@@ -33,28 +33,7 @@ import (
 // WebSocket URL and the httptest server.
 func memGateway(t *testing.T, tweak func(*gateway.Config)) (string, *httptest.Server) {
 	t.Helper()
-	cfg := gateway.Config{
-		NodeID:  "gw-test",
-		DevAuth: true,
-		Logger:  slog.New(slog.DiscardHandler),
-		NewBroker: func(h broker.Handler) (broker.Broker, error) {
-			return memory.New(memory.Config{Handler: h}), nil
-		},
-	}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	g, err := gateway.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g)
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		_ = g.Close()
-		srv.Close()
-	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws", srv
+	return memgw.Start(t, "gw-test", tweak)
 }
 
 // cutter is a TCP proxy in front of a gateway whose cut drops every

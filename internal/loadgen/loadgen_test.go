@@ -4,40 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"net"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/parley-chat/parley/pkg/broker"
-	"github.com/parley-chat/parley/pkg/broker/memory"
-	"github.com/parley-chat/parley/pkg/gateway"
+	"github.com/parley-chat/parley/internal/memgw"
 )
 
 // memGateway runs an in-process gateway on a memory broker and returns its
 // WebSocket URL.
 func memGateway(t *testing.T) string {
 	t.Helper()
-	g, err := gateway.New(gateway.Config{
-		NodeID:  "gw-bench",
-		DevAuth: true,
-		Logger:  slog.New(slog.DiscardHandler),
-		NewBroker: func(h broker.Handler) (broker.Broker, error) {
-			return memory.New(memory.Config{Handler: h}), nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g)
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		_ = g.Close()
-		srv.Close()
-	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	url, _ := memgw.Start(t, "gw-bench", nil)
+	return url
 }
 
 func TestRunDeliversEverythingOnce(t *testing.T) {

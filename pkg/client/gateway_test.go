@@ -6,16 +6,12 @@ package client_test
 import (
 	"context"
 	"errors"
-	"log/slog"
-	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/parley-chat/parley/internal/memgw"
 	"github.com/parley-chat/parley/pkg/auth"
-	"github.com/parley-chat/parley/pkg/broker"
-	"github.com/parley-chat/parley/pkg/broker/memory"
 	"github.com/parley-chat/parley/pkg/client"
 	"github.com/parley-chat/parley/pkg/gateway"
 	"github.com/parley-chat/parley/pkg/protocol"
@@ -26,28 +22,8 @@ var testSecret = []byte("0123456789abcdef0123456789abcdef")
 // realGateway runs a gateway on a memory broker and returns its URL.
 func realGateway(t *testing.T, tweak func(*gateway.Config)) string {
 	t.Helper()
-	cfg := gateway.Config{
-		NodeID:  "gw-sdk",
-		DevAuth: true,
-		Logger:  slog.New(slog.DiscardHandler),
-		NewBroker: func(h broker.Handler) (broker.Broker, error) {
-			return memory.New(memory.Config{Handler: h}), nil
-		},
-	}
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	g, err := gateway.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g)
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		_ = g.Close()
-		srv.Close()
-	})
-	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	url, _ := memgw.Start(t, "gw-sdk", tweak)
+	return url
 }
 
 func dialReal(t *testing.T, cfg client.Config) *client.Client {
