@@ -112,9 +112,9 @@ func TestRoomsClaimForbidsOtherRooms(t *testing.T) {
 
 func TestBearerHeaderHello(t *testing.T) {
 	n := tokenCluster(t, nil)
-	cl := dialHeader(t, n, "/ws", "Bearer "+mint(t, auth.Claims{User: "bob"}), false)
+	cl := dialHeader(t, n, "/ws", "Bearer "+mint(t, auth.Claims{User: "bob", Name: "Bob Builder"}), false)
 	cl.send(protocol.Frame{Type: "hello", Ref: "h1", Device: "web"})
-	if w := cl.expect("welcome"); w.User != "bob" || w.Ref != "h1" || w.Device != "web" || w.Expires != "" {
+	if w := cl.expect("welcome"); w.User != "bob" || w.Name != "Bob Builder" || w.Ref != "h1" || w.Device != "web" || w.Expires != "" {
 		t.Fatalf("welcome %+v", w)
 	}
 	// Without a header, a hello without a token is refused.

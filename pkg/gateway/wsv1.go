@@ -170,7 +170,7 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 	s = &session{g: c.g, ctx: c.ctx, out: &c.out,
 		p:       principal{user: user, device: f.Device, rooms: claims.Rooms, conn: c.g.nodeKey() + "/" + strconv.FormatUint(c.id, 10)},
 		members: make(map[string]*member)}
-	welcome := &protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Device: f.Device, Node: c.g.cfg.NodeID}
+	welcome := &protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Name: claims.Name, Device: f.Device, Node: c.g.cfg.NodeID}
 	if !claims.Expires.IsZero() {
 		welcome.Expires = protocol.FormatTime(claims.Expires)
 	}

@@ -62,6 +62,7 @@ type Frame struct {
 	// hello, refresh
 	Token  string `json:"token,omitempty"`
 	User   string `json:"user,omitempty"`
+	Name   string `json:"name,omitempty"` // welcome: the display name the token gives
 	Device string `json:"device,omitempty"`
 	Node   string `json:"node,omitempty"`
 	// Expires is when the connection's token expires (TimeLayout), on
