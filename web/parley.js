@@ -6,7 +6,8 @@
  *
  *   const c = new ParleyClient({
  *     url: 'ws://host:8080/ws', // default: /ws on the host that served the page
- *     user: 'alice',            // dev auth; or token: '<JWT>'
+ *     user: 'alice',            // dev auth; or token: '<JWT>', or tokenSource:
+ *                               // async () => '<JWT>' (asked at each hello and refresh)
  *     device: 'laptop',         // optional, stamped on your messages
  *     minBackoff: 250,          // ms, first reconnect delay (default 250)
  *     maxBackoff: 10000,        // ms, largest reconnect delay (default 10000)
@@ -37,6 +38,9 @@
  *                             client already follows the room from its own position); while
  *                             the first join is still on its way, with that join's answer.
  *   leave(room)               stop receiving room; resolves when left (at once if offline)
+ *   refresh(token)            replace the connection's token (resolves with refreshed);
+ *                             with the tokenSource option it is done by itself when the
+ *                             server sends token_expiring
  *   typing(room)              tell room's other members you are typing; call it on every
  *                             keystroke: at most one notice per 2 s is sent, none while
  *                             offline or before the room is joined. Returns whether it sent
@@ -97,6 +101,8 @@
  *             some messages could not be delivered (history trimmed or lost)
  *   message   a message frame; duplicates (seq <= the last seen in the epoch: place()
  *             says 'duplicate') are dropped
+ *   tokenexpiring {expires}: the token expires soon (refreshed by itself with tokenSource)
+ *   tokenrefreshed {expires}: tokenSource's fresh token took effect
  *   ack       an ack frame for one of your sends
  *   typing    a typing frame ({room, user, device}): another member is typing; never
  *             replayed, so show it for a few seconds
@@ -218,7 +224,7 @@ const RESENT_REQUESTS = new Set(['history', 'read', 'presence', 'create', 'invit
 /** The answer frame type of each request kind. */
 const ANSWERS = {
   history: 'history', leave: 'left', ping: 'pong', read: 'read', presence: 'presence',
-  create: 'created', invite: 'invited', rooms: 'rooms',
+  create: 'created', invite: 'invited', rooms: 'rooms', refresh: 'refreshed',
 };
 
 // At most JOIN_WINDOW joins are on the wire at once; the next goes as one is
@@ -239,6 +245,9 @@ export class ParleyClient extends EventTarget {
     this.url = opts.url || defaultURL();
     this.user = opts.user || '';
     this.token = opts.token || '';
+    // async () => a fresh token: asked for each hello and when the server says the
+    // token is expiring (then sent as refresh); without it a token is used until it expires.
+    this.tokenSource = opts.tokenSource || null;
     this.device = opts.device || '';
     this.minBackoff = opts.minBackoff ?? 250;
     this.maxBackoff = opts.maxBackoff ?? 10000;
@@ -454,8 +463,16 @@ export class ParleyClient extends EventTarget {
       return;
     }
     this._ws = ws;
-    ws.onopen = () => {
+    ws.onopen = async () => {
       if (gen !== this._gen) return;
+      if (this.tokenSource) {
+        try {
+          this.token = await this.tokenSource();
+        } catch (err) {
+          this._emit('error', { code: 'token', message: 'tokenSource failed: ' + err });
+        }
+        if (gen !== this._gen) return;
+      }
       this._helloRef = this._ref('h');
       const hello = { type: 'hello', ref: this._helloRef };
       if (this.token) hello.token = this.token;
@@ -689,6 +706,9 @@ export class ParleyClient extends EventTarget {
           return this._emit('presence', { room: f.room, user: f.user, devices: f.devices || 0, state: f.state });
         }
         return this._answer(f);
+      case 'token_expiring':
+        return this._refreshToken(f);
+      case 'refreshed':
       case 'history':
       case 'left':
       case 'pong':
@@ -723,6 +743,27 @@ export class ParleyClient extends EventTarget {
     if (f.type === 'rooms' && !f.rooms) f.rooms = [];
     if (f.type === 'presence') f.count = f.count || 0; // users stays absent in a big room
     q.resolve(f.type === 'history' ? f.messages || [] : f);
+  }
+
+  /**
+   * The server says the token expires soon: with a tokenSource, fetch a fresh token and send
+   * it as refresh; without one, tell the page (tokenexpiring), which may call refresh().
+   */
+  async _refreshToken(f) {
+    this._emit('tokenexpiring', { expires: f.expires });
+    if (!this.tokenSource) return;
+    try {
+      const r = await this.refresh(await this.tokenSource());
+      this._emit('tokenrefreshed', { expires: r.expires });
+    } catch (err) {
+      this._emit('error', { code: 'token', message: 'refresh failed: ' + (err.message || err) });
+    }
+  }
+
+  /** Replaces the connection's token with a fresh one; resolves with the refreshed frame. */
+  refresh(token) {
+    this.token = token;
+    return this._request('refresh', { type: 'refresh', token });
   }
 
   /** A read cursor moved (an answer, or another device's): memberships() follows. */
