@@ -37,9 +37,10 @@ type Gateway struct {
 	broker   broker.Broker
 	hub      *hub
 	metrics  *metrics
-	mux      *http.ServeMux // the routes (routes.go)
-	kinds    kindCache      // the kinds of created rooms (ops.go)
-	presence presenceState  // what the beat loop knows of other nodes (presence.go)
+	mux      *http.ServeMux             // the routes (routes.go)
+	kinds    kindCache                  // the kinds of created rooms (ops.go)
+	presence presenceState              // what the beat loop knows of other nodes (presence.go)
+	chores   chan func(context.Context) // store writes that need not be waited for (chores.go)
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -97,9 +98,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.broker = b
 	g.health.Store(&brokerHealth{err: errors.New("not checked yet")})
-	g.bg.Add(2)
+	g.chores = make(chan func(context.Context), choreQueue)
+	g.bg.Add(3)
 	go g.probe()
 	go g.beat()
+	go g.runChores()
 	return g, nil
 }
 

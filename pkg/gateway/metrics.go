@@ -18,6 +18,7 @@ type metrics struct {
 	publishSeconds   prometheus.Histogram
 	slowCloses       prometheus.Counter
 	ephemeralDropped prometheus.Counter
+	choresDropped    prometheus.Counter
 	pubsubLost       prometheus.Counter
 	gapsRepaired     prometheus.Counter
 	brokerUp         prometheus.Gauge
@@ -46,6 +47,8 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Help: "Connections closed with 1013 because their outbound queue overflowed.", ConstLabels: labels}),
 		ephemeralDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_ephemeral_dropped_total",
 			Help: "Ephemeral events (typing, presence) dropped because a connection's outbound queue was full.", ConstLabels: labels}),
+		choresDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_presence_dropped_total",
+			Help: "Presence entries not recorded because the gateway's queue of store writes was full.", ConstLabels: labels}),
 		pubsubLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_pubsub_reconnects_total",
 			Help: "Losses of pub/sub subscriptions, one per subscriber connection lost (each followed by a resubscribe and a history re-read).", ConstLabels: labels}),
 		gapsRepaired: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_gaps_repaired_total",
@@ -60,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Help: "Error frames sent, by code.", ConstLabels: labels}, []string{"code"}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
-		m.slowCloses, m.ephemeralDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors} {
+		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

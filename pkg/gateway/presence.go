@@ -125,7 +125,11 @@ func (g *Gateway) presenceEvent(ctx context.Context, room, user string, devices,
 // enterPresence records a connection of p, joined to room, as present,
 // and tells the room. Best effort: presence is lost with the store, and
 // comes back with the next join.
-func (g *Gateway) enterPresence(ctx context.Context, p principal, room string) {
+func (g *Gateway) enterPresence(p principal, room string) {
+	g.chore(func(ctx context.Context) { g.enterPresenceNow(ctx, p, room) }, false)
+}
+
+func (g *Gateway) enterPresenceNow(ctx context.Context, p principal, room string) {
 	devices, total, err := g.broker.Enter(ctx, room, g.nodeKey(), p.conn, p.user)
 	if err != nil {
 		g.log.Debug("presence: enter failed", "room", room, "err", err)
@@ -135,7 +139,11 @@ func (g *Gateway) enterPresence(ctx context.Context, p principal, room string) {
 }
 
 // exitPresence undoes enterPresence.
-func (g *Gateway) exitPresence(ctx context.Context, p principal, room string) {
+func (g *Gateway) exitPresence(p principal, room string) {
+	g.chore(func(ctx context.Context) { g.exitPresenceNow(ctx, p, room) }, true)
+}
+
+func (g *Gateway) exitPresenceNow(ctx context.Context, p principal, room string) {
 	user, devices, total, err := g.broker.Exit(ctx, room, p.conn)
 	if err != nil {
 		g.log.Debug("presence: exit failed", "room", room, "err", err)
@@ -152,13 +160,21 @@ func userPresence(user string) string { return "@" + user }
 
 // online records a v1 connection of p as online, and offline undoes it:
 // a user is online while any device is.
-func (g *Gateway) online(ctx context.Context, p principal) {
+func (g *Gateway) online(p principal) {
+	g.chore(func(ctx context.Context) { g.onlineNow(ctx, p) }, false)
+}
+
+func (g *Gateway) onlineNow(ctx context.Context, p principal) {
 	if _, _, err := g.broker.Enter(ctx, userPresence(p.user), g.nodeKey(), p.conn, p.user); err != nil {
 		g.log.Debug("presence: user online failed", "err", err)
 	}
 }
 
-func (g *Gateway) offline(ctx context.Context, p principal) {
+func (g *Gateway) offline(p principal) {
+	g.chore(func(ctx context.Context) { g.offlineNow(ctx, p) }, true)
+}
+
+func (g *Gateway) offlineNow(ctx context.Context, p principal) {
 	if _, _, _, err := g.broker.Exit(ctx, userPresence(p.user), p.conn); err != nil {
 		g.log.Debug("presence: user offline failed", "err", err)
 	}

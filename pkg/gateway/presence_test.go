@@ -115,6 +115,10 @@ func TestUserOnline(t *testing.T) {
 	online(0)
 	phone := login(t, gw1, "alice", "phone")
 	laptop := login(t, gw2, "alice", "laptop")
+	// Recorded off the hello's path (a chore): wait for it, then check.
+	waitFor(t, 10*time.Second, "alice online on 2 devices", func() bool {
+		return bob.ask(protocol.Frame{Type: "presence", User: "alice"}).Devices == 2
+	})
 	online(2)
 	phone.ws.Close(1000, "bye")
 	laptop.ws.Close(1000, "bye")

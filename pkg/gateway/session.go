@@ -166,7 +166,7 @@ func (s *session) join(f *protocol.Frame, arrived time.Time) {
 		return
 	}
 	s.members[f.Room] = m
-	s.g.enterPresence(ctx, s.p, f.Room)
+	s.g.enterPresence(s.p, f.Room)
 }
 
 // sync joins every room the user is a member of and this connection has
@@ -194,7 +194,7 @@ func (s *session) sync(f *protocol.Frame, arrived time.Time) {
 		m, err := s.g.join(ctx, s.p, s, r.Room, &protocol.Position{Epoch: r.Epoch, Seq: r.Seq}, "", true)
 		if err == nil {
 			s.members[r.Room] = m
-			s.g.enterPresence(ctx, s.p, r.Room)
+			s.g.enterPresence(s.p, r.Room)
 			joined++
 		}
 		cancel()
@@ -298,9 +298,7 @@ func (s *session) leave(room string) {
 	if m := s.members[room]; m != nil {
 		delete(s.members, room)
 		s.g.leave(m)
-		ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.RequestTimeout)
-		s.g.exitPresence(ctx, s.p, room)
-		cancel()
+		s.g.exitPresence(s.p, room)
 	}
 }
 
@@ -313,9 +311,7 @@ func (s *session) end() {
 	if s.utopic != nil {
 		s.g.hub.releaseUser(s.p.user, s.utopic, s)
 	}
-	ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.RequestTimeout)
-	s.g.offline(ctx, s.p)
-	cancel()
+	s.g.offline(s.p)
 }
 
 func (s *session) isKnown(room string) bool {

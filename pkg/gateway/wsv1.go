@@ -174,12 +174,21 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 	if !claims.Expires.IsZero() {
 		welcome.Expires = protocol.FormatTime(claims.Expires)
 	}
-	// The user's rooms, each with its unread count. A store that cannot
-	// be read costs the list, not the connection: welcome comes without
-	// "rooms", and joins record memberships as they go.
+	// The user's rooms, each with its unread count, and the user's topic,
+	// which keeps this device in step with the others, at the same time.
+	// A store that cannot be read costs them, not the connection: welcome
+	// comes without "rooms" (joins record memberships as they go), there
+	// is no live sync, and the next welcome brings the state.
 	ctx, cancel = context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+	defer cancel()
+	var topicErr error
+	held := make(chan struct{})
+	go func() { // waited for below
+		defer close(held)
+		s.utopic, topicErr = c.g.hub.holdUser(ctx, user, s)
+	}()
 	rooms, err := c.g.rooms(ctx, s.p)
-	cancel()
+	<-held
 	if err == nil {
 		welcome.Rooms = &rooms
 		s.known = make([]string, len(rooms))
@@ -190,15 +199,8 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 	} else {
 		c.g.log.Info("welcome without the user's rooms", "conn", c.id, "user", user, "err", err)
 	}
-	// The user's topic keeps this device in step with the others. Without
-	// it (the store is down) the connection works, and the next welcome
-	// brings the state.
-	ctx, cancel = context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
-	s.utopic, err = c.g.hub.holdUser(ctx, user, s)
-	cancel()
-	ctx, cancel = context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
-	c.g.online(ctx, s.p)
-	cancel()
+	err = topicErr
+	c.g.online(s.p)
 	if err != nil {
 		c.g.log.Info("no live sync of the user's devices on this connection", "conn", c.id, "user", user, "err", err)
 	}
