@@ -142,9 +142,15 @@ func (g *Gateway) enter(ctx context.Context, p principal, room string) error {
 	if a, b, ok := protocol.DirectUsers(room); ok {
 		return g.enterDirect(ctx, p, room, a, b)
 	}
-	info, err := g.broker.EnsureRoom(ctx, room, broker.PublicRoom, "")
-	if err != nil {
-		return g.refusal(ctx, err)
+	// A room known to be public (kinds never change) needs no EnsureRoom:
+	// one round trip less on a first join.
+	info := broker.RoomInfo{Room: room, Kind: broker.PublicRoom}
+	if k, ok := g.kinds.get(room); !ok || k != broker.PublicRoom {
+		var err error
+		if info, err = g.broker.EnsureRoom(ctx, room, broker.PublicRoom, ""); err != nil {
+			return g.refusal(ctx, err)
+		}
+		g.kinds.put(room, info.Kind)
 	}
 	if info.Kind != broker.PublicRoom {
 		member, err := g.broker.IsMember(ctx, room, p.user)
@@ -157,6 +163,13 @@ func (g *Gateway) enter(ctx context.Context, p principal, room string) error {
 		return nil
 	}
 	added, err := g.broker.AddMember(ctx, room, p.user)
+	if errors.Is(err, broker.ErrNoRoom) {
+		// The store lost the room since its kind was cached: create it
+		// again.
+		if _, err = g.broker.EnsureRoom(ctx, room, broker.PublicRoom, ""); err == nil {
+			added, err = g.broker.AddMember(ctx, room, p.user)
+		}
+	}
 	if err != nil {
 		return g.refusal(ctx, err)
 	}

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -320,5 +321,24 @@ func TestSyncJoinsAllTheUsersRooms(t *testing.T) {
 	ack, _ := phone.post("c-room", "m2", "live")
 	if m := laptop.messages(1)[0]; m.Room != "c-room" || m.Seq != ack.Seq {
 		t.Fatalf("after sync: %+v, want the live message of c-room", m)
+	}
+}
+
+// A room whose kind the gateway cached is joined without asking the store
+// again; when the store lost the room meanwhile, the join makes it again
+// instead of failing.
+func TestJoinAfterTheStoreLostACachedRoom(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	n := c.gws[0]
+	login(t, n, "alice", "phone").join("kept", nil)
+	ctx := context.Background()
+	rc := c.redis.Client()
+	if err := rc.Del(ctx, c.prefix+":{kept}:info", c.prefix+":{kept}:members").Err(); err != nil {
+		t.Fatal(err)
+	}
+	bob, _ := hello(t, n, "bob", "web")
+	bob.join("kept", nil)
+	if ok, err := n.g.Broker().IsMember(ctx, "kept", "bob"); err != nil || !ok {
+		t.Fatalf("bob a member of the recreated room: %v, %v", ok, err)
 	}
 }
