@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-chat/parley/pkg/broker"
@@ -31,6 +32,8 @@ type session struct {
 	known []string   // the user's rooms (memberships), sorted: welcome's list, kept by joins, leaves and the user's events (a slice: most users are in a few rooms, and an idle connection holds it)
 	typed time.Time  // when the last typing notice went out (owned by the request handler)
 	exp   *expiry    // the token's expiry; nil until a token with exp
+
+	welcomed atomic.Bool // welcome is queued: the user's events may follow it
 }
 
 var _ subscriber = (*session)(nil)
@@ -340,6 +343,9 @@ func (s *session) setKnown(room string, member bool) {
 func (s *session) userEvent(origin string, data []byte) {
 	if origin != "" && origin == s.p.conn {
 		return // this connection did it, and has its answer
+	}
+	if !s.welcomed.Load() {
+		return // nothing comes before welcome, whose rooms list is as new
 	}
 	var f struct {
 		Type  string `json:"type"`

@@ -205,6 +205,7 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 		c.g.log.Info("no live sync of the user's devices on this connection", "conn", c.id, "user", user, "err", err)
 	}
 	c.out.send(welcome)
+	s.welcomed.Store(true)
 	c.g.log.Debug("hello", "conn", c.id, "user", user, "device", f.Device)
 	s.expireAt(claims.Expires)
 	return s, true
