@@ -6,8 +6,9 @@ set -euo pipefail
 # command:packages (comma-separated). haproxy runs in the multi-process
 # cluster test; redis-cli and busybox go into the stand-in images that
 # deploy/images.sh builds for the compose test; chromium (with a font for
-# screenshots) runs the browser tests; tmux drives the terminal client test.
-need=(redis-server:redis-server redis-cli:redis-tools haproxy:haproxy busybox:busybox-static chromium:chromium,fonts-dejavu-core tmux:tmux)
+# screenshots) runs the browser tests; tmux drives the terminal client test;
+# php (with curl) runs the PHP backend example against a cluster.
+need=(redis-server:redis-server redis-cli:redis-tools haproxy:haproxy busybox:busybox-static chromium:chromium,fonts-dejavu-core tmux:tmux php:php-cli,php-curl)
 missing=()
 for pair in "${need[@]}"; do
   if ! command -v "${pair%%:*}" >/dev/null 2>&1; then

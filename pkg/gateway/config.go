@@ -141,6 +141,23 @@ type Config struct {
 	// TrustedProxies are the networks whose X-Forwarded-For is believed
 	// (a load balancer's). Default none.
 	TrustedProxies []netip.Prefix
+	// APIKeys are the backends' keys to the server API (/v1/). Default
+	// none: the endpoints that need a key answer 401.
+	APIKeys []APIKey
+	// APIRateLimit is the sustained number of requests per second one API
+	// key may make to this gateway, and APIRateBurst the burst above it;
+	// more are answered 429 with Retry-After. A user calling the HTTP API
+	// with a token has RateLimit and RateBurst, as a connection does.
+	// Defaults 1000/s and 2000.
+	APIRateLimit float64
+	APIRateBurst int
+	// SSEHeartbeat is how often an idle Server-Sent Events stream gets a
+	// comment line, so proxies keep it open and a dead client is found.
+	// Default 15s.
+	SSEHeartbeat time.Duration
+	// MaxPollWait is the longest wait a long-poll may ask for; a longer
+	// one waits this long. Default 55s (under the usual 60s proxy timeouts).
+	MaxPollWait time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -236,6 +253,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.RefreshWindow <= 0 {
 		c.RefreshWindow = 60 * time.Second
+	}
+	if c.APIRateLimit <= 0 {
+		c.APIRateLimit = 1000
+	}
+	if c.APIRateBurst <= 0 {
+		c.APIRateBurst = 2000
+	}
+	if c.SSEHeartbeat <= 0 {
+		c.SSEHeartbeat = 15 * time.Second
+	}
+	if c.MaxPollWait <= 0 {
+		c.MaxPollWait = 55 * time.Second
 	}
 	if c.MaxConnsPerUser == 0 {
 		c.MaxConnsPerUser = 100

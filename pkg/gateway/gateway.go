@@ -32,15 +32,16 @@ var ErrDraining = errors.New("gateway draining")
 //	/metrics       Prometheus metrics (unless Config.PrivateMetrics)
 //	/              the browser client (Config.Web) and its assets (/app.js, ...)
 type Gateway struct {
-	cfg      Config
-	log      *slog.Logger
-	broker   broker.Broker
-	hub      *hub
-	metrics  *metrics
-	mux      *http.ServeMux             // the routes (routes.go)
-	kinds    kindCache                  // the kinds of created rooms (ops.go)
-	presence presenceState              // what the beat loop knows of other nodes (presence.go)
-	chores   chan func(context.Context) // store writes that need not be waited for (chores.go)
+	cfg       Config
+	log       *slog.Logger
+	broker    broker.Broker
+	hub       *hub
+	metrics   *metrics
+	mux       *http.ServeMux             // the routes (routes.go)
+	kinds     kindCache                  // the kinds of created rooms (ops.go)
+	presence  presenceState              // what the beat loop knows of other nodes (presence.go)
+	chores    chan func(context.Context) // store writes that need not be waited for (chores.go)
+	apiLimits apiLimits                  // HTTP callers' rate limits (httpapi.go)
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/parley-chat/parley/pkg/protocol"
 )
 
 // routes returns the gateway's HTTP routes (see Gateway). A WebSocket
@@ -25,6 +27,12 @@ func (g *Gateway) routes() *http.ServeMux {
 		}
 		g.metrics.handler().ServeHTTP(w, r)
 	})
+	// The HTTP API (httpapi.go): the server API for backends (api.go),
+	// Server-Sent Events (sse.go), history and long-poll (poll.go), and
+	// the webhook outbox's dead letters (webhooks.go).
+	v1 := http.NewServeMux()
+	g.apiRoutes(v1)
+	mux.Handle("/v1/", g.cors(v1))
 	// Everything else is the browser client (Config.Web): the page at "/"
 	// and its assets; it answers 404 for paths it does not have.
 	mux.Handle("/", g.cfg.Web)
@@ -53,4 +61,28 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ready")
+}
+
+// apiRoutes adds the endpoints under /v1/ to mux.
+func (g *Gateway) apiRoutes(mux *http.ServeMux) {
+	// The server API (api.go).
+	mux.HandleFunc("POST /v1/rooms/{room}/messages", g.apiPublish)
+	mux.HandleFunc("POST /v1/messages", g.apiBroadcast)
+	mux.HandleFunc("GET /v1/rooms/{room}/presence", g.apiPresence)
+	mux.HandleFunc("POST /v1/rooms", g.apiCreateRoom)
+	mux.HandleFunc("PUT /v1/rooms/{room}/members/{user}", g.apiAddMember)
+	mux.HandleFunc("DELETE /v1/rooms/{room}/members/{user}", g.apiRemoveMember)
+	mux.HandleFunc("GET /v1/users/{user}/rooms", g.apiUserRooms)
+	mux.HandleFunc("POST /v1/users/{user}/disconnect", g.apiDisconnect)
+	// History and long-poll (poll.go), Server-Sent Events (sse.go).
+	mux.HandleFunc("GET /v1/rooms/{room}/messages", g.serveMessages)
+	mux.HandleFunc("GET /v1/rooms/{room}/events", g.serveSSE)
+	mux.HandleFunc("GET /v1/events", g.serveSSE)
+	// The webhook outbox's dead letters (webhooks.go).
+	mux.HandleFunc("GET /v1/webhooks/dead", g.apiDeadLetters)
+	mux.HandleFunc("POST /v1/webhooks/dead/replay", g.apiReplayDead)
+	// Anything else under /v1/ is a JSON 404.
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &opError{protocol.CodeNotFound, "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
 }

@@ -1,5 +1,11 @@
 package protocol
 
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
 // Position is a point in a room's stream: an epoch and a seq in it. A
 // client's position is the last message it has seen; a room's head is its
 // last assigned seq. The zero Position is the start of a room that has had
@@ -73,3 +79,34 @@ func Starts(seq int64) bool { return seq == 1 }
 // stands when it jumps to a new epoch at seq. Reset(epoch, 1) is the start
 // of epoch, before its first message (the zero Position if epoch is "").
 func Reset(epoch string, seq int64) Position { return Position{Epoch: epoch, Seq: seq - 1} }
+
+// String returns p as text, "<epoch>:<seq>": the form of a long-poll's
+// after and of an SSE event id. The zero Position is "" (no position).
+func (p Position) String() string {
+	if p.IsZero() {
+		return ""
+	}
+	return p.Epoch + ":" + strconv.FormatInt(p.Seq, 10)
+}
+
+// ParsePosition reads the text form of a Position (String): "" is the
+// zero Position; otherwise an epoch, a colon and a seq >= 0, where an
+// empty epoch goes with seq 0 only.
+func ParsePosition(s string) (Position, error) {
+	if s == "" {
+		return Position{}, nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return Position{}, fmt.Errorf("position %q: want <epoch>:<seq>", s)
+	}
+	seq, err := strconv.ParseInt(s[i+1:], 10, 64)
+	if err != nil || seq < 0 {
+		return Position{}, fmt.Errorf("position %q: the seq after the last ':' is not a number >= 0", s)
+	}
+	p := Position{Epoch: s[:i], Seq: seq}
+	if p.Epoch == "" && p.Seq != 0 {
+		return Position{}, fmt.Errorf("position %q: a seq needs its epoch", s)
+	}
+	return p, nil
+}

@@ -43,3 +43,20 @@ func TestPositionHelpers(t *testing.T) {
 		t.Errorf("Reset(e2, 7) = %+v, places e2/7 as %v; want e2/6, next", p, p.Place("e2", 7))
 	}
 }
+
+func TestPositionText(t *testing.T) {
+	for _, p := range []Position{{}, {Epoch: "e1", Seq: 0}, {Epoch: "18a3f:x", Seq: 42}} {
+		got, err := ParsePosition(p.String())
+		if err != nil || got != p {
+			t.Errorf("ParsePosition(%q) = %+v, %v; want %+v", p.String(), got, err, p)
+		}
+	}
+	if s := (Position{Epoch: "ab", Seq: 7}).String(); s != "ab:7" {
+		t.Errorf("String = %q, want ab:7", s)
+	}
+	for _, bad := range []string{"7", "ab:", "ab:x", "ab:-1", ":3"} {
+		if p, err := ParsePosition(bad); err == nil {
+			t.Errorf("ParsePosition(%q) = %+v, want an error", bad, p)
+		}
+	}
+}
