@@ -15,7 +15,8 @@ import (
 // watchdog), and the other members carry on.
 func TestStuckWriteIsCutByWriteTimeout(t *testing.T) {
 	c := newCluster(t, 1, func(cfg *gateway.Config) {
-		cfg.OutboundQueue = 100000 // never the slow-consumer close
+		cfg.OutboundQueue = 100000  // never the slow-consumer close,
+		cfg.OutboundBytes = 1 << 30 // by count or by bytes
 		cfg.WriteTimeout = 300 * time.Millisecond
 		cfg.RateLimit, cfg.RateBurst = 10000, 10000
 		cfg.MaxBodyBytes = 64 << 10
