@@ -25,9 +25,12 @@ func (g *Gateway) apiStart(w http.ResponseWriter, r *http.Request, keys, users b
 	start := time.Now()
 	c, oe := g.httpCaller(r, keys, users)
 	if oe != nil {
+		// The path only: a query may carry a token.
+		g.log.Info("api request refused", "method", r.Method, "path", r.URL.Path, "code", oe.code, "why", oe.msg)
 		writeError(w, oe)
 		return caller{}, nil, nil, false
 	}
+	g.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", c.who())
 	if !g.allow(w, c) {
 		return caller{}, nil, nil, false
 	}
