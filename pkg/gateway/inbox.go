@@ -34,6 +34,11 @@ type request struct {
 // idle connection has no handler goroutine. A request's RequestTimeout
 // counts from its arrival, so frames queued behind a stalled broker call
 // are answered (unavailable) rather than each waiting its full timeout.
+// Internal requests (post) run on the same goroutine, in order with the
+// client's frames.
+//
+// Lock order: inbox.mu takes no other lock; post takes it under
+// userTopic.mu.
 type inbox struct {
 	h interface{ handleRequest(request) } // runs on the handler goroutine
 
