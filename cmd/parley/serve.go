@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -59,6 +60,10 @@ type serveConfig struct {
 	presenceTTL     time.Duration // --presence-ttl: how long a beat lasts; a killed node's users are gone within it and a beat; default 20s
 	presenceDetail  int           // --presence-detail: rooms with more connections get presence counts only, no events; default 100
 
+	// the server API
+	apiKeys   []gateway.APIKey // --api-key NAME:SECRET (repeatable), and PARLEY_API_KEYS (comma-separated): both add up; default none
+	apiKeyErr error            // the first bad --api-key, reported by parseServe (the flag package would echo the secret)
+
 	// derived by parseServe
 	level   slog.Level     // from --log-level
 	proxies []netip.Prefix // from --trusted-proxies
@@ -98,6 +103,7 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.maxConnsPerIP, "max-conns-per-ip", 0, "connections one client address may hold on this gateway (more: HTTP 429); 0: no limit")
 	fs.StringVar(&cfg.trustedProxies, "trusted-proxies", "", "comma-separated networks (CIDR) of load balancers whose X-Forwarded-For names the client address")
 	fs.DurationVar(&cfg.helloTimeout, "hello-timeout", 10*time.Second, "how long a connection may take to send hello (else close 1008)")
+	fs.Var(apiKeysFlag{&cfg.apiKeys, &cfg.apiKeyErr}, "api-key", "a backend's key to the server API (/v1/), NAME:SECRET with a secret of 16+ characters; repeatable; PARLEY_API_KEYS adds more, comma-separated")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns one gateway node. Each flag may also be set as PARLEY_<FLAG> (e.g. PARLEY_REDIS, PARLEY_NODE_ID).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -157,6 +163,24 @@ func parseServe(args []string, stderr io.Writer) (cfg serveConfig, code int, ok 
 		}
 		cfg.proxies = append(cfg.proxies, pfx)
 	}
+	if cfg.apiKeyErr != nil {
+		fmt.Fprintf(stderr, "parley serve: --api-key: %v\n", cfg.apiKeyErr)
+		return cfg, 2, false
+	}
+	envKeys, err := gateway.ParseAPIKeys(os.Getenv("PARLEY_API_KEYS"))
+	if err != nil {
+		fmt.Fprintf(stderr, "parley serve: PARLEY_API_KEYS: %v\n", err)
+		return cfg, 2, false
+	}
+	cfg.apiKeys = append(cfg.apiKeys, envKeys...)
+	names := map[string]bool{}
+	for _, k := range cfg.apiKeys {
+		if names[k.Name] {
+			fmt.Fprintf(stderr, "parley serve: API key %q is given twice (--api-key, PARLEY_API_KEYS)\n", k.Name)
+			return cfg, 2, false
+		}
+		names[k.Name] = true
+	}
 	if !cfg.devAuth && cfg.jwtSecret == "" && cfg.jwtPublicKey == "" && cfg.jwksURL == "" {
 		fmt.Fprintln(stderr, "parley serve: set --jwt-secret (PARLEY_JWT_SECRET), --jwt-public-key or --jwks-url, or --dev-auth for development")
 		return cfg, 2, false
@@ -193,6 +217,7 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		TrustedProxies:   cfg.proxies,
 		HelloTimeout:     cfg.helloTimeout,
 		PrivateMetrics:   cfg.metricsAddr != "",
+		APIKeys:          cfg.apiKeys,
 	}
 	if cfg.jwtSecret != "" || cfg.jwtPublicKey != "" || cfg.jwksURL != "" {
 		v, err := auth.New(auth.Config{HMACSecret: []byte(cfg.jwtSecret), PublicKeyFile: cfg.jwtPublicKey, JWKSURL: cfg.jwksURL})
@@ -223,6 +248,11 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "parley serve: %v\n", err)
 		return 1
 	}
+	keyNames := make([]string, len(cfg.apiKeys))
+	for i, k := range cfg.apiKeys {
+		keyNames[i] = k.Name // never the secret
+	}
+	log.Info("server API keys", "names", keyNames)
 	if cfg.redisURL == "" {
 		log.Warn("no --redis given: using the embedded memory broker; this node is a cluster of one and history is lost on exit")
 	}
@@ -348,4 +378,36 @@ func pprofMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// apiKeysFlag is --api-key: each NAME:SECRET adds a key. Its text (in
+// --help) names the keys, never a secret, and Set keeps its error in err
+// rather than return it: the flag package would print the value with it.
+type apiKeysFlag struct {
+	keys *[]gateway.APIKey
+	err  *error
+}
+
+func (f apiKeysFlag) String() string {
+	if f.keys == nil {
+		return ""
+	}
+	names := make([]string, len(*f.keys))
+	for i, k := range *f.keys {
+		names[i] = k.Name
+	}
+	return strings.Join(names, ",")
+}
+
+// Set adds one key, or keeps the first error.
+func (f apiKeysFlag) Set(s string) error {
+	k, err := gateway.ParseAPIKey(s)
+	if err != nil {
+		if *f.err == nil {
+			*f.err = err
+		}
+		return nil
+	}
+	*f.keys = append(*f.keys, k)
+	return nil
 }

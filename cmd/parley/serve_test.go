@@ -183,3 +183,38 @@ func helloAlice(t *testing.T, ctx context.Context, addr string) (*websocket.Conn
 	}
 	return ws, string(b)
 }
+
+// TestAPIKeysAddUpAndStaySecret: --api-key (repeatable) and
+// PARLEY_API_KEYS add up; a bad key is refused without its secret.
+func TestAPIKeysAddUpAndStaySecret(t *testing.T) {
+	t.Setenv("PARLEY_API_KEYS", "b:bbbbbbbbbbbbbbbbbbbb, c:cccccccccccccccccccc")
+	var stderr strings.Builder
+	cfg, _, ok := parseServe([]string{"--dev-auth", "--api-key", "a:aaaaaaaaaaaaaaaaaaaa"}, &stderr)
+	if !ok {
+		t.Fatalf("refused: %s", stderr.String())
+	}
+	var got []string
+	for _, k := range cfg.apiKeys {
+		got = append(got, k.Name+"="+k.Secret)
+	}
+	if strings.Join(got, " ") != "a=aaaaaaaaaaaaaaaaaaaa b=bbbbbbbbbbbbbbbbbbbb c=cccccccccccccccccccc" {
+		t.Fatalf("keys = %v", got)
+	}
+	for _, bad := range [][]string{
+		{"--api-key", "d:short-secret"},
+		{"--api-key", "b:dddddddddddddddddddd"}, // b twice
+	} {
+		stderr.Reset()
+		if _, code, ok := parseServe(append([]string{"--dev-auth"}, bad...), &stderr); ok || code != 2 {
+			t.Fatalf("%v: accepted", bad)
+		}
+		if strings.Contains(stderr.String(), "short-secret") || strings.Contains(stderr.String(), "dddd") || stderr.Len() == 0 {
+			t.Fatalf("%v: stderr %q shows the secret (or nothing)", bad, stderr.String())
+		}
+	}
+	t.Setenv("PARLEY_API_KEYS", "e:env-short")
+	stderr.Reset()
+	if _, _, ok := parseServe([]string{"--dev-auth"}, &stderr); ok || strings.Contains(stderr.String(), "env-short") {
+		t.Fatalf("PARLEY_API_KEYS with a short secret: ok %v, stderr %q", ok, stderr.String())
+	}
+}

@@ -24,8 +24,11 @@
 //     calls made while reconnecting are queued and sent after the re-joins.
 //   - A connection that leaves a request unanswered for Config.AckTimeout is
 //     considered dead: it is dropped and the request is resent on a new one.
-//   - A close with code 1008 (policy: bad or expired token) or an
-//     unauthorized/forbidden error during hello on a reconnect is fatal: the
+//   - A close with code 1008 (policy: a bad or expired token, or the server
+//     API disconnected the user), on a live connection or during hello,
+//     or an unauthorized/forbidden error during hello on a reconnect, is
+//     fatal (except the close at the token's expiry when TokenSource is
+//     set: then the Client reconnects with a fresh token): the
 //     Client emits StateClosed with the reason, fails every pending call and
 //     stops. On Dial the same failure is returned as Dial's error.
 //

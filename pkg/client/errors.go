@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/coder/websocket"
 	"github.com/parley-chat/parley/pkg/protocol"
@@ -58,6 +59,20 @@ func connError(op string, err error) error {
 		return &closeError{op: op, ce: ce}
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// endsClient reports whether cause, why a live connection ended, must
+// stop the Client rather than make it reconnect: a close with 1008
+// (policy), such as the server API's disconnect of the user, which says
+// not to come back with the same credentials. The one exception is the
+// gateway's close at the token's expiry ("token expired") when
+// TokenSource can give a fresh token (refreshable).
+func endsClient(cause error, refreshable bool) bool {
+	var ce websocket.CloseError
+	if !errors.As(cause, &ce) || ce.Code != websocket.StatusPolicyViolation {
+		return false
+	}
+	return !(refreshable && strings.HasPrefix(ce.Reason, "token expired"))
 }
 
 // retryable reports whether an error code from the server means "try again

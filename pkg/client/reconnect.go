@@ -43,6 +43,9 @@ func (c *Client) loop(cn *conn, bo *backoff) error {
 		if c.ctx.Err() != nil {
 			return ErrClosed
 		}
+		if endsClient(cause, c.cfg.TokenSource != nil) {
+			return fmt.Errorf("%w: %w", ErrClosed, cause)
+		}
 		c.log.Warn("parley client: connection lost, reconnecting", "err", cause)
 		c.emitState(c.ctx.Done(), Event{State: StateReconnecting, Err: cause})
 		var err error

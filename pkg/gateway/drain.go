@@ -17,6 +17,32 @@ type client interface {
 	shutdown()
 	// kill ends the connection at once.
 	kill()
+	// expel ends the connection because the server API disconnected its
+	// user; the client must not reconnect with the same credentials: a
+	// WebSocket closes with 1008 and reason at once, dropping what is
+	// queued.
+	expel(reason string)
+}
+
+// expelLocal ends every connection of user on this gateway (client.expel)
+// and returns how many there were. The connections are collected under
+// g.mu and expelled outside it.
+func (g *Gateway) expelLocal(user, reason string) int {
+	g.mu.Lock()
+	var hit []client
+	for c := range g.conns {
+		if c.admitted().user == user {
+			hit = append(hit, c)
+		}
+	}
+	g.mu.Unlock()
+	for _, c := range hit {
+		c.expel(reason)
+	}
+	if len(hit) > 0 {
+		g.log.Info("connections expelled by the server API", "user", user, "connections", len(hit))
+	}
+	return len(hit)
 }
 
 // track counts c in as a connection of the gateway, which Drain and Close

@@ -115,6 +115,12 @@ func (g *Gateway) httpCaller(r *http.Request, keys, users bool) (caller, *opErro
 		if bearer == "" {
 			return caller{}, &opError{protocol.CodeUnauthorized, "an API key is required (Authorization: Bearer <key>)"}
 		}
+		// A user's valid token is forbidden here, anything else unknown.
+		ctx, cancel := g.authCtx(r.Context())
+		defer cancel()
+		if _, err := g.authenticate(ctx, bearer, ""); err == nil {
+			return caller{}, &opError{protocol.CodeForbidden, "this endpoint is for API keys, not users' tokens"}
+		}
 		return caller{}, &opError{protocol.CodeUnauthorized, "unknown API key"}
 	}
 	q := r.URL.Query()

@@ -17,11 +17,14 @@ import (
 // charged as one burst.
 const maxPending = 64
 
-// request is one client frame waiting to be handled.
+// request is one client frame waiting to be handled, or an internal
+// request (fn) that must run on the handler goroutine because it changes
+// what the handler owns (a session's members).
 type request struct {
 	data    []byte
 	typ     websocket.MessageType
 	arrived time.Time // when the reader took it off the socket
+	fn      func()    // an internal request: run instead of decoding data
 }
 
 // inbox is a connection's queue of client frames between the reader, which
@@ -31,6 +34,11 @@ type request struct {
 // idle connection has no handler goroutine. A request's RequestTimeout
 // counts from its arrival, so frames queued behind a stalled broker call
 // are answered (unavailable) rather than each waiting its full timeout.
+// Internal requests (post) run on the same goroutine, in order with the
+// client's frames.
+//
+// Lock order: inbox.mu takes no other lock; post takes it under
+// userTopic.mu.
 type inbox struct {
 	h interface{ handleRequest(request) } // runs on the handler goroutine
 
@@ -74,6 +82,27 @@ func (in *inbox) push(ctx context.Context, r request) (held time.Duration, ok bo
 		go in.run()
 	}
 	return held, true
+}
+
+// post queues fn to run on the handler goroutine, in order with the
+// client's frames, starting one if none runs. Unlike push it never
+// blocks, whatever the queue holds (internal requests are few: it may be
+// called under other locks, such as userTopic.mu), and it takes nothing
+// from the rate limit. It reports false when the inbox is closed: the
+// connection is ending, and its handler's state goes with it.
+func (in *inbox) post(fn func()) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.queue = append(in.queue, request{fn: fn, arrived: nowFunc()})
+	if !in.running {
+		in.running = true
+		in.wg.Add(1)
+		go in.run()
+	}
+	return true
 }
 
 // run is the handler goroutine: it handles queued requests in order until

@@ -54,6 +54,11 @@ func (s *plainSession) deliver(env broker.Envelope, catchUp bool) {
 	s.out.push([]byte(env.Body), classLive)
 }
 
+// userEvent implements userSubscriber: a plain-text connection holds its
+// user's topic only to hear a disconnect (which the hub handles); the
+// user's other events are not for it.
+func (s *plainSession) userEvent(string, []byte) {}
+
 func (s *plainSession) event(broker.Event, string)                  {}
 func (s *plainSession) epochReset(string, protocol.Position, int64) {}
 func (s *plainSession) resume(string, protocol.Position)            {}
@@ -105,6 +110,20 @@ func (c *wsConn) servePlain(target *url.URL, bearer string) {
 	// without it a new client's first messages would be taken for resends
 	// of an old one's within the idempotency window, and dropped.
 	s := &plainSession{p: principal{user: u, device: fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id), rooms: claims.Rooms}, out: &c.out}
+
+	// The user's topic, for a disconnect of the user from any gateway.
+	// A store that cannot be reached costs that, not the connection.
+	var ut *userTopic
+	c.offStack(func() {
+		ctx, cancel := context.WithTimeout(c.ctx, c.g.cfg.RequestTimeout)
+		ut, err = c.g.hub.holdUser(ctx, u, s)
+		cancel()
+	})
+	if err != nil {
+		c.g.log.Info("plain-text connection without its user's topic", "conn", c.id, "user", u, "err", err)
+	} else {
+		defer c.g.hub.releaseUser(u, ut, s)
+	}
 
 	var m *member
 	c.offStack(func() {

@@ -202,6 +202,12 @@ func (g *Gateway) present(ctx context.Context, p principal, room string, member 
 	if err := g.mayUse(ctx, p, room, member); err != nil {
 		return nil, 0, err
 	}
+	return g.presentNow(ctx, room)
+}
+
+// presentNow is present without the access checks: for callers that made
+// them, or that may read any room (a backend).
+func (g *Gateway) presentNow(ctx context.Context, room string) (*[]protocol.PresentUser, int64, error) {
 	users, total, gone, err := g.broker.Present(ctx, room, g.deadNodes(), g.cfg.PresenceDetail)
 	if err != nil {
 		return nil, 0, g.refusal(ctx, err)

@@ -81,8 +81,32 @@ func (g *Gateway) apiRoutes(mux *http.ServeMux) {
 	// The webhook outbox's dead letters (webhooks.go).
 	mux.HandleFunc("GET /v1/webhooks/dead", g.apiDeadLetters)
 	mux.HandleFunc("POST /v1/webhooks/dead/replay", g.apiReplayDead)
-	// Anything else under /v1/ is a JSON 404.
+	// Anything else under /v1/ is a JSON 404, or a 405 naming the methods
+	// the path takes.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeJSON(w, http.StatusMethodNotAllowed, apiError{Code: protocol.CodeBadRequest,
+				Message: fmt.Sprintf("%s %s: method not allowed (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+			return
+		}
 		writeError(w, &opError{protocol.CodeNotFound, "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
+}
+
+// allowedMethods lists the methods mux has an endpoint for at r's path
+// (besides its catch-all "/v1/").
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "/v1/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }

@@ -24,16 +24,25 @@ type session struct {
 	ctx context.Context // ends with the connection
 	p   principal
 	out *outbox
+	in  *inbox // its transport's: internal requests run on its handler goroutine
 
 	members map[string]*member // owned by the request handler: rooms joined
 	utopic  *userTopic         // the user's topic on this gateway, nil when it could not be subscribed
 
-	kmu   sync.Mutex // guards known: the handler and the user's events both change it
+	kmu   sync.Mutex // guards known, and cut's writes: the handler and the user's events both change them
 	known []string   // the user's rooms (memberships), sorted: welcome's list, kept by joins, leaves and the user's events (a slice: most users are in a few rooms, and an idle connection holds it)
 	typed time.Time  // when the last typing notice went out (owned by the request handler)
 	exp   *expiry    // the token's expiry; nil until a token with exp
 
 	welcomed atomic.Bool // welcome is queued: the user's events may follow it
+
+	// cut lists the rooms whose membership was ended (a private or direct
+	// room the server API removed the user from) while this session may
+	// still be joined to them: nothing of them goes out from the moment
+	// the user's event is heard (deliveries read it without a lock) until
+	// the handler goroutine has left them (dropRoom). Copy on write under
+	// kmu; nil when empty, as it nearly always is.
+	cut atomic.Pointer[[]string]
 }
 
 var _ subscriber = (*session)(nil)
@@ -350,6 +359,7 @@ func (s *session) userEvent(origin string, data []byte) {
 	var f struct {
 		Type  string `json:"type"`
 		Room  string `json:"room"`
+		Kind  string `json:"kind"`
 		State string `json:"state"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
@@ -357,8 +367,65 @@ func (s *session) userEvent(origin string, data []byte) {
 	}
 	if f.Type == protocol.TypeMembership {
 		s.setKnown(f.Room, f.State == "member")
+		switch {
+		case f.State == "member":
+			s.setCut(f.Room, false)
+		case f.Kind == string(broker.PrivateRoom) || f.Kind == string(broker.DirectRoom):
+			// Invariant 10: a user no longer a member of a private or
+			// direct room stops receiving it on every connection. The
+			// room is cut off at once; the handler goroutine, which owns
+			// members, leaves it (this runs under userTopic.mu, so it
+			// only queues).
+			// A closed inbox means the session is ending: it leaves
+			// every room as it ends, and the cut holds until then.
+			s.setCut(f.Room, true)
+			room := f.Room
+			s.in.post(func() { s.dropRoom(room) })
+		}
 	}
 	s.out.push(data, classLive)
+}
+
+// setCut adds room to the rooms cut off (on), or takes it out.
+func (s *session) setCut(room string, on bool) {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	var rooms []string
+	if old := s.cut.Load(); old != nil {
+		rooms = *old
+	}
+	has := slices.Contains(rooms, room)
+	switch {
+	case on && !has:
+		next := append(slices.Clip(rooms), room)
+		s.cut.Store(&next)
+	case !on && has:
+		next := slices.DeleteFunc(slices.Clone(rooms), func(r string) bool { return r == room })
+		if len(next) == 0 {
+			s.cut.Store(nil)
+		} else {
+			s.cut.Store(&next)
+		}
+	}
+}
+
+// isCut reports whether room is cut off (see cut). No lock: the hub calls
+// it under room.mu for every delivery.
+func (s *session) isCut(room string) bool {
+	c := s.cut.Load()
+	return c != nil && slices.Contains(*c, room)
+}
+
+// dropRoom runs on the handler goroutine (posted by userEvent): the
+// session leaves room, which its user is no longer a member of (its hub
+// membership and its presence end), unless the user became a member
+// again meanwhile; then the room is no longer cut off.
+func (s *session) dropRoom(room string) {
+	if !s.isCut(room) {
+		return // a member again: the join stays
+	}
+	s.leave(room)
+	s.setCut(room, false)
 }
 
 func (s *session) send(f *protocol.Frame, arrived time.Time) {
@@ -429,6 +496,9 @@ func (s *session) typing(f *protocol.Frame, arrived time.Time) {
 
 // joined implements subscriber: the joined answer, then the catch-up.
 func (s *session) joined(j joinOutcome) {
+	if s.isCut(j.room) {
+		return
+	}
 	jf := &protocol.Frame{Type: protocol.TypeJoined, Ref: j.ref, Room: j.room, Epoch: j.rng.Epoch, Seq: j.rng.Seq, First: j.rng.First}
 	if j.resumed {
 		jf.Recovered = protocol.Bool(j.recovered)
@@ -444,6 +514,9 @@ func (s *session) joined(j joinOutcome) {
 
 // deliver implements subscriber: the envelope is the message frame.
 func (s *session) deliver(env broker.Envelope, catchUp bool) {
+	if s.isCut(env.Room) {
+		return
+	}
 	if catchUp {
 		s.out.pushCatchUp(env.Raw)
 		return
@@ -454,7 +527,7 @@ func (s *session) deliver(env broker.Envelope, catchUp bool) {
 // event implements subscriber: the event's data is its frame. What a user
 // does (typing) is not shown back to that user's own connections.
 func (s *session) event(ev broker.Event, from string) {
-	if from != "" && from == s.p.user {
+	if (from != "" && from == s.p.user) || s.isCut(ev.Topic.Name) {
 		return
 	}
 	s.out.push(ev.Data, classEphemeral)
@@ -463,6 +536,9 @@ func (s *session) event(ev broker.Event, from string) {
 // epochReset implements subscriber: an unsolicited joined frame, with
 // recovered false, tells the client where the new epoch's stream starts.
 func (s *session) epochReset(room string, pos protocol.Position, first int64) {
+	if s.isCut(room) {
+		return
+	}
 	s.out.send(&protocol.Frame{Type: protocol.TypeJoined, Room: room, Epoch: pos.Epoch,
 		Seq: pos.Seq, First: first, Recovered: protocol.Bool(false)})
 }
@@ -470,6 +546,9 @@ func (s *session) epochReset(room string, pos protocol.Position, first int64) {
 // resume implements subscriber: close 1013, and the client resumes from
 // its last seq and is told what can be recovered.
 func (s *session) resume(room string, last protocol.Position) {
+	if s.isCut(room) {
+		return
+	}
 	s.out.close(protocol.CloseTryAgainLater, fmt.Sprintf("missed messages after seq %d; resume", last.Seq), false)
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -24,8 +25,9 @@ type userSubscriber interface {
 // userTopic is one user's topic on this gateway: the user's sessions here,
 // which subscribe it once between them.
 //
-// Lock order: userTopic.mu, then a session's outbox.mu (userEvent queues
-// under it); it is never held with hub.mu or room.mu.
+// Lock order: userTopic.mu, then a session's outbox.mu, kmu or inbox.mu
+// (userEvent queues under it, and posts a leave to the session's
+// handler); it is never held with hub.mu, room.mu or Gateway.mu.
 type userTopic struct {
 	subscription // counted by sessions; guarded by hub.mu
 
@@ -60,18 +62,24 @@ func (h *hub) releaseUser(user string, u *userTopic, s userSubscriber) {
 
 // userEvent gives an event of a user's topic to the user's sessions here.
 // Events are not repaired after a loss of the subscription: a device that
-// missed one reads the state again in its next welcome.
+// missed one reads the state again in its next welcome. A disconnect
+// (disconnectUser) is not for the sessions: it ends every connection of
+// the user here.
 func (h *hub) userEvent(ev broker.Event) {
-	h.mu.Lock()
-	u := h.users.entries[ev.Topic.Name]
-	h.mu.Unlock()
-	if u == nil {
-		return
-	}
 	// The gateways write a user's events as the origin connection, a
 	// newline, and the frame (tellUser).
 	origin, frame, ok := bytes.Cut(ev.Data, []byte{'\n'})
 	if !ok {
+		return
+	}
+	if reason, ok := disconnectReason(frame); ok {
+		h.g.expelLocal(ev.Topic.Name, reason)
+		return
+	}
+	h.mu.Lock()
+	u := h.users.entries[ev.Topic.Name]
+	h.mu.Unlock()
+	if u == nil {
 		return
 	}
 	u.mu.Lock()
@@ -93,4 +101,46 @@ func (g *Gateway) tellUser(ctx context.Context, p principal, f *protocol.Frame) 
 	if err != nil {
 		g.log.Info("a user's devices were not told", "type", f.Type, "room", f.Room, "err", fmt.Errorf("emit: %w", err))
 	}
+}
+
+// typeDisconnect is the type of the user event that ends every connection
+// of a user, on every gateway (the server API's disconnect). It is never
+// sent to a client.
+const typeDisconnect = "disconnect"
+
+// disconnectFrame is the frame of a disconnect event.
+type disconnectFrame struct {
+	Type   string `json:"type"`
+	Reason string `json:"reason"`
+}
+
+// disconnectReason reads a user event's frame: whether it is a
+// disconnect, and its reason. Other frames cost a byte search.
+func disconnectReason(frame []byte) (string, bool) {
+	if !bytes.Contains(frame, []byte(`"`+typeDisconnect+`"`)) {
+		return "", false
+	}
+	var f disconnectFrame
+	if err := json.Unmarshal(frame, &f); err != nil || f.Type != typeDisconnect {
+		return "", false
+	}
+	return f.Reason, true
+}
+
+// disconnectUser ends every connection of user, on every gateway, for
+// reason: this gateway's at once (their count is returned), the others'
+// when they hear the disconnect event on the user's topic, which every
+// connection of the user holds. A disconnected client must not reconnect
+// with the same credentials.
+func (g *Gateway) disconnectUser(ctx context.Context, user, reason string) (int, error) {
+	n := g.expelLocal(user, reason)
+	frame, err := json.Marshal(disconnectFrame{Type: typeDisconnect, Reason: reason})
+	if err != nil {
+		return n, fmt.Errorf("encode disconnect: %w", err)
+	}
+	data := append([]byte{'\n'}, frame...) // no origin connection
+	if err := g.broker.Emit(ctx, broker.Event{Topic: broker.User(user), Data: data}); err != nil {
+		return n, fmt.Errorf("emit disconnect: %w", err)
+	}
+	return n, nil
 }

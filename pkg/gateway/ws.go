@@ -197,6 +197,13 @@ func (c *wsConn) shutdown() {
 // kill implements client.
 func (c *wsConn) kill() { c.cancel() }
 
+// expel implements client: 1008 with reason at once; what is queued is
+// dropped, and nothing more the client sent is handled.
+func (c *wsConn) expel(reason string) {
+	c.in.stop()
+	c.out.close(protocol.ClosePolicy, reason, false)
+}
+
 // writeStuck runs when a write has been stuck for WriteTimeout: the socket
 // is closed, which fails the write.
 func (c *wsConn) writeStuck() {

@@ -80,6 +80,10 @@ func (c *wsConn) refuse(data []byte, typ websocket.MessageType, lim *bucket) {
 // inbox's handler goroutine.
 func (c *wsConn) handleRequest(r request) {
 	defer c.recoverRequest()
+	if r.fn != nil {
+		r.fn()
+		return
+	}
 	if f := c.decode(r.data, r.typ); f != nil {
 		c.sess.handle(f, r.arrived)
 	}
@@ -167,7 +171,7 @@ func (c *wsConn) helloFrame(data []byte, typ websocket.MessageType, bearer strin
 	if !c.admit(user, true, f.Ref) {
 		return nil, true
 	}
-	s = &session{g: c.g, ctx: c.ctx, out: &c.out,
+	s = &session{g: c.g, ctx: c.ctx, out: &c.out, in: &c.in,
 		p:       principal{user: user, device: f.Device, rooms: claims.Rooms, conn: c.g.nodeKey() + "/" + strconv.FormatUint(c.id, 10)},
 		members: make(map[string]*member)}
 	welcome := &protocol.Frame{Type: protocol.TypeWelcome, Ref: f.Ref, User: user, Name: claims.Name, Device: f.Device, Node: c.g.cfg.NodeID}
