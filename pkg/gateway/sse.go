@@ -191,6 +191,9 @@ func parseSSEID(id string, rooms []string, multi bool) (map[string]*protocol.Pos
 		return &opError{protocol.CodeBadRequest, fmt.Sprintf("invalid event id (Last-Event-ID or since) %q: %v", id, err)}
 	}
 	if !multi {
+		if strings.ContainsAny(id, ",=") {
+			return nil, bad(fmt.Errorf("a stream of one room has ids <epoch>:<seq>"))
+		}
 		p, err := protocol.ParsePosition(id)
 		if err != nil {
 			return nil, bad(err)
