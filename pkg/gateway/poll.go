@@ -19,7 +19,9 @@ import (
 // outlives its request, and any gateway serves the next one.
 //
 //	?after=<epoch>:<seq>  the messages after a position, oldest first; with
-//	                      wait, the answer waits for the first one
+//	                      wait, the answer waits for the first one. An
+//	                      empty after is the start of the room (the next
+//	                      of an empty room is "")
 //	?before=<seq>         a page of history before a seq, oldest first
 //	neither               the last limit messages; with wait ("tail"), the
 //	                      head is read and the poll behaves as after=head:
@@ -48,8 +50,10 @@ func parsePollQuery(q url.Values, maxWait time.Duration) (pollQuery, *opError) {
 		return pollQuery{}, &opError{protocol.CodeBadRequest, fmt.Sprintf(format, args...)}
 	}
 	pq := pollQuery{limit: defaultPollLimit}
-	if s := q.Get("after"); s != "" {
-		p, err := protocol.ParsePosition(s)
+	if q.Has("after") {
+		// An empty after is the zero position, the start of the room:
+		// the next of a poll of an empty room.
+		p, err := protocol.ParsePosition(q.Get("after"))
 		if err != nil {
 			return bad("after: %v", err)
 		}

@@ -297,3 +297,19 @@ func TestPollDrainAnswersAtOnce(t *testing.T) {
 		t.Error("the drained poll is not counted")
 	}
 }
+
+// The next of an empty room is "", and after= (empty) polls from the
+// room's start: nothing published between two polls is skipped.
+func TestPollEmptyRoomNext(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	n := c.gws[0]
+	p := poll(t, n, "r", "user=ann", "")
+	if p.Next != "" || len(p.Messages) != 0 {
+		t.Fatalf("empty room: %+v", p)
+	}
+	pub(t, n, "r", "m1")
+	pub(t, n, "r", "m2")
+	if p = poll(t, n, "r", "user=ann&wait=5s&after="+p.Next, ""); p.bodies() != "m1,m2" || p.Recovered == nil || !*p.Recovered {
+		t.Fatalf("after the empty room's next: %+v", p)
+	}
+}
