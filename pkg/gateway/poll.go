@@ -220,8 +220,18 @@ func answerOf(room string, head broker.Position, msgs []broker.Envelope) pollAns
 // messages published within wait. A caller that cannot wait (wait 0, or
 // the node drains) gets a plain read with the same recovered rule
 // (readSince).
+//
+// A poll with wait reads first, as one without: while messages flow each
+// poll finds some and answers from that read, with no subscription; only
+// one that finds none waits, through the hub's join.
 func (g *Gateway) pollAfter(ctx context.Context, c caller, room string, after protocol.Position, limit int, wait time.Duration) (pollAnswer, error) {
-	if wait > 0 {
+	rctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
+	rng, recovered, err := readSince(rctx, g.broker, room, after)
+	cancel()
+	if err != nil {
+		return pollAnswer{}, err
+	}
+	if wait > 0 && len(rng.Messages) == 0 && recovered {
 		pw := &pollWaiter{g: g, wake: make(chan struct{})}
 		if g.track(pw) {
 			defer g.untrack(pw)
@@ -229,12 +239,9 @@ func (g *Gateway) pollAfter(ctx context.Context, c caller, room string, after pr
 		}
 		// Draining: answer at once (never 503), so that clients keep
 		// polling during a rolling restart, through another gateway.
-	}
-	rctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
-	defer cancel()
-	rng, recovered, err := readSince(rctx, g.broker, room, after)
-	if err != nil {
-		return pollAnswer{}, err
+		g.metrics.polls.WithLabelValues("drain").Inc()
+	} else if wait > 0 {
+		g.metrics.polls.WithLabelValues("data").Inc()
 	}
 	return afterAnswer(room, rng.Position, rng.Messages, recovered, after, limit), nil
 }
