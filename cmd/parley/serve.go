@@ -59,6 +59,8 @@ type serveConfig struct {
 	presenceBeat    time.Duration // --presence-interval: how often the node beats (presence heartbeat); default 5s
 	presenceTTL     time.Duration // --presence-ttl: how long a beat lasts; a killed node's users are gone within it and a beat; default 20s
 	presenceDetail  int           // --presence-detail: rooms with more connections get presence counts only, no events; default 100
+	maxPollWait     time.Duration // --max-poll-wait: the longest wait a long-poll may ask for; default 55s
+	sseHeartbeat    time.Duration // --sse-heartbeat: how often an idle Server-Sent Events stream gets a comment; default 15s
 
 	// the server API
 	apiKeys   []gateway.APIKey // --api-key NAME:SECRET (repeatable), and PARLEY_API_KEYS (comma-separated): both add up; default none
@@ -104,6 +106,8 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.trustedProxies, "trusted-proxies", "", "comma-separated networks (CIDR) of load balancers whose X-Forwarded-For names the client address")
 	fs.DurationVar(&cfg.helloTimeout, "hello-timeout", 10*time.Second, "how long a connection may take to send hello (else close 1008)")
 	fs.Var(apiKeysFlag{&cfg.apiKeys, &cfg.apiKeyErr}, "api-key", "a backend's key to the server API (/v1/), NAME:SECRET with a secret of 16+ characters; repeatable; PARLEY_API_KEYS adds more, comma-separated")
+	fs.DurationVar(&cfg.maxPollWait, "max-poll-wait", 55*time.Second, "the longest wait a long-poll may ask for (a longer one is cut to it); keep it under the load balancer's timeouts")
+	fs.DurationVar(&cfg.sseHeartbeat, "sse-heartbeat", 15*time.Second, "how often an idle Server-Sent Events stream gets a heartbeat comment; keep it under the load balancer's timeouts")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns one gateway node. Each flag may also be set as PARLEY_<FLAG> (e.g. PARLEY_REDIS, PARLEY_NODE_ID).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -144,6 +148,8 @@ func parseServe(args []string, stderr io.Writer) (cfg serveConfig, code int, ok 
 		{"--outbound-queue", "positive", cfg.outboundQueue <= 0},
 		{"--outbound-bytes", "positive", cfg.outboundBytes <= 0},
 		{"--hello-timeout", "positive", cfg.helloTimeout <= 0},
+		{"--max-poll-wait", "positive", cfg.maxPollWait <= 0},
+		{"--sse-heartbeat", "positive", cfg.sseHeartbeat <= 0},
 		{"--max-conns-per-user", "positive, or -1 for no limit", cfg.maxConnsPerUser == 0 || cfg.maxConnsPerUser < -1},
 		{"--max-conns-per-ip", "0 (no limit) or more", cfg.maxConnsPerIP < 0},
 	} {
@@ -216,6 +222,8 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		MaxConnsPerIP:    cfg.maxConnsPerIP,
 		TrustedProxies:   cfg.proxies,
 		HelloTimeout:     cfg.helloTimeout,
+		MaxPollWait:      cfg.maxPollWait,
+		SSEHeartbeat:     cfg.sseHeartbeat,
 		PrivateMetrics:   cfg.metricsAddr != "",
 		APIKeys:          cfg.apiKeys,
 	}

@@ -30,6 +30,9 @@ var ErrDraining = errors.New("gateway draining")
 //	/healthz/deep  the broker's health from the last background check, as JSON:
 //	               200 when it passed and the node is not draining, else 503
 //	/metrics       Prometheus metrics (unless Config.PrivateMetrics)
+//	/v1/...        the HTTP API (routes.go): history and long-poll
+//	               (/v1/rooms/{room}/messages), Server-Sent Events
+//	               (/v1/rooms/{room}/events, /v1/events), the server API
 //	/              the browser client (Config.Web) and its assets (/app.js, ...)
 type Gateway struct {
 	cfg       Config

@@ -25,6 +25,9 @@ type metrics struct {
 	draining         prometheus.Gauge
 	refused          *prometheus.CounterVec
 	errors           *prometheus.CounterVec
+	sseStreams       prometheus.Gauge       // open Server-Sent Events streams (sse.go), also counted in connections
+	pollsWaiting     prometheus.Gauge       // long-polls waiting for a message (poll.go)
+	polls            *prometheus.CounterVec // long-polls with a wait answered, by result: data, timeout, drain
 	gatherer         prometheus.Gatherer
 }
 
@@ -33,7 +36,7 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 	m := &metrics{
 		gatherer: gat,
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_connections",
-			Help: "Open WebSocket connections.", ConstLabels: labels}),
+			Help: "Open client connections: WebSockets, Server-Sent Events streams and waiting long-polls.", ConstLabels: labels}),
 		rooms: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_rooms",
 			Help: "Rooms with at least one local member (each is one Redis subscription).", ConstLabels: labels}),
 		framesIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_frames_in_total",
@@ -61,9 +64,16 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Help: "Connections refused by a limit, by reason.", ConstLabels: labels}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_errors_total",
 			Help: "Error frames sent, by code.", ConstLabels: labels}, []string{"code"}),
+		sseStreams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_sse_streams",
+			Help: "Open Server-Sent Events streams (also counted in parley_connections).", ConstLabels: labels}),
+		pollsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_polls_waiting",
+			Help: "Long-polls waiting for a message now.", ConstLabels: labels}),
+		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_polls_total",
+			Help: "Long-polls with a wait answered, by result: data (messages came), timeout (none came), drain (answered early: the node drains or the caller was disconnected).", ConstLabels: labels}, []string{"result"}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
-		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors} {
+		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors,
+		m.sseStreams, m.pollsWaiting, m.polls} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

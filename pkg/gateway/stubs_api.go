@@ -8,7 +8,5 @@ func notYet(w http.ResponseWriter, r *http.Request) {
 	writeError(w, &opError{"internal", "not implemented yet"})
 }
 
-func (g *Gateway) serveMessages(w http.ResponseWriter, r *http.Request)  { notYet(w, r) }
-func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request)       { notYet(w, r) }
 func (g *Gateway) apiDeadLetters(w http.ResponseWriter, r *http.Request) { notYet(w, r) }
 func (g *Gateway) apiReplayDead(w http.ResponseWriter, r *http.Request)  { notYet(w, r) }
