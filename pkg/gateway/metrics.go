@@ -25,6 +25,12 @@ type metrics struct {
 	draining         prometheus.Gauge
 	refused          *prometheus.CounterVec
 	errors           *prometheus.CounterVec
+	webhookSent      *prometheus.CounterVec
+	webhookFailures  prometheus.Counter
+	webhookRetries   prometheus.Counter
+	webhookDead      prometheus.Counter
+	webhookDropped   prometheus.Counter
+	webhookSeconds   prometheus.Histogram
 	gatherer         prometheus.Gatherer
 }
 
@@ -61,9 +67,23 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Help: "Connections refused by a limit, by reason.", ConstLabels: labels}, []string{"reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_errors_total",
 			Help: "Error frames sent, by code.", ConstLabels: labels}, []string{"code"}),
+		webhookSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_webhook_sent_total",
+			Help: "Webhooks delivered (answered 2xx), by event type.", ConstLabels: labels}, []string{"type"}),
+		webhookFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_failures_total",
+			Help: "Webhook attempts that failed (an error or an answer other than 2xx).", ConstLabels: labels}),
+		webhookRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_retries_total",
+			Help: "Failed webhooks scheduled for another attempt.", ConstLabels: labels}),
+		webhookDead: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_dead_total",
+			Help: "Webhooks that failed their last attempt and became dead letters.", ConstLabels: labels}),
+		webhookDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_dropped_total",
+			Help: "Webhook notices lost before the outbox: the notifier's queue was full, or the outbox unreachable.", ConstLabels: labels}),
+		webhookSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_webhook_delivery_seconds",
+			Help: "Time from an event's enqueueing to its delivery.", ConstLabels: labels,
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900}}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
-		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors} {
+		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors,
+		m.webhookSent, m.webhookFailures, m.webhookRetries, m.webhookDead, m.webhookDropped, m.webhookSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

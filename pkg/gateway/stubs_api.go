@@ -18,5 +18,3 @@ func (g *Gateway) apiUserRooms(w http.ResponseWriter, r *http.Request)    { notY
 func (g *Gateway) apiDisconnect(w http.ResponseWriter, r *http.Request)   { notYet(w, r) }
 func (g *Gateway) serveMessages(w http.ResponseWriter, r *http.Request)   { notYet(w, r) }
 func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request)        { notYet(w, r) }
-func (g *Gateway) apiDeadLetters(w http.ResponseWriter, r *http.Request)  { notYet(w, r) }
-func (g *Gateway) apiReplayDead(w http.ResponseWriter, r *http.Request)   { notYet(w, r) }
