@@ -20,6 +20,7 @@ import (
 	"github.com/parley-chat/parley/pkg/broker/memory"
 	"github.com/parley-chat/parley/pkg/broker/redis"
 	"github.com/parley-chat/parley/pkg/gateway"
+	"github.com/parley-chat/parley/pkg/webhook"
 )
 
 // serveConfig is what `parley serve` runs with: its flags (defaults as
@@ -66,9 +67,19 @@ type serveConfig struct {
 	apiKeys   []gateway.APIKey // --api-key NAME:SECRET (repeatable), and PARLEY_API_KEYS (comma-separated): both add up; default none
 	apiKeyErr error            // the first bad --api-key, reported by parseServe (the flag package would echo the secret)
 
+	// webhooks (docs/webhooks.md)
+	webhookURL       string        // --webhook-url: where events are POSTed; default "": no webhooks
+	webhookSecret    string        // --webhook-secret: whsec_<base64> signing secret; required with --webhook-url; never logged
+	webhookEvents    string        // --webhook-events: comma-separated event types; default "message.offline"
+	webhookAttempts  int           // --webhook-attempts: attempts before a dead letter; default 8
+	webhookRetryBase time.Duration // --webhook-retry-base: first backoff ceiling; default 1s
+	webhookRetryMax  time.Duration // --webhook-retry-max: largest backoff ceiling; default 5m
+	webhookClaimIdle time.Duration // --webhook-claim-idle: how long an event taken by a gateway waits before another takes it over; default 60s
+
 	// derived by parseServe
-	level   slog.Level     // from --log-level
-	proxies []netip.Prefix // from --trusted-proxies
+	level      slog.Level     // from --log-level
+	proxies    []netip.Prefix // from --trusted-proxies
+	hookEvents []string       // from --webhook-events
 }
 
 func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
@@ -108,6 +119,13 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs.Var(apiKeysFlag{&cfg.apiKeys, &cfg.apiKeyErr}, "api-key", "a backend's key to the server API (/v1/), NAME:SECRET with a secret of 16+ characters; repeatable; PARLEY_API_KEYS adds more, comma-separated")
 	fs.DurationVar(&cfg.maxPollWait, "max-poll-wait", 55*time.Second, "the longest wait a long-poll may ask for (a longer one is cut to it); keep it under the load balancer's timeouts")
 	fs.DurationVar(&cfg.sseHeartbeat, "sse-heartbeat", 15*time.Second, "how often an idle Server-Sent Events stream gets a heartbeat comment; keep it under the load balancer's timeouts")
+	fs.StringVar(&cfg.webhookURL, "webhook-url", "", "URL that receives webhooks (POST, signed the Standard Webhooks way); empty: no webhooks")
+	fs.StringVar(&cfg.webhookSecret, "webhook-secret", "", "secret that signs webhooks: whsec_<base64 of at least 16 bytes>; required with --webhook-url")
+	fs.StringVar(&cfg.webhookEvents, "webhook-events", gateway.EventMessageOffline, "comma-separated webhook events: message.offline, message.posted, member.added, member.removed")
+	fs.IntVar(&cfg.webhookAttempts, "webhook-attempts", 8, "attempts of a webhook before it becomes a dead letter")
+	fs.DurationVar(&cfg.webhookRetryBase, "webhook-retry-base", time.Second, "backoff after a webhook's first failure (up to it, at random; doubling after each failure)")
+	fs.DurationVar(&cfg.webhookRetryMax, "webhook-retry-max", 5*time.Minute, "largest backoff between two attempts of a webhook")
+	fs.DurationVar(&cfg.webhookClaimIdle, "webhook-claim-idle", 60*time.Second, "how long a webhook taken by a gateway may stay unsettled before another gateway takes it over (keep it over 10s, a POST's timeout)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns one gateway node. Each flag may also be set as PARLEY_<FLAG> (e.g. PARLEY_REDIS, PARLEY_NODE_ID).\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -187,6 +205,23 @@ func parseServe(args []string, stderr io.Writer) (cfg serveConfig, code int, ok 
 		}
 		names[k.Name] = true
 	}
+	if cfg.webhookURL != "" {
+		if _, err := webhook.ParseSecret(cfg.webhookSecret); err != nil {
+			// The secret itself is never echoed.
+			fmt.Fprintf(stderr, "parley serve: --webhook-secret: %v\n", err)
+			return cfg, 2, false
+		}
+		events, err := gateway.ParseWebhookEvents(cfg.webhookEvents)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley serve: --webhook-events: %v\n", err)
+			return cfg, 2, false
+		}
+		if cfg.webhookAttempts <= 0 || cfg.webhookRetryBase <= 0 || cfg.webhookRetryMax <= 0 || cfg.webhookClaimIdle <= 0 {
+			fmt.Fprintln(stderr, "parley serve: --webhook-attempts, --webhook-retry-base, --webhook-retry-max and --webhook-claim-idle must be positive")
+			return cfg, 2, false
+		}
+		cfg.hookEvents = events
+	}
 	if !cfg.devAuth && cfg.jwtSecret == "" && cfg.jwtPublicKey == "" && cfg.jwksURL == "" {
 		fmt.Fprintln(stderr, "parley serve: set --jwt-secret (PARLEY_JWT_SECRET), --jwt-public-key or --jwks-url, or --dev-auth for development")
 		return cfg, 2, false
@@ -226,6 +261,10 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		SSEHeartbeat:     cfg.sseHeartbeat,
 		PrivateMetrics:   cfg.metricsAddr != "",
 		APIKeys:          cfg.apiKeys,
+	}
+	if cfg.webhookURL != "" {
+		gcfg.Webhooks = &gateway.WebhookConfig{URL: cfg.webhookURL, Secret: cfg.webhookSecret, Events: cfg.hookEvents,
+			Attempts: cfg.webhookAttempts, RetryBase: cfg.webhookRetryBase, RetryMax: cfg.webhookRetryMax, ClaimIdle: cfg.webhookClaimIdle}
 	}
 	if cfg.jwtSecret != "" || cfg.jwtPublicKey != "" || cfg.jwksURL != "" {
 		v, err := auth.New(auth.Config{HMACSecret: []byte(cfg.jwtSecret), PublicKeyFile: cfg.jwtPublicKey, JWKSURL: cfg.jwksURL})

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -216,5 +217,34 @@ func TestAPIKeysAddUpAndStaySecret(t *testing.T) {
 	stderr.Reset()
 	if _, _, ok := parseServe([]string{"--dev-auth"}, &stderr); ok || strings.Contains(stderr.String(), "env-short") {
 		t.Fatalf("PARLEY_API_KEYS with a short secret: ok %v, stderr %q", ok, stderr.String())
+	}
+}
+
+// Bad webhook flags stop serve with exit 2 and one line that never shows
+// the secret.
+func TestServeWebhookFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--webhook-secret", "whsec_c2hvcnQ="}, "--webhook-secret"},
+		{[]string{"--webhook-secret", "nope-TOPSECRET"}, "--webhook-secret"},
+		{[]string{"--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "--webhook-events", "message.offline,bogus"}, "--webhook-events"},
+		{[]string{"--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "--webhook-attempts", "0"}, "--webhook-attempts"},
+	} {
+		var stderr strings.Builder
+		args := append([]string{"--dev-auth", "--webhook-url", "http://127.0.0.1:9/hooks"}, c.args...)
+		_, code, ok := parseServe(args, &stderr)
+		if ok || code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: ok %v, exit %d, %q; want exit 2 naming %s", c.args, ok, code, stderr.String(), c.want)
+		}
+		if strings.Contains(stderr.String(), "TOPSECRET") || strings.Contains(stderr.String(), "MfKQ9r8") {
+			t.Errorf("%v: the secret is shown: %q", c.args, stderr.String())
+		}
+	}
+	cfg, _, ok := parseServe([]string{"--dev-auth", "--webhook-url", "http://127.0.0.1:9/hooks",
+		"--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "--webhook-events", "member.added, message.posted"}, io.Discard)
+	if !ok || !slices.Equal(cfg.hookEvents, []string{"member.added", "message.posted"}) {
+		t.Fatalf("ok %v, events %v", ok, cfg.hookEvents)
 	}
 }

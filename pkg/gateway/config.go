@@ -158,6 +158,11 @@ type Config struct {
 	// MaxPollWait is the longest wait a long-poll may ask for; a longer
 	// one waits this long. Default 55s (under the usual 60s proxy timeouts).
 	MaxPollWait time.Duration
+	// Webhooks sends events (a message for an offline user, memberships)
+	// to a URL through the broker's outbox (broker.Outbox): see
+	// WebhookConfig and docs/webhooks.md. Default nil: none (nor an empty
+	// URL).
+	Webhooks *WebhookConfig
 }
 
 func (c *Config) setDefaults() {

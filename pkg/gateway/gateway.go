@@ -45,6 +45,7 @@ type Gateway struct {
 	presence  presenceState              // what the beat loop knows of other nodes (presence.go)
 	chores    chan func(context.Context) // store writes that need not be waited for (chores.go)
 	apiLimits apiLimits                  // HTTP callers' rate limits (httpapi.go)
+	hooks     *hooks                     // webhooks (webhooks.go, notify.go); nil: off
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -54,7 +55,7 @@ type Gateway struct {
 	boot     string // random per process: keeps plain-text ids and guest names unique across restarts and nodes
 
 	health atomic.Pointer[brokerHealth] // the last background check of the broker
-	bg     sync.WaitGroup               // the health prober
+	bg     sync.WaitGroup               // the health prober, the beat loop, the chores, the webhooks' goroutines
 
 	mu    sync.Mutex
 	conns map[client]struct{}
@@ -101,6 +102,11 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: broker: %w", err)
 	}
 	g.broker = b
+	if err := g.startWebhooks(); err != nil {
+		cancel()
+		_ = b.Close()
+		return nil, err
+	}
 	g.health.Store(&brokerHealth{err: errors.New("not checked yet")})
 	g.chores = make(chan func(context.Context), choreQueue)
 	g.bg.Add(3)

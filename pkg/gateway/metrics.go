@@ -28,6 +28,12 @@ type metrics struct {
 	sseStreams       prometheus.Gauge       // open Server-Sent Events streams (sse.go), also counted in connections
 	pollsWaiting     prometheus.Gauge       // long-polls waiting for a message (poll.go)
 	polls            *prometheus.CounterVec // long-polls with a wait answered, by result: data, timeout, drain
+	webhookSent      *prometheus.CounterVec
+	webhookFailures  prometheus.Counter
+	webhookRetries   prometheus.Counter
+	webhookDead      prometheus.Counter
+	webhookDropped   prometheus.Counter
+	webhookSeconds   prometheus.Histogram
 	gatherer         prometheus.Gatherer
 }
 
@@ -70,10 +76,24 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Help: "Long-polls waiting for a message now.", ConstLabels: labels}),
 		polls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_polls_total",
 			Help: "Long-polls with a wait answered, by result: data (messages came), timeout (none came), drain (answered early: the node drains or the caller was disconnected).", ConstLabels: labels}, []string{"result"}),
+		webhookSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_webhook_sent_total",
+			Help: "Webhooks delivered (answered 2xx), by event type.", ConstLabels: labels}, []string{"type"}),
+		webhookFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_failures_total",
+			Help: "Webhook attempts that failed (an error or an answer other than 2xx).", ConstLabels: labels}),
+		webhookRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_retries_total",
+			Help: "Failed webhooks scheduled for another attempt.", ConstLabels: labels}),
+		webhookDead: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_dead_total",
+			Help: "Webhooks that failed their last attempt and became dead letters.", ConstLabels: labels}),
+		webhookDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_webhook_dropped_total",
+			Help: "Webhook notices lost before the outbox: the notifier's queue was full, or the outbox unreachable.", ConstLabels: labels}),
+		webhookSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_webhook_delivery_seconds",
+			Help: "Time from an event's enqueueing to its delivery.", ConstLabels: labels,
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900}}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
 		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors,
-		m.sseStreams, m.pollsWaiting, m.polls} {
+		m.sseStreams, m.pollsWaiting, m.polls,
+		m.webhookSent, m.webhookFailures, m.webhookRetries, m.webhookDead, m.webhookDropped, m.webhookSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

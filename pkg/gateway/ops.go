@@ -387,6 +387,9 @@ func (g *Gateway) publish(ctx context.Context, p principal, room, id, body strin
 		return ack, g.refusal(ctx, err)
 	}
 	g.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	if !ack.Duplicate {
+		g.noticeMessage(p, room, ack, body)
+	}
 	return ack, nil
 }
 

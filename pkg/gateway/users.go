@@ -92,7 +92,11 @@ func (h *hub) userEvent(ev broker.Event) {
 // tellUser sends f to every device of p's user, on every gateway, as an
 // event of the user's topic. Best effort, as every event: a device that
 // misses it reads the state in its next welcome.
+//
+// Every membership made or ended goes through here: it is also where the
+// member.added and member.removed webhooks start (notify.go).
 func (g *Gateway) tellUser(ctx context.Context, p principal, f *protocol.Frame) {
+	g.noticeMembership(p.user, f)
 	frame, err := protocol.Encode(f)
 	if err == nil {
 		data := append(append([]byte(p.conn), '\n'), frame...)

@@ -62,6 +62,10 @@ type Broker struct {
 	wake  chan struct{}
 	done  chan struct{}
 	wg    sync.WaitGroup
+
+	// The outbox (outbox.go), made on first use.
+	outboxOnce sync.Once
+	ob         *outbox
 }
 
 var _ broker.Broker = (*Broker)(nil)

@@ -22,3 +22,11 @@ func TestConformance(t *testing.T) {
 		b.(*memory.Broker).Reset()
 	})
 }
+
+func TestOutboxConformance(t *testing.T) {
+	brokertest.RunOutbox(t, func(t *testing.T) broker.Outbox {
+		b := memory.New(memory.Config{})
+		t.Cleanup(func() { b.Close() })
+		return b
+	})
+}

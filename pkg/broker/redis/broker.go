@@ -58,7 +58,8 @@ type Broker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	healthy atomic.Bool // pub/sub connection is up
+	healthy   atomic.Bool // pub/sub connection is up
+	groupMade atomic.Bool // the outbox's consumer group exists (outbox.go)
 
 	pubq      chan *publishReq // publishes waiting for a pipeliner
 	slots     chan struct{}    // one token per pipeline in flight

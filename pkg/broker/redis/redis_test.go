@@ -454,3 +454,12 @@ func TestChannelsAndPayloads(t *testing.T) {
 		"Deliver room:x raw",
 		`Event room:x "sentinel"`)
 }
+
+func TestOutboxConformance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	brokertest.RunOutbox(t, func(t *testing.T) broker.Outbox {
+		b := newBroker(t, srv, nil, 0)
+		t.Cleanup(func() { b.Close() })
+		return b
+	})
+}
