@@ -139,7 +139,7 @@ func TestDefaultsAreAsDocumented(t *testing.T) {
 		drainTimeout: 20 * time.Second, drainSpread: 3 * time.Second, maxFrame: 64 << 10, maxBody: 4 << 10,
 		rateLimit: 20, rateBurst: 40, outboundQueue: 4096, outboundBytes: 2 << 20, maxConnsPerUser: 100,
 		helloTimeout: 10 * time.Second, typingInterval: 2 * time.Second, maxRoomsPerUser: 1000, maxRoomMembers: 1000,
-		presenceBeat: 5 * time.Second, presenceTTL: 20 * time.Second, presenceDetail: 100, level: slog.LevelInfo,
+		presenceBeat: 5 * time.Second, presenceTTL: 20 * time.Second, presenceDetail: 100, maxPollWait: 55 * time.Second, sseHeartbeat: 15 * time.Second, level: slog.LevelInfo,
 		webhookEvents: "message.offline", webhookAttempts: 8, webhookRetryBase: time.Second, webhookRetryMax: 5 * time.Minute,
 		webhookClaimIdle: 60 * time.Second}, ok, stderr.String())
 
