@@ -63,7 +63,7 @@ final class ChatController
             file_put_contents($this->noticesFile, json_encode([
                 'to' => $d['user'],
                 'title' => $d['from'] . ' in ' . $d['room'],
-                'text' => mb_substr($d['body'], 0, 80),
+                'text' => self::preview($d['body']),
                 'webhook_id' => $id,
             ]) . "\n", FILE_APPEND | LOCK_EX);
         }
@@ -72,5 +72,11 @@ final class ChatController
         flock($fh, LOCK_UN);
         fclose($fh);
         return [200, ['ok' => true]];
+    }
+
+    /** The first 80 characters of a message (UTF-8, without mbstring). */
+    private static function preview(string $body): string
+    {
+        return preg_match('/^.{0,80}/us', $body, $m) ? $m[0] : '';
     }
 }

@@ -132,7 +132,13 @@ func (g *Gateway) httpCaller(r *http.Request, keys, users bool) (caller, *opErro
 	defer cancel()
 	claims, err := g.authenticate(ctx, token, q.Get("user"))
 	if err != nil {
-		return caller{}, &opError{protocol.CodeUnauthorized, err.Error()}
+		msg := err.Error()
+		if keys && bearer != "" {
+			// A backend with a wrong key must not be sent looking for a
+			// token problem.
+			msg = "not a known API key, nor a valid token (" + msg + ")"
+		}
+		return caller{}, &opError{protocol.CodeUnauthorized, msg}
 	}
 	return caller{p: principal{user: claims.User, rooms: claims.Rooms}, exp: claims.Expires}, nil
 }
