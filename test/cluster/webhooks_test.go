@@ -16,7 +16,6 @@ import (
 
 	"github.com/parley-chat/parley/internal/proctest"
 	"github.com/parley-chat/parley/internal/redistest"
-	"github.com/parley-chat/parley/pkg/broker/redis"
 	"github.com/parley-chat/parley/pkg/protocol"
 	"github.com/parley-chat/parley/pkg/webhook"
 )
@@ -172,7 +171,7 @@ func TestWebhooksCluster(t *testing.T) {
 			"--rate-limit", "1000", "--rate-burst", "2000",
 			"--webhook-url", srv.URL + "/hooks", "--webhook-secret", hookSecret,
 			"--webhook-attempts", fmt.Sprint(hookAttempts), "--webhook-retry-base", "50ms", "--webhook-retry-max", "400ms",
-			"--webhook-claim-idle", "3s",
+			"--webhook-claim-idle", "3s", "--api-key", "ops:" + hookAPISecret,
 		}})
 	}
 	for _, g := range gws {
@@ -233,22 +232,17 @@ func TestWebhooksCluster(t *testing.T) {
 	doomedIDs := dmAll(t, ctx, alice, doomed)
 	fineIDs := dmAll(t, ctx, alice, fine)
 	recv.waitFor("the healthy users' events delivered", 30*time.Second, func() bool { return recv.deliveredLocked(fineIDs) == hookK })
-	ob, err := redis.New(redis.Config{URL: rs.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ob.Close()
+	// The dead letters and their replay, through a live gateway's server
+	// API.
+	api := "http://" + gws["gw-1"].Addr
 	var deadIDs []string
 	recv.waitFor("the dead letters", 30*time.Second, func() bool {
-		ds, err := ob.DeadLetters(ctx, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ds := deadLetters(t, ctx, api)
 		deadIDs = deadIDs[:0]
 		for _, d := range ds {
-			deadIDs = append(deadIDs, d.Key)
+			deadIDs = append(deadIDs, d.ID)
 			if d.Attempts != hookAttempts || !strings.Contains(d.LastError, "500") {
-				t.Fatalf("dead letter %s: %d attempts, last error %q", d.Key, d.Attempts, d.LastError)
+				t.Fatalf("dead letter %s: %d attempts, last error %q", d.ID, d.Attempts, d.LastError)
 			}
 		}
 		return len(ds) >= hookK
@@ -263,13 +257,15 @@ func TestWebhooksCluster(t *testing.T) {
 	recv.mu.Lock()
 	clear(recv.failFor)
 	recv.mu.Unlock()
-	n, err := ob.Replay(ctx, nil)
-	if err != nil || n != hookK {
-		t.Fatalf("replay = %d, %v; want %d", n, err, hookK)
+	var replayed struct{ Replayed int }
+	hookAPI(t, ctx, "POST", api+"/v1/webhooks/dead/replay", `{}`, &replayed)
+	n := replayed.Replayed
+	if n != hookK {
+		t.Fatalf("replayed %d, want %d", n, hookK)
 	}
 	recv.waitFor("the replayed events delivered", 30*time.Second, func() bool { return recv.deliveredLocked(doomedIDs) == hookK })
-	if ds, err := ob.DeadLetters(ctx, 100); err != nil || len(ds) != 0 {
-		t.Fatalf("dead letters after the replay: %d, %v", len(ds), err)
+	if ds := deadLetters(t, ctx, api); len(ds) != 0 {
+		t.Fatalf("dead letters after the replay: %d", len(ds))
 	}
 	recv.mu.Lock()
 	dups = 0
@@ -279,4 +275,48 @@ func TestWebhooksCluster(t *testing.T) {
 	recv.mu.Unlock()
 	t.Logf("phase 2: %d dead letters after %d attempts each, exactly the failing users'; replayed %d, all delivered; %d duplicate deliveries in all",
 		len(deadIDs), hookAttempts, n, dups)
+}
+
+// hookAPISecret is the test's API key, for the dead letters.
+const hookAPISecret = "ops-secret-0123456789"
+
+// deadLetter is one entry of GET /v1/webhooks/dead.
+type deadLetter struct {
+	ID        string `json:"id"`
+	Attempts  int    `json:"attempts"`
+	LastError string `json:"last_error"`
+}
+
+// deadLetters lists the outbox's dead letters through the server API.
+func deadLetters(t *testing.T, ctx context.Context, api string) []deadLetter {
+	t.Helper()
+	var out struct{ Dead []deadLetter }
+	hookAPI(t, ctx, "GET", api+"/v1/webhooks/dead?limit=100", "", &out)
+	return out.Dead
+}
+
+// hookAPI makes a server API call with the test's key and decodes its 200
+// answer into v.
+func hookAPI(t *testing.T, ctx context.Context, method, url, body string, v any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+hookAPISecret)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s %s: %s: %v", method, url, b, err)
+	}
 }
