@@ -119,7 +119,7 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if g.draining.Load() {
-		writeError(w, &opError{protocol.CodeUnavailable, "gateway draining: connect to another node"})
+		sseRetryLater(w, protocol.CloseServiceRestart, "gateway draining: reconnect and resume")
 		return
 	}
 
@@ -137,18 +137,39 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}
 	if oe := s.enter(); oe != nil {
 		s.unadmit()
+		if oe.code == protocol.CodeUnavailable {
+			sseRetryLater(w, protocol.CloseTryAgainLater, oe.msg)
+			return
+		}
 		writeError(w, oe)
 		return
 	}
 	if !g.track(s) {
 		s.unadmit()
-		writeError(w, &opError{protocol.CodeUnavailable, "gateway draining: connect to another node"})
+		sseRetryLater(w, protocol.CloseServiceRestart, "gateway draining: reconnect and resume")
 		return
 	}
 	defer g.untrack(s)
 	g.metrics.sseStreams.Inc()
 	defer g.metrics.sseStreams.Dec()
 	s.serve(since, c.exp)
+}
+
+// sseRetryLater answers a stream that cannot start now but would on a
+// retry (the node drains, the store is unreachable) with a stream that
+// closes at once: a browser's EventSource gives up for good on an HTTP
+// error, but reconnects after a close event, with the same Last-Event-ID,
+// through the load balancer to another node.
+func sseRetryLater(w http.ResponseWriter, code int, why string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	data, _ := json.Marshal(struct {
+		Code   int    `json:"code"`
+		Reason string `json:"reason"`
+	}{code, why})
+	_, _ = w.Write(append([]byte(sseRetry), sseEvent("", false, "close", data)...))
 }
 
 // sseRooms reads the rooms a request asks for, sorted and without

@@ -269,6 +269,17 @@ func TestSSEResumeOnAnotherGateway(t *testing.T) {
 	if err := <-drained; err != nil {
 		t.Fatal(err)
 	}
+	// A stream opened on the drained node is not refused with an HTTP
+	// error, which a browser's EventSource never retries: it closes at
+	// once with 1012, and the browser reconnects.
+	rd, status, body := openSSE(t, c.gws[0], "/v1/rooms/r/events?user=ann", sseOptions{lastID: r.lastID})
+	if rd == nil {
+		t.Fatalf("a stream on the drained node: %d %s, want 200 and a close", status, body)
+	}
+	rd.expect("retry")
+	if ev := rd.expect("close"); !strings.Contains(ev.data, `"code":1012`) {
+		t.Fatalf("a stream on the drained node: %+v, want close 1012", ev)
+	}
 	pub(t, c.gws[1], "r", "m6")
 	r2, _, _ := openSSE(t, c.gws[1], "/v1/rooms/r/events?user=ann", sseOptions{lastID: r.lastID})
 	r2.expect("retry")
