@@ -115,23 +115,45 @@ func (g *Gateway) dropped(h *hooks, why, room string) {
 	}
 }
 
-// notifier turns notices into outbox events. Owned by g.bg; notices still
-// queued when the gateway closes are dropped.
+// notifier turns notices into outbox events. Owned by g.bg. When the
+// gateway closes, the notices still queued are enqueued within one
+// RequestTimeout all told (Close closes the broker only after g.bg), so a
+// graceful end loses none; what is left after it is dropped and counted.
 func (g *Gateway) notifier(h *hooks) {
 	defer g.bg.Done()
 	for {
 		select {
 		case n := <-h.notices:
-			ctx, cancel := context.WithTimeout(g.ctx, g.cfg.RequestTimeout)
-			if n.msg {
-				g.messageEvents(ctx, h, n)
-			} else {
-				g.memberEvent(ctx, h, n)
-			}
+			// Not g.ctx: a notice being handled when the gateway closes
+			// is finished, not cut.
+			ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+			g.handleNotice(ctx, h, n)
 			cancel()
 		case <-g.ctx.Done():
-			return
+			ctx, cancel := context.WithTimeout(context.Background(), g.cfg.RequestTimeout)
+			defer cancel()
+			for {
+				select {
+				case n := <-h.notices:
+					if ctx.Err() != nil {
+						g.dropped(h, "the gateway closed", n.room)
+						continue
+					}
+					g.handleNotice(ctx, h, n)
+				default:
+					return
+				}
+			}
 		}
+	}
+}
+
+// handleNotice enqueues the events of one notice.
+func (g *Gateway) handleNotice(ctx context.Context, h *hooks, n notice) {
+	if n.msg {
+		g.messageEvents(ctx, h, n)
+	} else {
+		g.memberEvent(ctx, h, n)
 	}
 }
 
@@ -212,14 +234,14 @@ func (g *Gateway) enqueue(ctx context.Context, h *hooks, key, typ string, at tim
 	}
 	ev := broker.OutboxEvent{Key: key, Type: typ, Payload: payload, Enqueued: at}
 	for try := 0; ; try++ {
-		ectx, cancel := context.WithTimeout(g.ctx, g.cfg.RequestTimeout)
-		err = h.outbox.Enqueue(ectx, ev)
-		cancel()
+		// ctx, not g.ctx: a gateway that closes still enqueues the
+		// notices it holds (notifier).
+		err = h.outbox.Enqueue(ctx, ev)
 		if err == nil {
 			g.outboxOK(h)
 			return
 		}
-		if try == 2 || g.ctx.Err() != nil {
+		if try == 2 || ctx.Err() != nil {
 			g.dropped(h, "the outbox is unreachable", "")
 			return
 		}

@@ -356,3 +356,41 @@ func TestWebhookConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A gateway that closes (after a drain, say) still enqueues the notices
+// its notifier holds: only a crash loses them. 300 direct messages to
+// offline users are posted through the broadcast API as fast as it takes
+// them, the gateway is closed at once, and the outbox holds all 300 events.
+func TestWebhookNoticesSurviveClose(t *testing.T) {
+	c := newCluster(t, 0, nil)
+	n := c.addNode("gw-close", withAPI(func(cfg *gateway.Config) {
+		// A receiver that is never there: every event stays in the outbox.
+		cfg.Webhooks = &gateway.WebhookConfig{URL: "http://127.0.0.1:9/none", Secret: hookSecret, Workers: 1,
+			RetryBase: time.Hour, RetryMax: time.Hour}
+	}))
+	const batches, per = 3, 100
+	for b := range batches {
+		var rooms []string
+		for i := range per {
+			rooms = append(rooms, fmt.Sprintf(`"dm:alice:u%03d"`, b*per+i))
+		}
+		apiDo(t, n, "POST", "/v1/messages", bearer(apiSecret),
+			fmt.Sprintf(`{"rooms":[%s],"id":"b%d","from":"alice","body":"ping"}`, strings.Join(rooms, ","), b)).want(t, 200, "")
+	}
+	if err := n.g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	rc := c.redis.Client()
+	inStream, err := rc.XLen(ctx, c.prefix+":{outbox}:stream").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	retrying, err := rc.ZCard(ctx, c.prefix+":{outbox}:retry").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inStream+retrying != batches*per {
+		t.Fatalf("outbox holds %d events (%d in the stream, %d waiting to retry), want %d", inStream+retrying, inStream, retrying, batches*per)
+	}
+}
