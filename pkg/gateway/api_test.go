@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,12 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/parley-chat/parley/internal/proctest"
 	"github.com/parley-chat/parley/pkg/auth"
 	"github.com/parley-chat/parley/pkg/client"
 	"github.com/parley-chat/parley/pkg/gateway"
@@ -531,28 +530,10 @@ func TestAPIDisconnect(t *testing.T) {
 	apiDo(t, b, "POST", "/v1/users/alice/disconnect?user=alice", "", "").want(t, 401, "unauthorized")
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAPIKeysNeverLogged: the gateway's logs, at debug, name keys but
 // never show a secret, right or wrong.
 func TestAPIKeysNeverLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs proctest.Buffer
 	wrong := "wrong-secret-abcdefghijkl"
 	c := newCluster(t, 1, withAPI(func(cfg *gateway.Config) {
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
