@@ -548,3 +548,41 @@ func TestAPIKeysNeverLogged(t *testing.T) {
 		t.Fatalf("the logs show a secret (or are empty):\n%s", l)
 	}
 }
+
+// TestLeavePrivateRoomCutsOtherDevices: a user who leaves a private room
+// on one device stops receiving it on the others too (invariant 10), as a
+// removal through the server API does; a public room's live joins stay.
+func TestLeavePrivateRoomCutsOtherDevices(t *testing.T) {
+	c := newCluster(t, 2, withAPI(nil))
+	a, b := c.gws[0], c.gws[1]
+	apiDo(t, a, "POST", "/v1/rooms", bearer(apiSecret), `{"room":"team","kind":"private","members":["alice","bob"]}`).want(t, 201, "")
+	phone, laptop := login(t, a, "alice", "phone"), login(t, b, "alice", "laptop")
+	for _, d := range []*tclient{phone, laptop} {
+		d.join("team", nil)
+		d.join("lobby", nil)
+	}
+	laptop.sync = true
+	phone.send(protocol.Frame{Type: "leave", Ref: "l1", Room: "team"})
+	if f := phone.expect("left"); f.Ref != "l1" || f.Room != "team" {
+		t.Fatalf("leave answer = %+v", f)
+	}
+	if f := laptop.expect("membership"); f.Room != "team" || f.State != "left" || f.Kind != "private" {
+		t.Fatalf("laptop: membership = %+v", f)
+	}
+	for i := range 3 {
+		apiDo(t, a, "POST", "/v1/rooms/team/messages", bearer(apiSecret), fmt.Sprintf(`{"id":"after%d","from":"bob","body":"after"}`, i)).want(t, 200, "")
+	}
+	// Nothing of team reaches either device: the sentinel in lobby comes
+	// first and alone.
+	sentinel(t, a, "lobby", phone, laptop)
+
+	// A public room: leaving on the phone ends the membership; the
+	// laptop is told, and its live join stays (anyone may read it).
+	phone.send(protocol.Frame{Type: "leave", Ref: "l2", Room: "lobby"})
+	phone.expect("left")
+	if f := laptop.expect("membership"); f.Room != "lobby" || f.State != "left" || f.Kind != "public" {
+		t.Fatalf("laptop: membership = %+v", f)
+	}
+	laptop.sync = false
+	sentinel(t, b, "lobby", laptop)
+}

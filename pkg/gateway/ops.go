@@ -312,7 +312,16 @@ func (g *Gateway) exit(ctx context.Context, p principal, room string) error {
 		return g.refusal(ctx, err)
 	}
 	if removed {
-		g.tellUser(ctx, p, &protocol.Frame{Type: protocol.TypeMembership, Room: room, State: "left"})
+		// The kind goes with it: the user's other connections stop
+		// receiving a private or direct room they are no longer a member
+		// of (invariant 10; session.userEvent). It is cached once known.
+		f := &protocol.Frame{Type: protocol.TypeMembership, Room: room, State: "left"}
+		if kind, err := g.roomKind(ctx, room); err == nil {
+			f.Kind = string(kind)
+		} else {
+			g.log.Info("left a room of unknown kind: the user's other connections keep their joins", "room", room, "err", err)
+		}
+		g.tellUser(ctx, p, f)
 	}
 	return nil
 }
