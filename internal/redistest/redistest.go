@@ -30,6 +30,11 @@ type Options struct {
 	// Fsync is the appendfsync policy with AOF: "always" (the default, so
 	// a kill -9 loses nothing), "everysec" (production's default) or "no".
 	Fsync string
+	// ClusterNodeTimeout, when set, starts the server in cluster mode
+	// (cluster-enabled, its nodes.conf in its directory) with this
+	// cluster-node-timeout. StartCluster sets it. Default: not a cluster
+	// node.
+	ClusterNodeTimeout time.Duration
 }
 
 // Server is a redis-server child process.
@@ -85,6 +90,10 @@ func (s *Server) start() error {
 		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
 	} else {
 		args = append(args, "--appendonly", "no")
+	}
+	if t := s.opts.ClusterNodeTimeout; t > 0 {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.FormatInt(t.Milliseconds(), 10))
 	}
 	cmd := exec.Command("redis-server", args...)
 	childproc.BindToParent(cmd) // a crashed test binary leaves no server behind
