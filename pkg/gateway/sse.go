@@ -161,15 +161,26 @@ func (g *Gateway) serveSSE(w http.ResponseWriter, r *http.Request) {
 // error, but reconnects after a close event, with the same Last-Event-ID,
 // through the load balancer to another node.
 func sseRetryLater(w http.ResponseWriter, code int, why string) {
-	h := w.Header()
+	sseHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append([]byte(sseRetry), sseClose(code, why)...))
+}
+
+// sseHeaders sets the headers of a stream's answer.
+func sseHeaders(h http.Header) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	h.Set("X-Accel-Buffering", "no") // proxies must not buffer the stream
+}
+
+// sseClose is the event that ends a stream: "event: close" with data
+// {"code","reason"}.
+func sseClose(code int, why string) []byte {
 	data, _ := json.Marshal(struct {
 		Code   int    `json:"code"`
 		Reason string `json:"reason"`
 	}{code, why})
-	_, _ = w.Write(append([]byte(sseRetry), sseEvent("", false, "close", data)...))
+	return sseEvent("", false, "close", data)
 }
 
 // sseRooms reads the rooms a request asks for, sorted and without
@@ -305,10 +316,7 @@ func (s *sseStream) enter() *opError {
 // waits for the writer.
 func (s *sseStream) serve(since map[string]*protocol.Position, exp time.Time) {
 	g := s.g
-	h := s.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
+	sseHeaders(s.w.Header())
 	s.w.WriteHeader(http.StatusOK)
 	_ = s.rc.SetWriteDeadline(time.Now().Add(g.cfg.WriteTimeout))
 	_, err := s.w.Write([]byte(sseRetry))
@@ -609,11 +617,7 @@ func (s *sseStream) write(b []byte) error {
 // response. A normal close (the handler's own end) writes nothing.
 func (s *sseStream) close(code int, why string) {
 	if s.ctx.Err() == nil && code != protocol.CloseNormal {
-		data, _ := json.Marshal(struct {
-			Code   int    `json:"code"`
-			Reason string `json:"reason"`
-		}{code, why})
-		_ = s.write(sseEvent("", false, "close", data))
+		_ = s.write(sseClose(code, why))
 	}
 	s.cancel()
 }
