@@ -11,6 +11,12 @@ import (
 // Clients should retry later.
 var ErrUnavailable = errors.New("broker unavailable")
 
+// ErrSilent is wrapped by the error a Handler's Lost gets when a
+// subscription connection that looked open stopped receiving what is
+// published: a probe published through the store did not come back
+// through it.
+var ErrSilent = errors.New("subscription silent")
+
 // ErrClosed is returned by a Broker that has been closed.
 var ErrClosed = errors.New("broker closed")
 

@@ -19,9 +19,23 @@ import (
 )
 
 // Config configures a Broker. Zero fields take the stated defaults.
+// Exactly one of URL, ClusterAddrs and SentinelMaster says where Redis is.
 type Config struct {
-	// URL is a redis:// or rediss:// URL. Required.
+	// URL is a redis:// or rediss:// URL of a single Redis.
 	URL string
+	// ClusterAddrs are seed nodes (host:port) of a Redis Cluster (Redis 7
+	// or later): the Broker reads the rest of the cluster from them, and
+	// uses sharded pub/sub (SSUBSCRIBE, SPUBLISH).
+	ClusterAddrs []string
+	// SentinelMaster is the name of a master that the Redis Sentinels at
+	// SentinelAddrs (host:port) watch: the Broker follows it across
+	// failovers.
+	SentinelMaster string
+	SentinelAddrs  []string
+	// Username and Password authenticate to a Cluster's nodes or to
+	// Sentinel's master (a URL carries its own). Default none.
+	Username string
+	Password string
 	// Prefix starts every key and channel. Default "parley".
 	Prefix string
 	// Retention is how many messages each room's history keeps.
@@ -35,9 +49,17 @@ type Config struct {
 	Handler broker.Handler
 	// Logger for connection events. Default slog.Default().
 	Logger *slog.Logger
-	// PingInterval is how often an idle pub/sub connection is checked.
-	// Default 15s.
+	// PingInterval is how long a pub/sub connection may receive nothing
+	// before it is probed: a nonce published through the client the way
+	// messages are must come back through it within ProbeTimeout, or the
+	// connection counts as lost. Default 15s.
 	PingInterval time.Duration
+	// ProbeTimeout bounds a probe's round trip. Default 3s.
+	ProbeTimeout time.Duration
+	// TopologyInterval is how often a Cluster's slot map is read again,
+	// besides at once when a pub/sub connection fails or a slot moves.
+	// Default 30s.
+	TopologyInterval time.Duration
 	// PublishPipelines is how many pipelines carry publishes to Redis at
 	// once, each on a pooled connection. A publish that finds one free and
 	// nothing queued is sent at once; the others queue and share round
@@ -52,13 +74,13 @@ type Config struct {
 // Broker is a broker.Broker backed by Redis.
 type Broker struct {
 	cfg    Config
-	client *goredis.Client
-	ps     *goredis.PubSub
+	client goredis.UniversalClient
+	bus    *bus
+	pubCmd string // the publish script's command: PUBLISH, or SPUBLISH on a Cluster
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the pipeliners
 
-	healthy   atomic.Bool // pub/sub connection is up
 	groupMade atomic.Bool // the outbox's consumer group exists (outbox.go)
 
 	pubq      chan *publishReq // publishes waiting for a pipeliner
@@ -66,7 +88,7 @@ type Broker struct {
 	pubDone   chan struct{}    // closed once Close has drained pubq
 	closeOnce sync.Once
 
-	mu      sync.Mutex
+	mu      sync.Mutex                 // never held while bus.mu or a shard's mu is taken
 	waiters map[string][]chan struct{} // channel -> Subscribe calls waiting for confirmation
 	subs    map[string]bool            // channels subscribed (or being subscribed) and not unsubscribed
 
@@ -83,13 +105,22 @@ type pingCall struct {
 
 var _ broker.Broker = (*Broker)(nil)
 
-// New returns a Broker connected to cfg.URL. It does not wait for Redis:
-// a Broker whose Redis is down starts, reports not ready, and recovers when
-// Redis comes. A malformed URL is an error.
+// New returns a Broker connected to the Redis that cfg names. It does not
+// wait for Redis: a Broker whose Redis is down starts, reports not ready,
+// and recovers when Redis comes. A malformed or missing address is an
+// error.
 func New(cfg Config) (*Broker, error) {
-	opt, err := goredis.ParseURL(cfg.URL)
-	if err != nil {
-		return nil, fmt.Errorf("redis: invalid URL %q: %w", cfg.URL, err)
+	modes := 0
+	for _, set := range []bool{cfg.URL != "", len(cfg.ClusterAddrs) > 0, cfg.SentinelMaster != "" || len(cfg.SentinelAddrs) > 0} {
+		if set {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return nil, errors.New("redis: set exactly one of a URL, cluster seed nodes and a Sentinel master")
+	}
+	if cfg.SentinelMaster == "" && len(cfg.SentinelAddrs) > 0 || cfg.SentinelMaster != "" && len(cfg.SentinelAddrs) == 0 {
+		return nil, errors.New("redis: Sentinel needs a master name and at least one sentinel address")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "parley"
@@ -109,6 +140,12 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 15 * time.Second
 	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = 3 * time.Second
+	}
+	if cfg.TopologyInterval <= 0 {
+		cfg.TopologyInterval = 30 * time.Second
+	}
 	if cfg.PublishPipelines <= 0 {
 		cfg.PublishPipelines = 4
 	}
@@ -117,16 +154,83 @@ func New(cfg Config) (*Broker, error) {
 	}
 	// Fail fast while Redis is down: sends get "unavailable" in about the
 	// dial timeout instead of hanging.
-	opt.DialTimeout = 2 * time.Second
-	opt.ReadTimeout = 3 * time.Second
-	opt.WriteTimeout = 3 * time.Second
-	opt.MaxRetries = 1
-	opt.Protocol = 2
+	const (
+		dialTimeout  = 2 * time.Second
+		readTimeout  = 3 * time.Second
+		writeTimeout = 3 * time.Second
+	)
+	bs := &bus{dialTimeout: dialTimeout, readTimeout: readTimeout, writeTimeout: writeTimeout,
+		pingInterval: cfg.PingInterval, probeTimeout: cfg.ProbeTimeout}
+	var client goredis.UniversalClient
+	pubCmd := "PUBLISH"
+	switch {
+	case cfg.URL != "":
+		opt, err := goredis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis: invalid URL %q: %w", cfg.URL, err)
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = dialTimeout, readTimeout, writeTimeout
+		opt.MaxRetries = 1
+		opt.Protocol = 2
+		c := goredis.NewClient(opt)
+		client = c
+		bs.username, bs.password = opt.Username, opt.Password
+		bs.dial = nodeDialer(c.Options())
+	case len(cfg.ClusterAddrs) > 0:
+		for _, a := range cfg.ClusterAddrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, fmt.Errorf("redis: cluster seed node %q: %w", a, err)
+			}
+		}
+		opt := &goredis.ClusterOptions{
+			Addrs:    cfg.ClusterAddrs,
+			Username: cfg.Username, Password: cfg.Password,
+			DialTimeout: dialTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
+			MaxRetries: 1,
+			Protocol:   2,
+		}
+		c := goredis.NewClusterClient(opt)
+		client = c
+		pubCmd = "SPUBLISH"
+		bs.sharded = true
+		bs.username, bs.password = cfg.Username, cfg.Password
+		d := goredis.NewDialer(&goredis.Options{DialTimeout: dialTimeout, TLSConfig: opt.TLSConfig})
+		bs.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d(ctx, "tcp", addr) }
+		bs.slotMap = clusterSlots(c)
+	default:
+		for _, a := range cfg.SentinelAddrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, fmt.Errorf("redis: sentinel %q: %w", a, err)
+			}
+		}
+		c := goredis.NewFailoverClient(&goredis.FailoverOptions{
+			MasterName: cfg.SentinelMaster, SentinelAddrs: cfg.SentinelAddrs,
+			Username: cfg.Username, Password: cfg.Password,
+			DialTimeout: dialTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
+			MaxRetries: 1,
+			Protocol:   2,
+		})
+		client = c
+		bs.username, bs.password = cfg.Username, cfg.Password
+		// The failover client's dialer asks the sentinels for the master
+		// on every dial.
+		bs.dial = nodeDialer(c.Options())
+	}
+	if bs.sharded {
+		bs.publish = func(ctx context.Context, ch, payload string) (int64, error) {
+			return client.SPublish(ctx, ch, payload).Result()
+		}
+	} else {
+		bs.publish = func(ctx context.Context, ch, payload string) (int64, error) {
+			return client.Publish(ctx, ch, payload).Result()
+		}
+	}
 	quietGoRedis()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Broker{
 		cfg:     cfg,
-		client:  goredis.NewClient(opt),
+		client:  client,
+		pubCmd:  pubCmd,
 		ctx:     ctx,
 		cancel:  cancel,
 		waiters: make(map[string][]chan struct{}),
@@ -135,13 +239,20 @@ func New(cfg Config) (*Broker, error) {
 		slots:   make(chan struct{}, cfg.PublishPipelines),
 		pubDone: make(chan struct{}),
 	}
-	b.ps = b.client.Subscribe(ctx)
-	b.wg.Add(1 + cfg.PublishPipelines)
-	go b.receive()
+	b.bus = startBus(b, bs)
+	b.wg.Add(cfg.PublishPipelines)
 	for range cfg.PublishPipelines {
 		go b.pipeliner()
 	}
 	return b, nil
+}
+
+// nodeDialer dials what a client's options name: its address, or, for a
+// failover client, the master its sentinels name now.
+func nodeDialer(opt *goredis.Options) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, _ string) (net.Conn, error) {
+		return opt.Dialer(ctx, opt.Network, opt.Addr)
+	}
 }
 
 func (b *Broker) key(room, kind string) string {
@@ -207,8 +318,9 @@ func checkTopic(op string, t broker.Topic) error {
 // starts with '{'; an event starts with eventMark, which no envelope does.
 const eventMark = '!'
 
-// Client returns the underlying go-redis client (for diagnostics and tests).
-func (b *Broker) Client() *goredis.Client { return b.client }
+// Client returns the underlying go-redis client (for diagnostics and
+// tests): a *goredis.Client, or a *goredis.ClusterClient on a Cluster.
+func (b *Broker) Client() goredis.UniversalClient { return b.client }
 
 func unavailable(op string, err error) error {
 	if err == nil {
@@ -242,7 +354,7 @@ func (b *Broker) Publish(ctx context.Context, p broker.Publication) (broker.Ack,
 	res, err := b.enqueue(ctx, &publishReq{
 		ctx:  ctx,
 		keys: keys,
-		args: []any{head, tail, b.cfg.Retention, b.cfg.IdempotencyWindow.Milliseconds(), broker.NewEpoch(), b.channel(broker.Room(p.Room)), p.TS},
+		args: []any{head, tail, b.cfg.Retention, b.cfg.IdempotencyWindow.Milliseconds(), broker.NewEpoch(), b.channel(broker.Room(p.Room)), p.TS, b.pubCmd},
 		res:  make(chan publishResult, 1),
 	})
 	if err != nil {
@@ -306,10 +418,11 @@ func (b *Broker) Head(ctx context.Context, room string) (broker.Position, error)
 	return r.Position, err
 }
 
-// Subscribe implements broker.Broker: it sends SUBSCRIBE of the topic's
-// channel on the shared pub/sub connection and waits for Redis to confirm
-// it. If ctx ends first, Subscribe undoes itself before it returns the
-// error (see abandon).
+// Subscribe implements broker.Broker: it gives the topic's channel to the
+// pub/sub connection that must hold it (the one connection, or on a
+// Cluster its slot's master's) and waits for Redis to confirm the
+// subscription. If ctx ends first, Subscribe undoes itself before it
+// returns the error (see abandon).
 func (b *Broker) Subscribe(ctx context.Context, t broker.Topic) error {
 	if err := checkTopic("subscribe", t); err != nil {
 		return err
@@ -317,15 +430,18 @@ func (b *Broker) Subscribe(ctx context.Context, t broker.Topic) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redis subscribe %s: %w: %w", t, broker.ErrUnavailable, err)
 	}
+	if b.ctx.Err() != nil {
+		return broker.ErrClosed
+	}
 	ch := b.channel(t)
 	done := make(chan struct{})
 	b.mu.Lock()
 	b.waiters[ch] = append(b.waiters[ch], done)
 	b.subs[ch] = true
 	b.mu.Unlock()
-	// An error here still leaves the channel in go-redis's set, so it is
-	// subscribed when the connection comes back; we wait either way.
-	_ = b.ps.Subscribe(ctx, ch)
+	// Sent now when the connection is up, else when it comes back; we
+	// wait either way.
+	b.bus.add(ch)
 	select {
 	case <-done:
 		return nil
@@ -339,32 +455,17 @@ func (b *Broker) Subscribe(ctx context.Context, t broker.Topic) error {
 	}
 }
 
-// abandonCtx is the context of the UNSUBSCRIBE that undoes a failed
-// Subscribe. It is cancelled and has no deadline. go-redis takes only the
-// deadline of a context for a write, so on a live connection the
-// UNSUBSCRIBE still goes out, bounded by WriteTimeout (a deadline already
-// past would fail the write, and go-redis would drop the whole connection
-// for it). With no connection go-redis dials first, and a cancelled context
-// ends that dial at once: a failed Subscribe does not wait a dial timeout
-// more, and the connection dialed later subscribes only go-redis's set,
-// which no longer holds the channel.
-var abandonCtx = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
-
 // abandon undoes a Subscribe whose ctx ended before Redis confirmed it, so
 // that a failed Subscribe leaves nothing to undo: the caller treats the topic
 // as not subscribed and will not call Unsubscribe. It reports true if the
 // confirmation came first after all, and then undoes nothing.
 //
 // Once abandon returns false nothing of the channel reaches the Handler:
-// the channel is out of b.subs, so its messages and events are dropped and a late
-// confirmation of the SUBSCRIBE already sent is not reported (see
-// confirmed); it is out of go-redis's set (PubSub.Unsubscribe removes it
-// before sending, even when the send fails), so no reconnection subscribes
-// it again; and on a live connection UNSUBSCRIBE follows the SUBSCRIBE.
+// the channel is out of b.subs, so its messages and events are dropped and a
+// late confirmation of the SUBSCRIBE already sent is not reported (see
+// confirmed); it is out of its connection's set, so no reconnection
+// subscribes it again; and on a live connection UNSUBSCRIBE follows the
+// SUBSCRIBE.
 func (b *Broker) abandon(ch string, done chan struct{}) (confirmed bool) {
 	b.mu.Lock()
 	if !b.dropWaiterLocked(ch, done) {
@@ -373,9 +474,7 @@ func (b *Broker) abandon(ch string, done chan struct{}) (confirmed bool) {
 	}
 	delete(b.subs, ch)
 	b.mu.Unlock()
-	if err := b.ps.Unsubscribe(abandonCtx, ch); err != nil {
-		b.cfg.Logger.Debug("redis: UNSUBSCRIBE of a failed subscribe not sent; the channel is out of the set", "channel", ch, "err", err)
-	}
+	b.bus.remove(ch)
 	return false
 }
 
@@ -397,7 +496,8 @@ func (b *Broker) dropWaiterLocked(ch string, done chan struct{}) bool {
 
 // Unsubscribe implements broker.Broker. Messages and events of the topic
 // still in flight on the pub/sub connection are dropped from the moment it
-// is called.
+// is called. The UNSUBSCRIBE goes out on the live connection, if any; a
+// connection made later does not subscribe the topic.
 func (b *Broker) Unsubscribe(ctx context.Context, t broker.Topic) error {
 	if err := checkTopic("unsubscribe", t); err != nil {
 		return err
@@ -406,14 +506,12 @@ func (b *Broker) Unsubscribe(ctx context.Context, t broker.Topic) error {
 	b.mu.Lock()
 	delete(b.subs, ch)
 	b.mu.Unlock()
-	if err := b.ps.Unsubscribe(ctx, ch); err != nil {
-		return unavailable("unsubscribe", err)
-	}
+	b.bus.remove(ch)
 	return nil
 }
 
-// Emit implements broker.Broker with one PUBLISH of eventMark and the data
-// on the topic's channel, the room's own channel for a room topic: an event
+// Emit implements broker.Broker with one PUBLISH (SPUBLISH on a Cluster)
+// of eventMark and the data on the topic's channel, the room's own channel for a room topic: an event
 // and the room's messages then reach a subscriber in the order Redis ran
 // them. It goes out on its own pooled connection, not through the publish
 // pipelines: an event is one command, not a script call, and a gateway
@@ -428,7 +526,13 @@ func (b *Broker) Emit(ctx context.Context, ev broker.Event) error {
 	payload := make([]byte, 1+len(ev.Data))
 	payload[0] = eventMark
 	copy(payload[1:], ev.Data)
-	if err := b.client.Publish(ctx, b.channel(ev.Topic), payload).Err(); err != nil {
+	var err error
+	if b.bus.sharded {
+		err = b.client.SPublish(ctx, b.channel(ev.Topic), payload).Err()
+	} else {
+		err = b.client.Publish(ctx, b.channel(ev.Topic), payload).Err()
+	}
+	if err != nil {
 		if b.ctx.Err() != nil {
 			return fmt.Errorf("redis emit: %w: %w", broker.ErrClosed, err)
 		}
@@ -438,7 +542,8 @@ func (b *Broker) Emit(ctx context.Context, ev broker.Event) error {
 }
 
 // Ready implements broker.Broker: Redis answers PING and the pub/sub
-// connection is up. It returns when ctx ends even if the PING has not: the
+// connections are up (on a Cluster: the slot map is known, and each
+// connection that holds a channel is up). It returns when ctx ends even if the PING has not: the
 // client does not set ContextTimeoutEnabled, so go-redis bounds the read of
 // the reply by ReadTimeout (3s), not by ctx, and a stalled Redis would hold
 // a 1s readiness probe for 3s. The PING goes on in the background; Ready
@@ -457,8 +562,8 @@ func (b *Broker) Ready(ctx context.Context) error {
 	case <-ctx.Done():
 		return unavailable("ping", ctx.Err())
 	}
-	if !b.healthy.Load() {
-		return fmt.Errorf("redis: %w: pub/sub connection down", broker.ErrUnavailable)
+	if err := b.bus.healthy(); err != nil {
+		return fmt.Errorf("redis: %w: %w", broker.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -495,12 +600,10 @@ func (b *Broker) Close() error {
 	b.pingMu.Lock()
 	ping := b.ping
 	b.pingMu.Unlock()
-	err := b.ps.Close()
+	b.bus.close()
 	b.wg.Wait()
 	b.closeQueue()
-	if err2 := b.client.Close(); err == nil {
-		err = err2
-	}
+	err := b.client.Close()
 	if ping != nil {
 		<-ping.done
 	}
@@ -508,55 +611,6 @@ func (b *Broker) Close() error {
 		err = nil
 	}
 	return err
-}
-
-// receive owns the pub/sub connection: it reads every reply, dispatches
-// messages, events and subscription confirmations, pings an idle connection
-// and reports its loss.
-func (b *Broker) receive() {
-	defer b.wg.Done()
-	backoff := 50 * time.Millisecond
-	needPing := true
-	for b.ctx.Err() == nil {
-		if needPing {
-			// A PING makes go-redis dial (and resubscribe) now, and its
-			// reply tells us the connection is up.
-			if err := b.ps.Ping(b.ctx); err != nil {
-				b.cfg.Logger.Debug("redis: pub/sub ping failed", "err", err)
-				b.lost(err)
-				b.sleep(&backoff)
-				continue
-			}
-			needPing = false
-		}
-		msg, err := b.ps.ReceiveTimeout(b.ctx, b.cfg.PingInterval)
-		if err != nil {
-			if b.ctx.Err() != nil {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				needPing = true // idle: check the connection
-				continue
-			}
-			b.cfg.Logger.Debug("redis: pub/sub receive failed", "err", err)
-			b.lost(err)
-			needPing = true
-			b.sleep(&backoff)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		b.healthy.Store(true)
-		switch m := msg.(type) {
-		case *goredis.Subscription:
-			if m.Kind == "subscribe" {
-				b.confirmed(m.Channel)
-			}
-		case *goredis.Message:
-			b.dispatch(m.Channel, m.Payload)
-		case *goredis.Pong:
-		}
-	}
 }
 
 // dispatch hands one pub/sub message to the Handler: an event (eventMark
@@ -603,42 +657,5 @@ func (b *Broker) confirmed(ch string) {
 	}
 	for _, w := range ws {
 		close(w)
-	}
-}
-
-// lost reports the loss of the pub/sub connection, once per loss: it was
-// up (healthy) until now. Every topic subscribed at this moment shares the
-// connection, so the Handler is told they are all lost, including those
-// whose Subscribe is still waiting for its confirmation; go-redis
-// resubscribes them all on the next connection, and confirmed reports each
-// as Subscribed. Nothing is reported when nothing is subscribed: there is
-// nothing to repair.
-func (b *Broker) lost(err error) {
-	if !b.healthy.Swap(false) {
-		return
-	}
-	b.mu.Lock()
-	topics := make([]broker.Topic, 0, len(b.subs))
-	for ch := range b.subs {
-		if t, ok := b.topicOf(ch); ok {
-			topics = append(topics, t)
-		}
-	}
-	b.mu.Unlock()
-	b.cfg.Logger.Warn("redis: pub/sub connection lost", "topics", len(topics), "err", err)
-	if b.cfg.Handler != nil && len(topics) > 0 {
-		b.cfg.Handler.Lost(topics, err)
-	}
-}
-
-func (b *Broker) sleep(backoff *time.Duration) {
-	t := time.NewTimer(*backoff)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-b.ctx.Done():
-	}
-	if *backoff < time.Second {
-		*backoff *= 2
 	}
 }

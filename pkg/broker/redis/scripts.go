@@ -7,7 +7,8 @@ import goredis "github.com/redis/go-redis/v9"
 // KEYS[1] meta hash, KEYS[2] log list, KEYS[3] idempotency key.
 // ARGV[1] envelope head, ARGV[2] envelope tail, ARGV[3] retention,
 // ARGV[4] idempotency TTL in ms, ARGV[5] epoch to use if the room has none,
-// ARGV[6] channel, ARGV[7] ts.
+// ARGV[6] channel, ARGV[7] ts, ARGV[8] the publish command (PUBLISH, or
+// SPUBLISH on a Cluster: the channel shares the keys' slot).
 //
 // Returns {1, "seq|epoch|ts"} for a new message, {0, "seq|epoch|ts"} for a
 // resend within the window.
@@ -27,7 +28,7 @@ redis.call('RPUSH', KEYS[2], env)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 local ack = seq .. '|' .. epoch .. '|' .. ARGV[7]
 redis.call('SET', KEYS[3], ack, 'PX', ARGV[4])
-redis.call('PUBLISH', ARGV[6], env)
+redis.call(ARGV[8], ARGV[6], env)
 return {1, ack}
 `)
 

@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -87,3 +88,11 @@ func (h *countingHook) count(name string) int {
 }
 
 func atomicAdd(p *int64) int64 { return atomic.AddInt64(p, 1) }
+
+// topicChannels is what PUBSUB CHANNELS answered, without the broker's
+// probe channels (<prefix>:probe:...), which every pub/sub connection
+// holds whatever is subscribed.
+func topicChannels(cmd *goredis.StringSliceCmd) ([]string, error) {
+	chans, err := cmd.Result()
+	return slices.DeleteFunc(chans, func(ch string) bool { return strings.Contains(ch, ":probe:") }), err
+}

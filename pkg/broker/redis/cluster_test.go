@@ -1,0 +1,232 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/redistest"
+	"github.com/parley-chat/parley/pkg/broker"
+	"github.com/parley-chat/parley/pkg/broker/brokertest"
+	"github.com/parley-chat/parley/pkg/broker/redis"
+)
+
+func newClusterBroker(t testing.TB, c *redistest.Cluster, h broker.Handler, retention int) *redis.Broker {
+	t.Helper()
+	// One seed is enough: the broker reads the rest of the cluster from it.
+	b, err := redis.New(redis.Config{ClusterAddrs: c.Addrs()[:1], Prefix: fmt.Sprintf("t%d", time.Now().UnixNano()), Handler: h, Retention: retention})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The conformance suite on a Redis Cluster of 3 masters and 3 replicas:
+// the same promises as on one Redis, with rooms spread over the masters.
+func TestClusterConformance(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	brokertest.Run(t, func(t *testing.T, h broker.Handler, retention int) broker.Broker {
+		return newClusterBroker(t, c, h, retention)
+	}, func(t *testing.T, _ broker.Broker) {
+		var n int64
+		for _, s := range c.Nodes {
+			n += s.KillPubSub(context.Background())
+		}
+		if n == 0 {
+			t.Fatal("no pub/sub connection to kill: the broker has subscribed nothing")
+		}
+	}, func(t *testing.T, b broker.Broker, room string) {
+		rb := b.(*redis.Broker)
+		cc := rb.Client()
+		for _, k := range []string{rb.Key(room, "meta"), rb.Key(room, "log")} {
+			if err := cc.Del(context.Background(), k).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+func TestClusterOutboxConformance(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Replicas: -1})
+	brokertest.RunOutbox(t, func(t *testing.T) broker.Outbox {
+		b := newClusterBroker(t, c, nil, 0)
+		t.Cleanup(func() { b.Close() })
+		return b
+	})
+}
+
+// Rooms spread over every master, and the broker holds one pub/sub
+// connection per master, whatever the number of rooms; each room's
+// channel is a shard channel on its own slot's master, and a publish is
+// one script call there.
+func TestClusterShardsPerMaster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Replicas: -1})
+	rec := brokertest.NewRecorder()
+	b := newClusterBroker(t, c, rec, 0)
+	defer b.Close()
+	ctx := context.Background()
+	const rooms = 60
+	for i := range rooms {
+		if err := b.Subscribe(ctx, broker.Room("r"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perMaster := make(map[string]int)
+	for i := range rooms {
+		perMaster[c.MasterOf(b.Key("r"+strconv.Itoa(i), "log")).Addr()]++
+	}
+	if len(perMaster) != 3 {
+		t.Fatalf("60 rooms sit on %d masters, want 3: %v", len(perMaster), perMaster)
+	}
+	total := 0
+	for _, s := range c.Nodes {
+		cl := s.Client()
+		chans, err := cl.PubSubShardChannels(ctx, "*").Result()
+		cl.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, ch := range chans {
+			if len(ch) > 0 && !containsProbe(ch) {
+				n++
+			}
+		}
+		if n != perMaster[s.Addr()] {
+			t.Errorf("node %s holds %d shard channels, want %d (its rooms)", s.Addr(), n, perMaster[s.Addr()])
+		}
+		total += n
+		if got := s.PubSubClients(ctx); got != 1 {
+			t.Errorf("node %s has %d pub/sub connections, want 1", s.Addr(), got)
+		}
+	}
+	if total != rooms {
+		t.Errorf("%d shard channels in all, want %d", total, rooms)
+	}
+	for i := range rooms {
+		room := "r" + strconv.Itoa(i)
+		if _, err := b.Publish(ctx, broker.Publication{Room: room, ID: "m", From: "u", Body: room}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.WaitFor(t, 10*time.Second, "every room's message", func(l brokertest.Log) bool { return len(l.Envelopes()) == rooms })
+	for _, env := range rec.Envelopes() {
+		if env.Body != env.Room || env.Seq != 1 {
+			t.Errorf("room %s got %q seq %d", env.Room, env.Body, env.Seq)
+		}
+	}
+	// Classic pub/sub is not used: a PUBLISH in a cluster reaches every
+	// node.
+	for _, s := range c.Nodes {
+		if got := s.Info(ctx, "stats", "pubsub_channels"); got != "0" {
+			t.Errorf("node %s has %s classic channels, want 0", s.Addr(), got)
+		}
+	}
+}
+
+func containsProbe(ch string) bool {
+	for i := 0; i+7 <= len(ch); i++ {
+		if ch[i:i+7] == ":probe:" {
+			return true
+		}
+	}
+	return false
+}
+
+// A slot that moves to another master takes its room's channel along:
+// Redis unsubscribes it on the old master, the broker reports the room
+// lost, subscribes it on the new master and reports it subscribed, and
+// what is published there arrives.
+func TestClusterSlotMoveResubscribes(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Replicas: -1})
+	rec := brokertest.NewRecorder()
+	b := newClusterBroker(t, c, rec, 0)
+	defer b.Close()
+	ctx := context.Background()
+	room := broker.Room("moving")
+	if err := b.Subscribe(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitFor(t, 10*time.Second, "Subscribed", func(l brokertest.Log) bool { return len(l.Subscribed()) == 1 })
+	if _, err := b.Publish(ctx, broker.Publication{Room: "moving", ID: "1", From: "u", Body: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	key := b.Key("moving", "log")
+	from := c.MasterOf(key)
+	var to *redistest.Server
+	for _, s := range c.Nodes {
+		if s != from {
+			to = s
+			break
+		}
+	}
+	slot := int(goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()}).ClusterKeySlot(ctx, key).Val())
+	migrateSlot(t, c, slot, from, to)
+	rec.WaitFor(t, 15*time.Second, "Lost then Subscribed again", func(l brokertest.Log) bool {
+		return len(l.Lost()) >= 1 && len(l.Subscribed()) == 2
+	})
+	if _, err := b.Publish(ctx, broker.Publication{Room: "moving", ID: "2", From: "u", Body: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitFor(t, 10*time.Second, "the message published after the move", func(l brokertest.Log) bool { return len(l.Envelopes()) == 2 })
+	if got := bodies(rec.Envelopes()); got[0] != "before" || got[1] != "after" {
+		t.Fatalf("got %q", got)
+	}
+	if got := c.MasterOf(key); got != to {
+		t.Fatalf("the slot is on %s, want %s", got.Addr(), to.Addr())
+	}
+}
+
+func bodies(envs []broker.Envelope) []string {
+	out := make([]string, len(envs))
+	for i, e := range envs {
+		out[i] = e.Body
+	}
+	return out
+}
+
+// migrateSlot moves one slot and its keys from one master to another, the
+// way redis-cli --cluster reshard does.
+func migrateSlot(t *testing.T, c *redistest.Cluster, slot int, from, to *redistest.Server) {
+	t.Helper()
+	ctx := context.Background()
+	fc, tc := from.Client(), to.Client()
+	defer fc.Close()
+	defer tc.Close()
+	fromID, toID := fc.ClusterMyID(ctx).Val(), tc.ClusterMyID(ctx).Val()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(tc.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
+	must(fc.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
+	for {
+		keys, err := fc.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must(err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(fc.Do(ctx, args...).Err())
+	}
+	must(tc.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	must(fc.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	for _, s := range c.Nodes {
+		if s == from || s == to {
+			continue
+		}
+		cl := s.Client()
+		err := cl.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err()
+		cl.Close()
+		must(err)
+	}
+}
