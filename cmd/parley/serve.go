@@ -28,7 +28,11 @@ import (
 // from them.
 type serveConfig struct {
 	addr           string        // --addr: listen address; default ":8080"
-	redisURL       string        // --redis: Redis URL; default "": the embedded memory broker, one node only
+	redisURL       string        // --redis: Redis URL; default "": the embedded memory broker, one node only (unless the next two)
+	redisCluster   string        // --redis-cluster: seed nodes host:port,... of a Redis Cluster; default ""
+	redisSentinel  string        // --redis-sentinel: master-name@host:port,... of Redis Sentinels; default ""
+	redisUsername  string        // --redis-username: for --redis-cluster and --redis-sentinel; default ""
+	redisPassword  string        // --redis-password: for --redis-cluster and --redis-sentinel; default ""; never logged
 	nodeID         string        // --node-id: node name in welcome frames, logs and metrics; default "": the hostname
 	history        int           // --history: messages kept per room; default broker.DefaultRetention (1000)
 	backlog        int           // --backlog: messages a join without since receives; default 50
@@ -78,6 +82,7 @@ type serveConfig struct {
 
 	// derived by parseServe
 	level      slog.Level     // from --log-level
+	redis      redis.Config   // from --redis, --redis-cluster or --redis-sentinel; its zero value: the memory broker
 	proxies    []netip.Prefix // from --trusted-proxies
 	hookEvents []string       // from --webhook-events
 }
@@ -86,7 +91,11 @@ func serveFlags(cfg *serveConfig, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("parley serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.addr, "addr", ":8080", "listen address")
-	fs.StringVar(&cfg.redisURL, "redis", "", "Redis URL (redis://host:6379/0); empty: embedded memory broker, one node only")
+	fs.StringVar(&cfg.redisURL, "redis", "", "Redis URL (redis://host:6379/0); empty (and no --redis-cluster or --redis-sentinel): embedded memory broker, one node only")
+	fs.StringVar(&cfg.redisCluster, "redis-cluster", "", "seed nodes of a Redis Cluster (Redis 7+), host:port,host:port,...; instead of --redis")
+	fs.StringVar(&cfg.redisSentinel, "redis-sentinel", "", "a master watched by Redis Sentinels, master-name@host:port,host:port,...; instead of --redis")
+	fs.StringVar(&cfg.redisUsername, "redis-username", "", "ACL user for --redis-cluster and --redis-sentinel (a --redis URL carries its own)")
+	fs.StringVar(&cfg.redisPassword, "redis-password", "", "password for --redis-cluster and --redis-sentinel (a --redis URL carries its own); better set as PARLEY_REDIS_PASSWORD")
 	fs.StringVar(&cfg.nodeID, "node-id", "", "node name in welcome frames, logs and metrics (default: hostname)")
 	fs.IntVar(&cfg.history, "history", broker.DefaultRetention, "messages kept per room")
 	fs.IntVar(&cfg.backlog, "backlog", 50, "messages a join without since receives")
@@ -176,6 +185,10 @@ func parseServe(args []string, stderr io.Writer) (cfg serveConfig, code int, ok 
 			return cfg, 2, false
 		}
 	}
+	if err := cfg.parseRedis(); err != nil {
+		fmt.Fprintf(stderr, "parley serve: %v\n", err)
+		return cfg, 2, false
+	}
 	for _, p := range strings.Split(cfg.trustedProxies, ",") {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
@@ -227,6 +240,82 @@ func parseServe(args []string, stderr io.Writer) (cfg serveConfig, code int, ok 
 		return cfg, 2, false
 	}
 	return cfg, 0, true
+}
+
+// parseRedis derives cfg.redis from the --redis* flags.
+func (cfg *serveConfig) parseRedis() error {
+	set := 0
+	for _, v := range []string{cfg.redisURL, cfg.redisCluster, cfg.redisSentinel} {
+		if v != "" {
+			set++
+		}
+	}
+	switch {
+	case set > 1:
+		return errors.New("--redis, --redis-cluster and --redis-sentinel name where Redis is in three ways: set one")
+	case cfg.redisURL != "" && (cfg.redisUsername != "" || cfg.redisPassword != ""):
+		return errors.New("--redis-username and --redis-password are for --redis-cluster and --redis-sentinel: put them in the --redis URL (redis://user:password@host:6379/0)")
+	case set == 0 && (cfg.redisUsername != "" || cfg.redisPassword != ""):
+		return errors.New("--redis-username and --redis-password need --redis-cluster or --redis-sentinel")
+	}
+	addrs := func(flag, list string) ([]string, error) {
+		var out []string
+		for _, a := range strings.Split(list, ",") {
+			if a = strings.TrimSpace(a); a == "" {
+				continue
+			}
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				return nil, fmt.Errorf("%s: %q is not host:port", flag, a)
+			}
+			out = append(out, a)
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("%s: no host:port given", flag)
+		}
+		return out, nil
+	}
+	cfg.redis = redis.Config{Username: cfg.redisUsername, Password: cfg.redisPassword, Retention: cfg.history}
+	switch {
+	case cfg.redisURL != "":
+		cfg.redis.URL = cfg.redisURL
+	case cfg.redisCluster != "":
+		a, err := addrs("--redis-cluster", cfg.redisCluster)
+		if err != nil {
+			return err
+		}
+		cfg.redis.ClusterAddrs = a
+	case cfg.redisSentinel != "":
+		name, list, ok := strings.Cut(cfg.redisSentinel, "@")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("--redis-sentinel: %q is not master-name@host:port,host:port,...", cfg.redisSentinel)
+		}
+		a, err := addrs("--redis-sentinel", list)
+		if err != nil {
+			return err
+		}
+		cfg.redis.SentinelMaster, cfg.redis.SentinelAddrs = strings.TrimSpace(name), a
+	}
+	return nil
+}
+
+// usesRedis reports whether the gateway runs on Redis rather than the
+// memory broker.
+func (cfg *serveConfig) usesRedis() bool {
+	return cfg.redis.URL != "" || len(cfg.redis.ClusterAddrs) > 0 || cfg.redis.SentinelMaster != ""
+}
+
+// redisMode names where Redis is, for the start log: never an address's
+// credentials.
+func (cfg *serveConfig) redisMode() string {
+	switch {
+	case len(cfg.redis.ClusterAddrs) > 0:
+		return "cluster"
+	case cfg.redis.SentinelMaster != "":
+		return "sentinel"
+	case cfg.redis.URL != "":
+		return "single"
+	}
+	return "memory"
 }
 
 // runServe runs a gateway with cfg until ctx ends, then drains it (its
@@ -281,13 +370,15 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 			}
 		}
 	}
-	if cfg.redisURL == "" {
+	if !cfg.usesRedis() {
 		gcfg.NewBroker = func(h broker.Handler) (broker.Broker, error) {
 			return memory.New(memory.Config{Handler: h, Retention: cfg.history}), nil
 		}
 	} else {
 		gcfg.NewBroker = func(h broker.Handler) (broker.Broker, error) {
-			return redis.New(redis.Config{URL: cfg.redisURL, Retention: cfg.history, Handler: h, Logger: log})
+			rc := cfg.redis
+			rc.Handler, rc.Logger = h, log
+			return redis.New(rc)
 		}
 	}
 	g, err := gateway.New(gcfg)
@@ -300,7 +391,7 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 		keyNames[i] = k.Name // never the secret
 	}
 	log.Info("server API keys", "names", keyNames)
-	if cfg.redisURL == "" {
+	if !cfg.usesRedis() {
 		log.Warn("no --redis given: using the embedded memory broker; this node is a cluster of one and history is lost on exit")
 	}
 
@@ -344,7 +435,7 @@ func runServe(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "node", g.NodeID(), "redis", cfg.redisURL != "", "dev_auth", cfg.devAuth)
+	log.Info("serving", "addr", ln.Addr().String(), "node", g.NodeID(), "redis", cfg.redisMode(), "dev_auth", cfg.devAuth)
 
 	code := 0
 	select {

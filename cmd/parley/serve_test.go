@@ -248,3 +248,43 @@ func TestServeWebhookFlags(t *testing.T) {
 		t.Fatalf("ok %v, events %v", ok, cfg.hookEvents)
 	}
 }
+
+func TestServeRedisFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--redis", "redis://r:6379/0", "--redis-cluster", "a:1"}, "set one"},
+		{[]string{"--redis-cluster", "a:1", "--redis-sentinel", "m@b:2"}, "set one"},
+		{[]string{"--redis-cluster", "a:1,nope"}, `--redis-cluster: "nope" is not host:port`},
+		{[]string{"--redis-cluster", " , "}, "--redis-cluster: no host:port given"},
+		{[]string{"--redis-sentinel", "b:2,c:3"}, "--redis-sentinel"},
+		{[]string{"--redis-sentinel", "@b:2"}, "--redis-sentinel"},
+		{[]string{"--redis-sentinel", "m@b"}, `"b" is not host:port`},
+		{[]string{"--redis", "redis://r:6379/0", "--redis-password", "TOPSECRET"}, "put them in the --redis URL"},
+		{[]string{"--redis-password", "TOPSECRET"}, "need --redis-cluster or --redis-sentinel"},
+	} {
+		var stderr strings.Builder
+		_, code, ok := parseServe(append([]string{"--dev-auth"}, c.args...), &stderr)
+		if ok || code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: ok %v, exit %d, %q; want exit 2 saying %q", c.args, ok, code, stderr.String(), c.want)
+		}
+		if strings.Contains(stderr.String(), "TOPSECRET") {
+			t.Errorf("%v: the password is shown: %q", c.args, stderr.String())
+		}
+	}
+	cfg, _, ok := parseServe([]string{"--dev-auth", "--redis-cluster", "10.0.0.1:7000, 10.0.0.2:7000", "--redis-password", "pw"}, io.Discard)
+	if !ok || !slices.Equal(cfg.redis.ClusterAddrs, []string{"10.0.0.1:7000", "10.0.0.2:7000"}) || cfg.redis.Password != "pw" || cfg.redisMode() != "cluster" {
+		t.Fatalf("cluster: ok %v, %+v", ok, cfg.redis)
+	}
+	t.Setenv("PARLEY_REDIS_SENTINEL", "mymaster@s1:26379,s2:26379,s3:26379")
+	cfg, _, ok = parseServe([]string{"--dev-auth"}, io.Discard)
+	if !ok || cfg.redis.SentinelMaster != "mymaster" || !slices.Equal(cfg.redis.SentinelAddrs, []string{"s1:26379", "s2:26379", "s3:26379"}) || cfg.redisMode() != "sentinel" {
+		t.Fatalf("sentinel from the environment: ok %v, %+v", ok, cfg.redis)
+	}
+	t.Setenv("PARLEY_REDIS_SENTINEL", "")
+	cfg, _, ok = parseServe([]string{"--dev-auth"}, io.Discard)
+	if !ok || cfg.usesRedis() || cfg.redisMode() != "memory" {
+		t.Fatalf("no Redis: ok %v, %+v", ok, cfg.redis)
+	}
+}
