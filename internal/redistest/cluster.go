@@ -102,6 +102,8 @@ type clusterNode struct {
 	masterID string
 	id       string
 	slots    []string // ranges as CLUSTER NODES prints them
+	myself   bool     // the line of the node that answered
+	epoch    int64    // config epoch
 }
 
 // nodes reads CLUSTER NODES from s.
@@ -119,10 +121,13 @@ func nodes(ctx context.Context, s *Server) ([]clusterNode, error) {
 			continue
 		}
 		addr, _, _ := strings.Cut(f[1], "@")
+		epoch, _ := strconv.ParseInt(f[6], 10, 64)
 		out = append(out, clusterNode{
 			id: f[0], addr: addr, masterID: f[3],
 			master: strings.Contains(f[2], "master"),
 			failed: strings.Contains(f[2], "fail"),
+			myself: strings.Contains(f[2], "myself"),
+			epoch:  epoch,
 			slots:  f[8:],
 		})
 	}

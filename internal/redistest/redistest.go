@@ -22,7 +22,8 @@ import (
 	"github.com/parley-chat/parley/internal/childproc"
 )
 
-// Options select how the server persists.
+// Options select how the server persists, and anything else it is
+// started with.
 type Options struct {
 	// AOF turns on the append-only file, so a restart keeps every write.
 	// Default off: a restart loses everything.
@@ -35,6 +36,10 @@ type Options struct {
 	// cluster-node-timeout. StartCluster sets it. Default: not a cluster
 	// node.
 	ClusterNodeTimeout time.Duration
+	// Args are extra redis-server arguments, appended to the command line
+	// after the ones Options make, e.g. {"--replicaof", "127.0.0.1",
+	// "6379"} for a replica (StartSentinel's replicas). Default none.
+	Args []string
 }
 
 // Server is a redis-server child process.
@@ -45,26 +50,42 @@ type Server struct {
 	Port int
 	cmd  *exec.Cmd
 	done chan struct{}
+	// sentinelConf, when set, makes the server a sentinel: start writes
+	// sentinelConf(Port) to sentinel.conf in Dir and runs
+	// `redis-server sentinel.conf --sentinel` instead of a data node.
+	sentinelConf func(port int) string
+	// confPort is the port the sentinel.conf on disk was written for (0:
+	// none yet). A restart on the same port keeps the file, which the
+	// sentinel rewrites with what it learned.
+	confPort int
 }
 
 // Start starts a redis-server and waits until it answers PING. The server is
 // stopped when the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
+	s := &Server{t: t, opts: opts}
+	s.launch()
+	return s
+}
+
+// launch starts s on a free port (a few tries, as another process may take
+// the port first) in a new directory and stops it when the test ends.
+func (s *Server) launch() {
+	s.t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
+		s.t.Fatalf("redis-server is not installed (apt-get install -y redis-server): %v", err)
 	}
-	s := &Server{t: t, opts: opts, Dir: t.TempDir()}
+	s.Dir = s.t.TempDir()
 	var lastErr error
 	for range 5 {
-		s.Port = freePort(t)
+		s.Port = freePort(s.t)
 		if lastErr = s.start(); lastErr == nil {
-			t.Cleanup(s.Stop)
-			return s
+			s.t.Cleanup(s.Stop)
+			return
 		}
 	}
-	t.Fatalf("redistest: could not start redis-server: %v", lastErr)
-	return nil
+	s.t.Fatalf("redistest: could not start redis-server: %v", lastErr)
 }
 
 func freePort(t testing.TB) int {
@@ -76,7 +97,8 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func (s *Server) start() error {
+// args is the redis-server command line of a data node.
+func (s *Server) args() []string {
 	args := []string{
 		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
 		"--dir", s.Dir, "--save", "", "--daemonize", "no",
@@ -94,6 +116,30 @@ func (s *Server) start() error {
 	if t := s.opts.ClusterNodeTimeout; t > 0 {
 		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", strconv.FormatInt(t.Milliseconds(), 10))
+	}
+	return append(args, s.opts.Args...)
+}
+
+// sentinelArgs writes the sentinel's config file, unless the one on disk is
+// already for this port, and returns its command line.
+func (s *Server) sentinelArgs() ([]string, error) {
+	conf := filepath.Join(s.Dir, "sentinel.conf")
+	if s.confPort != s.Port {
+		if err := os.WriteFile(conf, []byte(s.sentinelConf(s.Port)), 0o600); err != nil {
+			return nil, fmt.Errorf("write the sentinel config: %w", err)
+		}
+		s.confPort = s.Port
+	}
+	return []string{conf, "--sentinel"}, nil
+}
+
+func (s *Server) start() error {
+	args := s.args()
+	if s.sentinelConf != nil {
+		var err error
+		if args, err = s.sentinelArgs(); err != nil {
+			return err
+		}
 	}
 	cmd := exec.Command("redis-server", args...)
 	childproc.BindToParent(cmd) // a crashed test binary leaves no server behind
@@ -267,17 +313,26 @@ func (s *Server) PubSubClients(ctx context.Context) int {
 
 // Info returns one INFO field, for assertions on server state.
 func (s *Server) Info(ctx context.Context, section, field string) string {
-	c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
+	v, err := info(ctx, s.Addr(), section, field)
+	if err != nil {
+		s.t.Fatalf("redistest: INFO: %v", err)
+	}
+	return v
+}
+
+// info reads one INFO field of the server at addr ("" when it has none).
+func info(ctx context.Context, addr, section, field string) (string, error) {
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
 	defer c.Close()
 	txt, err := c.Info(ctx, section).Result()
 	if err != nil {
-		s.t.Fatalf("redistest: INFO: %v", err)
+		return "", err
 	}
 	sc := bufio.NewScanner(strings.NewReader(txt))
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			return strings.TrimSpace(v)
+			return strings.TrimSpace(v), nil
 		}
 	}
-	return ""
+	return "", nil
 }
