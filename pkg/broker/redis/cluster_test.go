@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-
 	"github.com/parley-chat/parley/internal/redistest"
 	"github.com/parley-chat/parley/pkg/broker"
 	"github.com/parley-chat/parley/pkg/broker/brokertest"
@@ -164,8 +162,9 @@ func TestClusterSlotMoveResubscribes(t *testing.T) {
 			break
 		}
 	}
-	slot := int(goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: c.Addrs()}).ClusterKeySlot(ctx, key).Val())
-	migrateSlot(t, c, slot, from, to)
+	if err := c.MigrateSlot(ctx, redistest.Slot(key), to); err != nil {
+		t.Fatal(err)
+	}
 	rec.WaitFor(t, 15*time.Second, "Lost then Subscribed again", func(l brokertest.Log) bool {
 		return len(l.Lost()) >= 1 && len(l.Subscribed()) == 2
 	})
@@ -189,44 +188,10 @@ func bodies(envs []broker.Envelope) []string {
 	return out
 }
 
-// migrateSlot moves one slot and its keys from one master to another, the
-// way redis-cli --cluster reshard does.
-func migrateSlot(t *testing.T, c *redistest.Cluster, slot int, from, to *redistest.Server) {
-	t.Helper()
-	ctx := context.Background()
-	fc, tc := from.Client(), to.Client()
-	defer fc.Close()
-	defer tc.Close()
-	fromID, toID := fc.ClusterMyID(ctx).Val(), tc.ClusterMyID(ctx).Val()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
+func TestSlotOfMatchesRedis(t *testing.T) {
+	for _, k := range []string{"", "a", "{a}b", "a{}b", "{}", "a{b", "x{y}z{w}", "parley:{room 1}:log", "parley:u:{ü}", "123456789"} {
+		if got, want := redis.SlotOf(k), redistest.Slot(k); got != want {
+			t.Errorf("slotOf(%q) = %d, want %d", k, got, want)
 		}
-	}
-	must(tc.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
-	must(fc.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
-	for {
-		keys, err := fc.ClusterGetKeysInSlot(ctx, slot, 100).Result()
-		must(err)
-		if len(keys) == 0 {
-			break
-		}
-		args := []any{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "KEYS"}
-		for _, k := range keys {
-			args = append(args, k)
-		}
-		must(fc.Do(ctx, args...).Err())
-	}
-	must(tc.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
-	must(fc.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
-	for _, s := range c.Nodes {
-		if s == from || s == to {
-			continue
-		}
-		cl := s.Client()
-		err := cl.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err()
-		cl.Close()
-		must(err)
 	}
 }
