@@ -254,7 +254,7 @@ func (cfg *serveConfig) parseRedis() error {
 	case set > 1:
 		return errors.New("--redis, --redis-cluster and --redis-sentinel name where Redis is in three ways: set one")
 	case cfg.redisURL != "" && (cfg.redisUsername != "" || cfg.redisPassword != ""):
-		return errors.New("--redis-username and --redis-password are for --redis-cluster and --redis-sentinel: put them in the --redis URL (redis://user:password@host:6379/0)")
+		return errors.New("--redis-username and --redis-password are for --redis-cluster and --redis-sentinel: put them in the --redis URL, as in redis://user:password@host:6379/0")
 	case set == 0 && (cfg.redisUsername != "" || cfg.redisPassword != ""):
 		return errors.New("--redis-username and --redis-password need --redis-cluster or --redis-sentinel")
 	}
@@ -274,6 +274,9 @@ func (cfg *serveConfig) parseRedis() error {
 		}
 		return out, nil
 	}
+	if set == 0 {
+		return nil // the memory broker
+	}
 	cfg.redis = redis.Config{Username: cfg.redisUsername, Password: cfg.redisPassword, Retention: cfg.history}
 	switch {
 	case cfg.redisURL != "":
@@ -287,7 +290,7 @@ func (cfg *serveConfig) parseRedis() error {
 	case cfg.redisSentinel != "":
 		name, list, ok := strings.Cut(cfg.redisSentinel, "@")
 		if !ok || strings.TrimSpace(name) == "" {
-			return fmt.Errorf("--redis-sentinel: %q is not master-name@host:port,host:port,...", cfg.redisSentinel)
+			return fmt.Errorf("--redis-sentinel: %q is not master-name@host:port (more sentinels after commas)", cfg.redisSentinel)
 		}
 		a, err := addrs("--redis-sentinel", list)
 		if err != nil {

@@ -200,6 +200,7 @@ func (b *Broker) sendBatch(ctx context.Context, batch []*publishReq) {
 	}
 	if transport != nil {
 		b.failQueued(transport)
+		b.bus.trouble() // on a Cluster: a failover may have moved the slot
 	}
 }
 

@@ -188,6 +188,9 @@ func New(cfg Config) (*Broker, error) {
 			DialTimeout: dialTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
 			MaxRetries: 1,
 			Protocol:   2,
+			// One dial, no retries: a dead master fails a send at once,
+			// and the router moves its slots as soon as a replica has them.
+			DialerRetries: 1,
 		}
 		c := goredis.NewClusterClient(opt)
 		client = c
@@ -196,7 +199,13 @@ func New(cfg Config) (*Broker, error) {
 		bs.username, bs.password = cfg.Username, cfg.Password
 		d := goredis.NewDialer(&goredis.Options{DialTimeout: dialTimeout, TLSConfig: opt.TLSConfig})
 		bs.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d(ctx, "tcp", addr) }
-		bs.slotMap = clusterSlots(c)
+		sr := &slotReader{seeds: cfg.ClusterAddrs, clients: make(map[string]*goredis.Client), opt: func(addr string) *goredis.Options {
+			return &goredis.Options{Addr: addr, Username: cfg.Username, Password: cfg.Password, TLSConfig: opt.TLSConfig,
+				DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
+				MaxRetries: -1, DialerRetries: 1, PoolSize: 1, Protocol: 2}
+		}}
+		bs.slotMap, bs.closeSlots = sr.read, sr.close
+		bs.reload = func() { c.ReloadState(context.Background()) }
 	default:
 		for _, a := range cfg.SentinelAddrs {
 			if _, _, err := net.SplitHostPort(a); err != nil {

@@ -49,6 +49,8 @@ type bus struct {
 	probePrefix  string                                                       // every probe channel starts with it
 	publish      func(ctx context.Context, ch, payload string) (int64, error) // a probe's publish, by the client
 	slotMap      func(ctx context.Context) ([]slotRange, error)               // Cluster: reads the slot map
+	reload       func()                                                       // Cluster: has the client read the slot map again
+	closeSlots   func()                                                       // Cluster: closes what slotMap holds
 
 	wake chan struct{} // buffered 1: the router should read the slot map now
 	wg   sync.WaitGroup
@@ -197,26 +199,45 @@ func (bs *bus) probeChannel(s *shard) string {
 }
 
 // router keeps a Cluster's slot map and each channel on the shard of its
-// slot's master.
+// slot's master. It reads the map every TopologyInterval, when kicked (a
+// connection failed, a channel was displaced), and every settleInterval
+// while some channel is not on a live connection: a failover shows in the
+// map once the replica is promoted, and the channels follow at once.
 func (bs *bus) router() {
 	defer bs.wg.Done()
+	const settleInterval = 250 * time.Millisecond
 	every := time.NewTicker(bs.b.cfg.TopologyInterval)
 	defer every.Stop()
 	backoff := 100 * time.Millisecond
 	for {
+		var settle <-chan time.Time
+		var st *time.Timer
+		if bs.unsettled() {
+			st = time.NewTimer(settleInterval)
+			settle = st.C
+		}
 		select {
 		case <-bs.ctx.Done():
-			return
 		case <-every.C:
 		case <-bs.wake:
+		case <-settle:
+		}
+		if st != nil {
+			st.Stop()
+		}
+		if bs.ctx.Err() != nil {
+			return
 		}
 		if err := bs.refresh(); err != nil {
 			bs.b.cfg.Logger.Warn("redis: cannot read the cluster's slot map", "err", err)
 			bs.kick() // try again after the backoff
+			if backoff < 2*time.Second {
+				backoff *= 2
+			}
 		} else {
 			backoff = 100 * time.Millisecond
 		}
-		// At most one refresh per backoff, however often shards call.
+		// At most one read per backoff, however often shards call.
 		t := time.NewTimer(backoff)
 		select {
 		case <-bs.ctx.Done():
@@ -224,10 +245,23 @@ func (bs *bus) router() {
 			return
 		case <-t.C:
 		}
-		if backoff < 2*time.Second {
-			backoff *= 2
+	}
+}
+
+// unsettled reports whether a channel waits for a shard, or a shard that
+// holds channels is down.
+func (bs *bus) unsettled() bool {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if len(bs.homeless) > 0 {
+		return true
+	}
+	for _, s := range bs.shards {
+		if !s.healthy.Load() && !s.idle() {
+			return true
 		}
 	}
+	return false
 }
 
 // refresh reads the slot map and moves every channel whose slot's master
@@ -250,6 +284,7 @@ func (bs *bus) refresh() error {
 		bs.mu.Unlock()
 		return nil
 	}
+	changed := !slices.Equal(bs.slots, slots)
 	bs.slots = slots
 	for ch, s := range bs.route {
 		if addr, ok := bs.ownerLocked(slotOf(ch)); !ok || addr != s.addr {
@@ -275,6 +310,15 @@ func (bs *bus) refresh() error {
 		}
 	}
 	bs.mu.Unlock()
+	if changed {
+		bs.b.cfg.Logger.Debug("redis: the cluster's slot map changed", "ranges", len(slots), "moved", len(moved), "shards", len(bs.shards))
+	}
+	if changed && bs.reload != nil {
+		// go-redis reads the slot map on MOVED, or when its copy is
+		// older than a while; after a failover the dead master answers
+		// nothing, so tell it now.
+		bs.reload()
+	}
 	for _, s := range stopped {
 		s.stop()
 	}
@@ -321,25 +365,104 @@ func (bs *bus) close() {
 	for _, s := range shards {
 		s.stop()
 	}
+	if bs.closeSlots != nil {
+		bs.closeSlots()
+	}
 }
 
-// clusterSlots reads a Cluster's slot map with CLUSTER SLOTS.
-func clusterSlots(c goredis.UniversalClient) func(ctx context.Context) ([]slotRange, error) {
-	return func(ctx context.Context) ([]slotRange, error) {
-		res, err := c.ClusterSlots(ctx).Result()
-		if err != nil {
-			return nil, err
-		}
-		out := make([]slotRange, 0, len(res))
-		for _, r := range res {
-			if len(r.Nodes) == 0 {
-				continue
-			}
-			out = append(out, slotRange{start: r.Start, end: r.End, addr: r.Nodes[0].Addr})
-		}
-		slices.SortFunc(out, func(a, b slotRange) int { return a.start - b.start })
-		return out, nil
+// slotReader reads a Cluster's slot map with CLUSTER SLOTS, asking the
+// nodes it knows (the seeds, and every node of the last map, replicas
+// included) one after another, each with a short timeout, until one
+// answers. The cluster client would send it to any master, the dead one
+// included, and wait out its dial retries.
+type slotReader struct {
+	opt   func(addr string) *goredis.Options
+	seeds []string
+
+	mu      sync.Mutex
+	known   []string                   // nodes of the last map, then the seeds not among them
+	clients map[string]*goredis.Client // by address
+	next    int                        // where the next read starts in known
+}
+
+func (r *slotReader) read(ctx context.Context) ([]slotRange, error) {
+	r.mu.Lock()
+	addrs := append([]string(nil), r.known...)
+	if len(addrs) == 0 {
+		addrs = append(addrs, r.seeds...)
 	}
+	start := r.next % len(addrs)
+	r.next++
+	r.mu.Unlock()
+	var firstErr error
+	for i := range addrs {
+		addr := addrs[(start+i)%len(addrs)]
+		nctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		//lint:ignore SA1019 CLUSTER SLOTS is what go-redis's cluster client routes by too; its replacement, CLUSTER SHARDS, says the same in more words
+		res, err := r.client(addr).ClusterSlots(nctx).Result()
+		cancel()
+		if err == nil && len(res) > 0 {
+			return r.learn(res), nil
+		}
+		if err == nil {
+			err = errors.New("empty slot map")
+		}
+		if firstErr == nil {
+			firstErr = fmt.Errorf("%s: %w", addr, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, firstErr
+}
+
+// learn turns CLUSTER SLOTS into the slot map, and remembers its nodes.
+func (r *slotReader) learn(res []goredis.ClusterSlot) []slotRange {
+	out := make([]slotRange, 0, len(res))
+	seen := make(map[string]bool)
+	var known []string
+	for _, sr := range res {
+		for _, n := range sr.Nodes {
+			if n.Addr != "" && !seen[n.Addr] {
+				seen[n.Addr] = true
+				known = append(known, n.Addr)
+			}
+		}
+		if len(sr.Nodes) > 0 {
+			out = append(out, slotRange{start: sr.Start, end: sr.End, addr: sr.Nodes[0].Addr})
+		}
+	}
+	for _, a := range r.seeds {
+		if !seen[a] {
+			known = append(known, a)
+		}
+	}
+	slices.SortFunc(out, func(a, b slotRange) int { return a.start - b.start })
+	r.mu.Lock()
+	r.known = known
+	r.mu.Unlock()
+	return out
+}
+
+func (r *slotReader) client(addr string) *goredis.Client {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.clients[addr]
+	if c == nil {
+		c = goredis.NewClient(r.opt(addr))
+		r.clients[addr] = c
+	}
+	return c
+}
+
+func (r *slotReader) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.clients {
+		c.Close()
+	}
+	clear(r.clients)
 }
 
 // lostChannels tells the Handler that the topics of chans are lost (those

@@ -17,7 +17,11 @@ import (
 	"github.com/parley-chat/parley/pkg/broker/redis"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// go-redis retries a failed dial in the background, one try a second,
+// and stops at the next try after its client closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"))
+}
 
 func newBroker(t testing.TB, srv *redistest.Server, h broker.Handler, retention int) *redis.Broker {
 	t.Helper()
