@@ -33,12 +33,16 @@ type stack struct {
 	port    int
 }
 
-func (s *stack) run(ctx context.Context, args ...string) (string, error) {
-	file := s.file
-	if file == "" {
-		file = "docker-compose.yml"
+// fileName is the stack's compose file, relative to root.
+func (s *stack) fileName() string {
+	if s.file == "" {
+		return "docker-compose.yml"
 	}
-	full := append(append(s.cmd[1:len(s.cmd):len(s.cmd)], "-p", s.project, "-f", filepath.Join(s.root, file)), args...)
+	return s.file
+}
+
+func (s *stack) run(ctx context.Context, args ...string) (string, error) {
+	full := append(append(s.cmd[1:len(s.cmd):len(s.cmd)], "-p", s.project, "-f", filepath.Join(s.root, s.fileName())), args...)
 	cmd := exec.CommandContext(ctx, s.cmd[0], full...)
 	cmd.Dir = s.root
 	cmd.Env = append(os.Environ(), "PARLEY_PORT="+strconv.Itoa(s.port))
@@ -92,7 +96,9 @@ var built struct {
 // rather than each building it.
 func buildImages(t *testing.T, ctx context.Context, s *stack) {
 	t.Helper()
+	first := false
 	built.once.Do(func() {
+		first = true
 		start := time.Now()
 		out, err := exec.CommandContext(ctx, filepath.Join(s.root, "deploy", "images.sh")).CombinedOutput()
 		if err != nil {
@@ -104,12 +110,16 @@ func buildImages(t *testing.T, ctx context.Context, s *stack) {
 			built.err = err
 			return
 		}
-		built.log += fmt.Sprintf("images ready and the gateway image built (with %s) in %v", s.file, time.Since(start).Round(100*time.Millisecond))
+		built.log += fmt.Sprintf("images ready and the gateway image built (with %s) in %v", s.fileName(), time.Since(start).Round(100*time.Millisecond))
 	})
 	if built.err != nil {
 		t.Fatal(built.err)
 	}
-	t.Log(built.log)
+	if first {
+		t.Log(built.log)
+	} else {
+		t.Log("images and the gateway image: built earlier by this test binary, reused")
+	}
 }
 
 // composeCommand finds the Compose tool: the docker plugin, else the
