@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,12 +28,21 @@ type stack struct {
 	t       *testing.T
 	cmd     []string // "docker compose" or "docker-compose"
 	root    string
+	file    string // the compose file, relative to root; "" is docker-compose.yml
 	project string
 	port    int
 }
 
+// fileName is the stack's compose file, relative to root.
+func (s *stack) fileName() string {
+	if s.file == "" {
+		return "docker-compose.yml"
+	}
+	return s.file
+}
+
 func (s *stack) run(ctx context.Context, args ...string) (string, error) {
-	full := append(append(s.cmd[1:len(s.cmd):len(s.cmd)], "-p", s.project, "-f", filepath.Join(s.root, "docker-compose.yml")), args...)
+	full := append(append(s.cmd[1:len(s.cmd):len(s.cmd)], "-p", s.project, "-f", filepath.Join(s.root, s.fileName())), args...)
 	cmd := exec.CommandContext(ctx, s.cmd[0], full...)
 	cmd.Dir = s.root
 	cmd.Env = append(os.Environ(), "PARLEY_PORT="+strconv.Itoa(s.port))
@@ -52,6 +62,64 @@ func (s *stack) must(ctx context.Context, args ...string) string {
 		s.t.Fatal(err)
 	}
 	return out
+}
+
+// downOnCleanup takes the project down with its volumes when the test
+// ends, after printing the last logs if the test failed.
+func (s *stack) downOnCleanup() {
+	s.t.Cleanup(func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer dcancel()
+		if s.t.Failed() {
+			out, _ := s.run(dctx, "logs", "--no-color", "--tail", "40")
+			s.t.Logf("compose logs:\n%s", out)
+		}
+		if _, err := s.run(dctx, "down", "-v", "--remove-orphans"); err != nil {
+			s.t.Errorf("compose down -v: %v", err)
+		} else {
+			s.t.Log("compose down -v: containers, network and volumes removed")
+		}
+	})
+}
+
+// built is the outcome of buildImages, which runs once per test binary.
+var built struct {
+	once sync.Once
+	log  string
+	err  error
+}
+
+// buildImages runs deploy/images.sh (stand-ins for the base images on a
+// host with no registry; nothing on a host that has them) and builds the
+// gateway image, parley-gateway:local, once per test binary: every compose
+// file here names that image with the same build, so the tests share it
+// rather than each building it.
+func buildImages(t *testing.T, ctx context.Context, s *stack) {
+	t.Helper()
+	first := false
+	built.once.Do(func() {
+		first = true
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, filepath.Join(s.root, "deploy", "images.sh")).CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("deploy/images.sh: %v\n%s", err, out)
+			return
+		}
+		built.log = fmt.Sprintf("deploy/images.sh:\n%s\n", strings.TrimSpace(string(out)))
+		if _, err := s.run(ctx, "build", "gateway"); err != nil {
+			built.err = err
+			return
+		}
+		built.log += fmt.Sprintf("images ready and the gateway image built (with %s) in %v", s.fileName(), time.Since(start).Round(100*time.Millisecond))
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	if first {
+		t.Log(built.log)
+	} else {
+		t.Log("images and the gateway image: built earlier by this test binary, reused")
+	}
 }
 
 // composeCommand finds the Compose tool: the docker plugin, else the
@@ -145,33 +213,15 @@ func TestCompose(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 
-	images := exec.CommandContext(ctx, filepath.Join(root, "deploy", "images.sh"))
-	if out, err := images.CombinedOutput(); err != nil {
-		t.Fatalf("deploy/images.sh: %v\n%s", err, out)
-	} else {
-		t.Logf("deploy/images.sh:\n%s", strings.TrimSpace(string(out)))
-	}
-
-	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer dcancel()
-		if t.Failed() {
-			out, _ := s.run(dctx, "logs", "--no-color", "--tail", "40")
-			t.Logf("compose logs:\n%s", out)
-		}
-		if _, err := s.run(dctx, "down", "-v", "--remove-orphans"); err != nil {
-			t.Errorf("compose down -v: %v", err)
-		} else {
-			t.Log("compose down -v: containers, network and the Redis volume removed")
-		}
-	})
+	buildImages(t, ctx, s)
+	s.downOnCleanup()
 	start := time.Now()
-	s.must(ctx, "up", "-d", "--build")
-	built := time.Since(start)
+	s.must(ctx, "up", "-d")
+	upTook := time.Since(start)
 	base := fmt.Sprintf("127.0.0.1:%d", s.port)
 	url := "ws://" + base + "/ws"
 	nodes := waitNodes(t, ctx, url, 3, 2*time.Minute)
-	t.Logf("compose up -d --build: %v; 3 gateways answering through the load balancer after %v", built.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
+	t.Logf("compose up -d: %v; 3 gateways answering through the load balancer after %v", upTook.Round(100*time.Millisecond), time.Since(start).Round(100*time.Millisecond))
 
 	resp, err := http.Get("http://" + base + "/")
 	if err != nil {
