@@ -249,6 +249,9 @@ func (g *Gateway) removeMember(ctx context.Context, room, user string) (bool, er
 		return false, g.refusal(ctx, err)
 	}
 	if removed {
+		if info.Kind != broker.PublicRoom {
+			g.revoke(ctx, room, user)
+		}
 		g.tellUser(ctx, principal{user: user}, &protocol.Frame{Type: protocol.TypeMembership, Room: room, Kind: string(info.Kind), State: "left"})
 	}
 	return removed, nil

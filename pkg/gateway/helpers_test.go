@@ -22,16 +22,42 @@ import (
 	"github.com/parley-chat/parley/pkg/broker/redis"
 	"github.com/parley-chat/parley/pkg/gateway"
 	"github.com/parley-chat/parley/pkg/protocol"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 var prefixSeq atomic.Int64
 
-// cluster is several in-process gateways on one real Redis.
+// cluster is several in-process gateways on one real Redis, or on a real
+// Redis Cluster while onRedisCluster is set.
 type cluster struct {
 	t      testing.TB
-	redis  *redistest.Server
+	redis  *redistest.Server  // nil on a Redis Cluster
+	rc     *redistest.Cluster // nil on one Redis
 	prefix string
 	gws    []*node
+}
+
+// onRedisCluster, when set (by TestOnRedisCluster, for the tests it runs
+// again), makes newCluster put its gateways on that Redis Cluster.
+var onRedisCluster *redistest.Cluster
+
+// brokerConfig is the Redis broker's configuration for the cluster's
+// store: its URL, or its Cluster's seed nodes.
+func (c *cluster) brokerConfig() redis.Config {
+	if c.rc != nil {
+		return redis.Config{ClusterAddrs: c.rc.Addrs(), Prefix: c.prefix, Logger: quietLogger()}
+	}
+	return redis.Config{URL: c.redis.URL(), Prefix: c.prefix, Logger: quietLogger()}
+}
+
+// store is a client of the cluster's store, for reading what it holds.
+func (c *cluster) store() goredis.UniversalClient {
+	if c.rc != nil {
+		return c.rc.Client()
+	}
+	cl := c.redis.Client()
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
 }
 
 type node struct {
@@ -50,7 +76,10 @@ func quietLogger() *slog.Logger {
 
 func newCluster(t testing.TB, n int, tweak func(*gateway.Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, redis: redistest.Start(t, redistest.Options{}), prefix: fmt.Sprintf("p%d", prefixSeq.Add(1))}
+	c := &cluster{t: t, rc: onRedisCluster, prefix: fmt.Sprintf("p%d", prefixSeq.Add(1))}
+	if c.rc == nil {
+		c.redis = redistest.Start(t, redistest.Options{})
+	}
 	for i := range n {
 		c.addNode(fmt.Sprintf("gw-%d", i+1), tweak)
 	}
@@ -64,7 +93,9 @@ func (c *cluster) addNode(id string, tweak func(*gateway.Config)) *node {
 		DevAuth: true,
 		Logger:  quietLogger(),
 		NewBroker: func(h broker.Handler) (broker.Broker, error) {
-			return redis.New(redis.Config{URL: c.redis.URL(), Prefix: c.prefix, Handler: h, Logger: quietLogger()})
+			rc := c.brokerConfig()
+			rc.Handler = h
+			return redis.New(rc)
 		},
 	}
 	if tweak != nil {
@@ -399,7 +430,9 @@ func scrapeValue(t *testing.T, n *node, name string) float64 {
 
 func (c *cluster) addNodeWithRetention(t *testing.T, retention int) *node {
 	return c.addNodeBroker(fmt.Sprintf("gw-r%d", retention), func(h broker.Handler) (broker.Broker, error) {
-		return redis.New(redis.Config{URL: c.redis.URL(), Prefix: c.prefix + "-r", Handler: h, Retention: retention, Logger: quietLogger()})
+		rc := c.brokerConfig()
+		rc.Prefix, rc.Handler, rc.Retention = c.prefix+"-r", h, retention
+		return redis.New(rc)
 	})
 }
 
@@ -408,7 +441,7 @@ func (c *cluster) addNodeBroker(id string, nb func(broker.Handler) (broker.Broke
 }
 
 func (c *cluster) epochOf(t *testing.T, room string) string {
-	e, err := c.redis.Client().HGet(context.Background(), c.prefix+":{"+room+"}:meta", "epoch").Result()
+	e, err := c.store().HGet(context.Background(), c.prefix+":{"+room+"}:meta", "epoch").Result()
 	if err != nil {
 		t.Fatalf("epoch of %s: %v", room, err)
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 
 	"github.com/parley-chat/parley/pkg/broker"
@@ -207,6 +208,10 @@ func (h *hub) Event(ev broker.Event) {
 		h.userEvent(ev)
 		return
 	}
+	if user, ok := revokedUser(ev.Data); ok {
+		h.revokeLocal(ev.Topic.Name, user)
+		return
+	}
 	r := h.room(ev.Topic.Name)
 	if r == nil {
 		return
@@ -250,6 +255,9 @@ func (h *hub) Subscribed(t broker.Topic) {
 // Subscribed comes back: its repair then reads what the loss cost.
 func (h *hub) Lost(topics []broker.Topic, err error) {
 	h.g.metrics.pubsubLost.Inc()
+	if errors.Is(err, broker.ErrSilent) {
+		h.g.metrics.pubsubSilent.Inc()
+	}
 	h.g.log.Warn("pub/sub subscriptions lost; rooms will be re-read from history when they are back",
 		"topics", len(topics), "err", err)
 }

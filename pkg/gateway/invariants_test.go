@@ -88,14 +88,15 @@ func TestInvariant2_OneAtomicPublish(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("bob got no message")
 	}
-	stored, err := c.redis.Client().LRange(ctx, c.prefix+":{r}:log", 0, -1).Result()
+	store := c.store()
+	stored, err := store.LRange(ctx, c.prefix+":{r}:log", 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(stored) != 1 || stored[0] != string(live) {
 		t.Fatalf("live frame %s\nstored %v", live, stored)
 	}
-	meta, _ := c.redis.Client().HGetAll(ctx, c.prefix+":{r}:meta").Result()
+	meta, _ := store.HGetAll(ctx, c.prefix+":{r}:meta").Result()
 	if meta["seq"] != fmt.Sprint(ack.Seq) || meta["epoch"] == "" {
 		t.Fatalf("meta = %v, ack seq %d", meta, ack.Seq)
 	}

@@ -20,6 +20,7 @@ type metrics struct {
 	ephemeralDropped prometheus.Counter
 	choresDropped    prometheus.Counter
 	pubsubLost       prometheus.Counter
+	pubsubSilent     prometheus.Counter
 	gapsRepaired     prometheus.Counter
 	brokerUp         prometheus.Gauge
 	draining         prometheus.Gauge
@@ -59,7 +60,9 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 		choresDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_presence_dropped_total",
 			Help: "Presence entries not recorded because the gateway's queue of store writes was full.", ConstLabels: labels}),
 		pubsubLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_pubsub_reconnects_total",
-			Help: "Losses of pub/sub subscriptions, one per subscriber connection lost (each followed by a resubscribe and a history re-read).", ConstLabels: labels}),
+			Help: "Losses of pub/sub subscriptions, one per subscriber connection lost or Redis Cluster slot moved (each followed by a resubscribe and a history re-read).", ConstLabels: labels}),
+		pubsubSilent: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_pubsub_silent_total",
+			Help: "Pub/sub connections dropped because a probe published through Redis did not come back through them (also counted in parley_pubsub_reconnects_total).", ConstLabels: labels}),
 		gapsRepaired: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_gaps_repaired_total",
 			Help: "Messages that pub/sub lost and the gateway re-read from history.", ConstLabels: labels}),
 		brokerUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_redis_up",
@@ -91,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, gat prometheus.Gatherer, node string)
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900}}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.rooms, m.framesIn, m.framesOut, m.publishSeconds,
-		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors,
+		m.slowCloses, m.ephemeralDropped, m.choresDropped, m.pubsubLost, m.pubsubSilent, m.gapsRepaired, m.brokerUp, m.draining, m.refused, m.errors,
 		m.sseStreams, m.pollsWaiting, m.polls,
 		m.webhookSent, m.webhookFailures, m.webhookRetries, m.webhookDead, m.webhookDropped, m.webhookSeconds} {
 		if err := reg.Register(c); err != nil {

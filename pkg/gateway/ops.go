@@ -318,6 +318,9 @@ func (g *Gateway) exit(ctx context.Context, p principal, room string) error {
 		f := &protocol.Frame{Type: protocol.TypeMembership, Room: room, State: "left"}
 		if kind, err := g.roomKind(ctx, room); err == nil {
 			f.Kind = string(kind)
+			if kind != broker.PublicRoom {
+				g.revoke(ctx, room, p.user)
+			}
 		} else {
 			g.log.Info("left a room of unknown kind: the user's other connections keep their joins", "room", room, "err", err)
 		}

@@ -31,8 +31,9 @@ func plainRoom(path string) (string, bool) {
 // A plain-text client gets the body of every message not its own, and
 // cannot be told about epochs or holes: it gets what there is.
 type plainSession struct {
-	p   principal
-	out *outbox
+	p    principal
+	room string
+	out  *outbox
 }
 
 var _ subscriber = (*plainSession)(nil)
@@ -57,7 +58,21 @@ func (s *plainSession) deliver(env broker.Envelope, catchUp bool) {
 // userEvent implements userSubscriber: a plain-text connection holds its
 // user's topic only to hear a disconnect (which the hub handles); the
 // user's other events are not for it.
-func (s *plainSession) userEvent(string, []byte) {}
+// userEvent implements userSubscriber: the end of the user's membership
+// of this connection's private or direct room closes it (1008), as plain
+// text has no frame to say so.
+func (s *plainSession) userEvent(_ string, frame []byte) {
+	if room, ok := leftRoom(frame); ok {
+		s.revoke(room)
+	}
+}
+
+// revoke implements userSubscriber.
+func (s *plainSession) revoke(room string) {
+	if room == s.room {
+		s.out.close(protocol.ClosePolicy, "no longer a member of "+room, true)
+	}
+}
 
 func (s *plainSession) event(broker.Event, string)                  {}
 func (s *plainSession) epochReset(string, protocol.Position, int64) {}
@@ -109,7 +124,7 @@ func (c *wsConn) servePlain(target *url.URL, bearer string) {
 	// restarts of this node, whose connection numbers start again at 1;
 	// without it a new client's first messages would be taken for resends
 	// of an old one's within the idempotency window, and dropped.
-	s := &plainSession{p: principal{user: u, device: fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id), rooms: claims.Rooms}, out: &c.out}
+	s := &plainSession{p: principal{user: u, device: fmt.Sprintf("text-%s-%s-%d", c.g.cfg.NodeID, c.g.boot, c.id), rooms: claims.Rooms}, room: room, out: &c.out}
 
 	// The user's topic, for a disconnect of the user from any gateway.
 	// A store that cannot be reached costs that, not the connection.

@@ -231,7 +231,7 @@ func (g *Gateway) pollAfter(ctx context.Context, c caller, room string, after pr
 		return pollAnswer{}, err
 	}
 	if wait > 0 && len(rng.Messages) == 0 && recovered {
-		pw := &pollWaiter{g: g, wake: make(chan struct{})}
+		pw := &pollWaiter{g: g, room: room, wake: make(chan struct{})}
 		if g.track(pw) {
 			defer g.untrack(pw)
 			return pw.poll(ctx, c, room, after, limit, wait)
@@ -271,17 +271,19 @@ func afterAnswer(room string, head broker.Position, msgs []broker.Envelope, reco
 // takes no other lock.
 type pollWaiter struct {
 	g    *Gateway
+	room string
 	adm  admission
 	wake chan struct{} // closed once the poll has its answer (or must end)
 
 	mu        sync.Mutex
 	woken     bool
-	why       string            // "data", "drain", "kill", "expel"
+	why       string            // "data", "drain", "kill", "expel", "revoked"
 	expelWhy  string            // the reason of an expel
 	head      broker.Position   // the join's head
 	msgs      []broker.Envelope // what the poll answers with
 	recovered bool
 	reset     bool // the epoch changed under the wait: take no more
+	revoked   bool // the user is no longer a member: take no more
 }
 
 var (
@@ -330,6 +332,9 @@ func (pw *pollWaiter) poll(ctx context.Context, c caller, room string, after pro
 	case "expel":
 		g.metrics.polls.WithLabelValues("drain").Inc()
 		return pollAnswer{}, &opError{protocol.CodeUnauthorized, pw.expelWhy}
+	case "revoked":
+		g.metrics.polls.WithLabelValues("drain").Inc()
+		return pollAnswer{}, &opError{protocol.CodeForbidden, "no longer a member of " + room}
 	case "drain", "kill":
 		// Answer at once with what there is: the client polls again,
 		// through the load balancer, on another gateway.
@@ -379,7 +384,7 @@ func (pw *pollWaiter) joined(j joinOutcome) {
 func (pw *pollWaiter) deliver(env broker.Envelope, catchUp bool) {
 	pw.mu.Lock()
 	defer pw.mu.Unlock()
-	if pw.reset || (pw.woken && pw.why != "data") {
+	if pw.reset || pw.revoked || (pw.woken && pw.why != "data") {
 		return
 	}
 	pw.msgs = append(pw.msgs, env)
@@ -421,9 +426,26 @@ func (pw *pollWaiter) overflow() { pw.resume("", protocol.Position{}) }
 
 // userEvent implements userSubscriber. A poll holds its user's topic so
 // that its gateway hears a disconnect of the user, which the hub handles
-// itself (expelLocal answers the poll 401): other events mean nothing to
-// a poll.
-func (pw *pollWaiter) userEvent(string, []byte) {}
+// itself (expelLocal answers the poll 401), and the end of the user's
+// membership of the poll's private or direct room; other events mean
+// nothing to a poll.
+func (pw *pollWaiter) userEvent(_ string, frame []byte) {
+	if room, ok := leftRoom(frame); ok {
+		pw.revoke(room)
+	}
+}
+
+// revoke implements userSubscriber: a poll of a room its user is no
+// longer a member of is answered 403, with nothing it took after.
+func (pw *pollWaiter) revoke(room string) {
+	if room != pw.room {
+		return
+	}
+	pw.mu.Lock()
+	defer pw.mu.Unlock()
+	pw.revoked = true
+	pw.wakeLocked("revoked")
+}
 
 // admitted implements client.
 func (pw *pollWaiter) admitted() *admission { return &pw.adm }

@@ -371,19 +371,25 @@ func (s *session) userEvent(origin string, data []byte) {
 		case f.State == "member":
 			s.setCut(f.Room, false)
 		case f.Kind == string(broker.PrivateRoom) || f.Kind == string(broker.DirectRoom):
-			// Invariant 10: a user no longer a member of a private or
-			// direct room stops receiving it on every connection. The
-			// room is cut off at once; the handler goroutine, which owns
-			// members, leaves it (this runs under userTopic.mu, so it
-			// only queues).
-			// A closed inbox means the session is ending: it leaves
-			// every room as it ends, and the cut holds until then.
-			s.setCut(f.Room, true)
-			room := f.Room
-			s.in.post(func() { s.dropRoom(room) })
+			s.revoke(f.Room)
 		}
 	}
 	s.out.push(data, classLive)
+}
+
+// revoke implements userSubscriber. Invariant 10: a user no longer a
+// member of a private or direct room stops receiving it on every
+// connection. The room is cut off at once; the handler goroutine, which
+// owns members, leaves it (this runs under userTopic.mu, so it only
+// queues). A closed inbox means the session is ending: it leaves every
+// room as it ends, and the cut holds until then. A second revoke of the
+// same room (the room's event, then the user's) changes nothing.
+func (s *session) revoke(room string) {
+	if s.isCut(room) {
+		return
+	}
+	s.setCut(room, true)
+	s.in.post(func() { s.dropRoom(room) })
 }
 
 // setCut adds room to the rooms cut off (on), or takes it out.

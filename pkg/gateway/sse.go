@@ -591,8 +591,25 @@ func (s *sseStream) userEvent(origin string, frame []byte) {
 	if kind, ok := s.g.kinds.get(f.Room); !protocol.DirectRoom(f.Room) && (!ok || kind == broker.PublicRoom) {
 		return // a public room is open to all: the stream goes on
 	}
-	s.stopped[f.Room] = true
-	s.leaving = append(s.leaving, f.Room)
+	s.stopLocked(f.Room)
+}
+
+// revoke implements userSubscriber: the room stops, as when the user's
+// topic says the membership ended (revoke.go).
+func (s *sseStream) revoke(room string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := slices.BinarySearch(s.rooms, room); !ok || s.stopped[room] {
+		return
+	}
+	s.stopLocked(room)
+}
+
+// stopLocked stops delivering room at once and has the stream's handler
+// leave it. Called with s.mu held.
+func (s *sseStream) stopLocked(room string) {
+	s.stopped[room] = true
+	s.leaving = append(s.leaving, room)
 	select {
 	case s.kick <- struct{}{}:
 	default:

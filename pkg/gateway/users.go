@@ -20,6 +20,9 @@ type userSubscriber interface {
 	// userEvent gives the frame of an event that connection origin set off
 	// ("" for none).
 	userEvent(origin string, frame []byte)
+	// revoke cuts room off at once: the user is no longer a member of
+	// that private or direct room (revoke.go). It sends nothing.
+	revoke(room string)
 }
 
 // userTopic is one user's topic on this gateway: the user's sessions here,
