@@ -27,7 +27,7 @@ const faultTail = 2 * time.Second
 // (stream.go).
 type Checker struct {
 	fleet *Fleet
-	rdb   *goredis.Client
+	rdb   goredis.UniversalClient
 
 	ledger *ledger
 
@@ -35,6 +35,9 @@ type Checker struct {
 	// messages of the lost epoch are excused, provided every Member in the
 	// room was told with recovered:false.
 	DataLoss bool
+	// failover, when set (ExpectFailover), is a master the scenario
+	// killed on purpose and the replica promoted in its place.
+	failover *failover
 	// Healthy picks the Members whose latency the fault-window p99 covers
 	// and whose 1008/1013 closes fail the scenario. Default: all.
 	Healthy func(*Member) bool
@@ -49,11 +52,49 @@ type Checker struct {
 func newChecker(c *Cluster, f *Fleet) *Checker {
 	return &Checker{
 		fleet:     f,
-		rdb:       c.Redis.Client(),
+		rdb:       c.Store(),
 		ledger:    newLedger(),
 		warmStart: time.Now(),
 		pending:   map[string]bool{},
 	}
+}
+
+// failoverWindow is how long before the kill a lost ack is put down to
+// the failover: "the killed master's last second".
+const failoverWindow = time.Second
+
+// failover is a Redis master killed on purpose and its replica promoted in
+// its place. Redis replicates asynchronously: a write the master
+// acknowledged but had not yet sent to its replica is lost with it (Redis
+// does not promise otherwise). The acks of the failover's rooms received
+// from failoverWindow before the kill until the promotion (every ack the
+// killed master sent in its last second: none of these rooms could be
+// acknowledged by another node meanwhile) that are not in history are
+// counted as lost to the failover, reported and not failed on. So are the
+// messages Members hold at a position where the history now has another
+// message or nothing: the same lost writes, as the clients saw them. A
+// lost ack from before that window still fails, and so does every other
+// assertion, a stored message a Member never got among them.
+type failover struct {
+	rooms            map[string]bool
+	killed, promoted time.Time
+}
+
+// in reports whether an ack received at t falls in the failover's window.
+func (f *failover) in(t time.Time) bool {
+	return !t.Before(f.killed.Add(-failoverWindow)) && t.Before(f.promoted)
+}
+
+// ExpectFailover says the scenario killed the Redis master that held rooms
+// at killed, and a replica was promoted at promoted (see failover).
+func (c *Checker) ExpectFailover(rooms []string, killed, promoted time.Time) {
+	f := &failover{rooms: map[string]bool{}, killed: killed, promoted: promoted}
+	for _, r := range rooms {
+		f.rooms[r] = true
+	}
+	c.mu.Lock()
+	c.failover = f
+	c.mu.Unlock()
 }
 
 // WarmStart starts the baseline window (the p99 before the fault).
@@ -81,11 +122,26 @@ func (c *Checker) FaultStart() {
 // Redis answers), or, for a room Redis holds nothing of, its first message
 // acknowledged from now on.
 func (c *Checker) FaultEnd(ctx context.Context) error {
-	now := time.Now()
+	return c.FaultEndAt(ctx, time.Now(), nil)
+}
+
+// FaultEndAt is FaultEnd for a fault that ended at end, earlier: "caught
+// up" is measured from end, and so is the fault window's tail. The rooms
+// of next take as target their first message acknowledged from now on
+// instead of their head: after a failover, the first message the promoted
+// replica stored.
+func (c *Checker) FaultEndAt(ctx context.Context, end time.Time, next []string) error {
+	now := end
 	c.mu.Lock()
 	c.faultEnd = now
+	for _, room := range next {
+		c.pending[room] = true
+	}
 	c.mu.Unlock()
 	for _, room := range c.fleet.Rooms {
+		if slices.Contains(next, room) {
+			continue
+		}
 		p, err := c.head(ctx, room)
 		if err != nil {
 			return fmt.Errorf("fault end: %w", err)
@@ -138,6 +194,11 @@ func (c *Checker) head(ctx context.Context, room string) (protocol.Position, err
 			}
 			return p, nil
 		}
+		// A cluster client reloads its slot map on MOVED, not when a
+		// master is gone: after a failover, ask for the map again.
+		if cc, ok := c.rdb.(*goredis.ClusterClient); ok {
+			cc.ReloadState(ctx)
+		}
 		if !sleepCtx(ctx, 50*time.Millisecond) {
 			return protocol.Position{}, fmt.Errorf("read the head of %s: %w (last error %w)", room, ctx.Err(), err)
 		}
@@ -180,7 +241,7 @@ func (c *Checker) Finish(ctx context.Context, name string, traffic ...*Traffic) 
 		tr.Stop(sctx)
 	}
 	cancel()
-	r := &Result{Scenario: name, Closes: map[string]int{}, DialFails: map[int]int{}, ErrorFrames: map[string]int{}}
+	r := &Result{Scenario: name, Closes: map[string]int{}, DialFails: map[int]int{}, ErrorFrames: map[string]int{}, Refused: map[string]int{}}
 	r.SendErrors = c.ledger.codes()
 
 	// Every Member catches up to the head.
@@ -215,6 +276,20 @@ func (c *Checker) Finish(ctx context.Context, name string, traffic ...*Traffic) 
 	}
 	wg.Wait()
 	wcancel()
+	// A room still waiting for its first ack after the fault never had a
+	// target: none of its Members caught up to one.
+	c.mu.Lock()
+	for _, room := range sortedKeys(c.pending) {
+		n := 0
+		for _, m := range c.fleet.Members {
+			if slices.Contains(m.Rooms, room) {
+				n++
+			}
+		}
+		r.NotCaughtUp += n
+		r.problem("%s: no message acknowledged after the fault, so none of its %d clients caught up to one", room, n)
+	}
+	c.mu.Unlock()
 
 	c.checkHistory(ctx, r, heads)
 	c.tally(r)
@@ -229,19 +304,27 @@ func (m *Member) fatalErr() error {
 
 // checkHistory compares each room's history with the ledger: every
 // acknowledged message is there exactly once, at the seq its ack named;
-// no id is stored twice; seqs rise by one.
+// no id is stored twice; seqs rise by one. It compares it with what every
+// Member received too (compareStreams).
 func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]protocol.Position) {
 	recs := c.ledger.snapshot()
+	c.mu.Lock()
+	fo := c.failover
+	c.mu.Unlock()
+	r.Failover = fo != nil
 	for _, room := range c.fleet.Rooms {
 		hist, err := c.history(ctx, room)
 		if err != nil {
 			r.problem("%v", err)
 			continue
 		}
+		inFailover := fo != nil && fo.rooms[room]
 		seen := map[string][]protocol.Position{}
+		at := map[protocol.Position]string{} // the history's message at each position
 		for i, e := range hist {
 			k := key(room, e.From, e.ID)
 			seen[k] = append(seen[k], e.position())
+			at[e.position()] = msgKey(e.From, e.ID)
 			if i == 0 {
 				continue
 			}
@@ -262,9 +345,13 @@ func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]
 				r.problem("%s stored %d times: %v", k, len(ws), ws)
 			}
 		}
+		cmp := c.compareStreams(r, room, hist, at, inFailover)
 		for _, s := range recs {
 			if s.room != room {
 				continue
+			}
+			if inFailover && s.acked && fo.in(s.ackedAt) {
+				r.FailoverWindow++
 			}
 			if !s.acked {
 				r.Unacked++
@@ -286,6 +373,16 @@ func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]
 				r.Trimmed++
 			case c.DataLoss && s.ack.Epoch != heads[room].Epoch:
 				r.Excused++
+			case inFailover && fo.in(s.ackedAt):
+				r.FailoverLost++
+				now, ok := at[s.ack]
+				if !ok {
+					now = "nothing (past the head)"
+				}
+				r.FailoverLosses = append(r.FailoverLosses, fmt.Sprintf(
+					"%s/%s acked as seq %d %v after the kill, history has %s at that seq now; %d of %d clients in %s received the lost message there, %d received the stored one after it, %d never received the stored one",
+					s.user, s.id, s.ack.Seq, s.ackedAt.Sub(fo.killed).Round(time.Millisecond), now,
+					cmp.holders[s.ack][msgKey(s.user, s.id)], cmp.members, room, cmp.reusedAt[s.ack], cmp.missedAt[s.ack]))
 			default:
 				r.LostHistory++
 				if r.LostHistory <= 3 {
@@ -300,6 +397,96 @@ func (c *Checker) checkHistory(ctx context.Context, r *Result, heads map[string]
 		r.problem("%s acknowledged twice at different positions", id)
 	}
 	c.ledger.mu.Unlock()
+}
+
+// streamCmp is what compareStreams found in one room, by position, for
+// the report of the acks lost to a failover.
+type streamCmp struct {
+	members  int                                  // Members in the room
+	holders  map[protocol.Position]map[string]int // Members holding a message history lacks at a position
+	reusedAt map[protocol.Position]int            // Members that got the stored message after another one there
+	missedAt map[protocol.Position]int            // Members that hold another message there and never got the stored one
+}
+
+// compareStreams compares what every Member of room received, message by
+// message, with the room's history (at: the message stored at each
+// position). At a position history holds, a Member that holds another
+// message and never received the stored one missed it without being told
+// (Missed, part of lost); each message it holds there other than the
+// stored one, or past the history's head in its epoch, is a phantom: a
+// message history does not have there (Phantoms; FailoverPhantoms in a
+// room of a deliberate failover, where they are the lost writes as the
+// clients saw them). Positions before the history's oldest entry
+// (retention) or of an epoch it no longer has (a wiped room) are not
+// compared. A message received at two positions of one epoch is a
+// duplicate (Dups).
+func (c *Checker) compareStreams(r *Result, room string, hist []stored, at map[protocol.Position]string, inFailover bool) streamCmp {
+	cmp := streamCmp{
+		holders:  map[protocol.Position]map[string]int{},
+		reusedAt: map[protocol.Position]int{},
+		missedAt: map[protocol.Position]int{},
+	}
+	var last protocol.Position
+	if n := len(hist); n > 0 {
+		last = hist[n-1].position()
+	}
+	phantom := func(m *Member, pos protocol.Position, k, stored string) {
+		if inFailover {
+			r.FailoverPhantoms++
+			if cmp.holders[pos] == nil {
+				cmp.holders[pos] = map[string]int{}
+			}
+			cmp.holders[pos][k]++
+			return
+		}
+		r.Phantoms++
+		r.problem("%s in %s: holds %s at %s/%d, where history has %s", m.Name, room, k, pos.Epoch, pos.Seq, stored)
+	}
+	for _, m := range c.fleet.Members {
+		if !slices.Contains(m.Rooms, room) {
+			continue
+		}
+		cmp.members++
+		m.mu.Lock()
+		s := m.streams[room]
+		type epochKey struct{ epoch, k string }
+		where := map[epochKey][]int64{}
+		for pos, first := range s.ids {
+			got := append([]string{first}, s.extra[pos]...)
+			for _, k := range got {
+				where[epochKey{pos.Epoch, k}] = append(where[epochKey{pos.Epoch, k}], pos.Seq)
+			}
+			h, ok := at[pos]
+			switch {
+			case ok:
+				if !slices.Contains(got, h) {
+					r.Missed++
+					cmp.missedAt[pos]++
+					r.problem("%s in %s: holds %v at %s/%d and never got %s, which history has there", m.Name, room, got, pos.Epoch, pos.Seq, h)
+				} else if first != h {
+					cmp.reusedAt[pos]++
+				}
+				for _, k := range got {
+					if k != h {
+						phantom(m, pos, k, h)
+					}
+				}
+			case !last.IsZero() && pos.Epoch == last.Epoch && pos.Seq > last.Seq:
+				for _, k := range got {
+					phantom(m, pos, k, "nothing (past its head)")
+				}
+			}
+		}
+		for ek, seqs := range where {
+			if len(seqs) > 1 {
+				slices.Sort(seqs)
+				r.Dups += int64(len(seqs) - 1)
+				r.problem("%s in %s: received %s at seqs %v of epoch %s", m.Name, room, ek.k, seqs, ek.epoch)
+			}
+		}
+		m.mu.Unlock()
+	}
+	return cmp
 }
 
 // tally adds up what the Members saw.
@@ -329,6 +516,7 @@ func (c *Checker) tally(r *Result) {
 			s := m.streams[room]
 			r.LostStream += s.lost + s.unannounced
 			r.Dups += s.dups
+			r.Reused += s.reused
 			r.OutOfOrder += s.outOfOrder
 			r.NotRecovered += s.notRecovered
 			for _, p := range s.problems {
@@ -368,6 +556,9 @@ func (c *Checker) tally(r *Result) {
 		for code, n := range m.errs {
 			r.ErrorFrames[code] += n
 		}
+		for code, n := range m.refused {
+			r.Refused[code] += n
+		}
 		if m.fatal != nil {
 			r.problem("%s stopped: %v", m.Name, m.fatal)
 		}
@@ -405,6 +596,21 @@ func (c *Checker) closesIn(from, to time.Time, classes ...string) map[string]int
 			if !cl.at.Before(from) && !cl.at.After(to) && slices.Contains(classes, cl.class) {
 				out[cl.class]++
 			}
+		}
+		m.mu.Unlock()
+	}
+	return out
+}
+
+// sendTrouble counts, by code, the error frames that answered sends (as
+// the ledger has them) and the refusals the SDK resent by itself ("send
+// unavailable", ...), so far.
+func (c *Checker) sendTrouble() map[string]int {
+	out := c.ledger.codes()
+	for _, m := range c.fleet.Members {
+		m.mu.Lock()
+		for k, n := range m.refused {
+			out[k] += n
 		}
 		m.mu.Unlock()
 	}

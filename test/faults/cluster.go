@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/parley-chat/parley/deploy/haproxy"
 	"github.com/parley-chat/parley/internal/faultproxy"
 	"github.com/parley-chat/parley/internal/proctest"
@@ -28,20 +30,58 @@ const (
 	gateways      = 3
 )
 
+// RedisKind says what kind of Redis a cluster's gateways run on.
+type RedisKind int
+
+const (
+	// RedisSingle is one redis-server, named by --redis (the default).
+	RedisSingle RedisKind = iota
+	// RedisCluster is a Redis Cluster of 3 masters with 1 replica each
+	// (cluster-node-timeout 1s), named by --redis-cluster with every node's
+	// address.
+	RedisCluster
+	// RedisSentinel is a master, 1 replica and 3 Sentinels
+	// (down-after-milliseconds 1s), named by --redis-sentinel.
+	RedisSentinel
+)
+
+func (k RedisKind) String() string {
+	switch k {
+	case RedisSingle:
+		return "single"
+	case RedisCluster:
+		return "cluster"
+	case RedisSentinel:
+		return "sentinel"
+	}
+	return fmt.Sprintf("RedisKind(%d)", int(k))
+}
+
 // ClusterOptions vary the cluster a scenario starts.
 type ClusterOptions struct {
+	// Redis is the kind of Redis the gateways run on. Default RedisSingle.
+	// Every kind persists with an append-only file, appendfsync everysec.
+	Redis RedisKind
 	// ProxiedGateway, when 1..3, is the gateway whose --redis URL points
 	// at a faultproxy in front of Redis (Cluster.RedisProxy), so that the
-	// link between that gateway and Redis can be blackholed.
+	// link between that gateway and Redis can be blackholed. RedisSingle
+	// only.
 	ProxiedGateway int
 }
 
-// Cluster is redis-server (AOF, appendfsync everysec), three `parley
-// serve` processes (gw-1, gw-2, gw-3) and haproxy in front of them, all on
-// loopback, owned by one test.
+// Cluster is Redis (by default one redis-server; see RedisKind), three
+// `parley serve` processes (gw-1, gw-2, gw-3) and haproxy in front of them,
+// all on loopback, owned by one test. Every Redis node keeps an append-only
+// file with appendfsync everysec.
 type Cluster struct {
-	t          testing.TB
-	Redis      *redistest.Server
+	t testing.TB
+	// Redis is the redis-server of RedisSingle (nil otherwise).
+	Redis *redistest.Server
+	// RedisCluster is the Redis Cluster of RedisCluster (nil otherwise).
+	RedisCluster *redistest.Cluster
+	// Sentinel is the master, replica and Sentinels of RedisSentinel (nil
+	// otherwise).
+	Sentinel   *redistest.Sentinel
 	RedisProxy *faultproxy.Proxy // with ClusterOptions.ProxiedGateway
 	Gateways   []*proctest.Gateway
 	started    []*proctest.Gateway // every gateway process, replaced ones too
@@ -56,7 +96,23 @@ type Cluster struct {
 func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: opts}
-	c.Redis = redistest.Start(t, redistest.Options{AOF: true, Fsync: "everysec"})
+	switch opts.Redis {
+	case RedisSingle:
+		c.Redis = redistest.Start(t, redistest.Options{AOF: true, Fsync: "everysec"})
+	case RedisCluster:
+		c.RedisCluster = redistest.StartCluster(t, redistest.ClusterOptions{
+			Masters: 3, Replicas: 1, NodeTimeout: time.Second, AOF: true, Fsync: "everysec",
+		})
+	case RedisSentinel:
+		c.Sentinel = redistest.StartSentinel(t, redistest.SentinelOptions{
+			Replicas: 1, Sentinels: 3, DownAfter: time.Second, AOF: true, Fsync: "everysec",
+		})
+	default:
+		t.Fatalf("faults: unknown Redis kind %v", opts.Redis)
+	}
+	if opts.ProxiedGateway > 0 && opts.Redis != RedisSingle {
+		t.Fatalf("faults: ProxiedGateway needs RedisSingle, not %v", opts.Redis)
+	}
 	if opts.ProxiedGateway > 0 {
 		p, err := faultproxy.Start(c.Redis.Addr())
 		if err != nil {
@@ -86,16 +142,38 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 func Node(i int) string { return fmt.Sprintf("gw-%d", i+1) }
 
 func (c *Cluster) startGateway(i int, addr string) *proctest.Gateway {
-	redisURL := c.Redis.URL()
-	if c.RedisProxy != nil && c.opts.ProxiedGateway == i+1 {
+	var redisURL string
+	args := []string{"--drain-spread", drainSpread.String(), "--drain-timeout", "10s"}
+	switch {
+	case c.RedisCluster != nil:
+		args = append(args, "--redis-cluster", strings.Join(c.RedisCluster.Addrs(), ","))
+	case c.Sentinel != nil:
+		args = append(args, "--redis-sentinel", c.Sentinel.Name+"@"+strings.Join(c.Sentinel.Addrs(), ","))
+	case c.RedisProxy != nil && c.opts.ProxiedGateway == i+1:
 		redisURL = "redis://" + c.RedisProxy.Addr() + "/0"
+	default:
+		redisURL = c.Redis.URL()
 	}
 	g := proctest.StartGateway(c.t, proctest.GatewayOptions{
-		Redis: redisURL, Node: Node(i), Addr: addr,
-		Args: []string{"--drain-spread", drainSpread.String(), "--drain-timeout", "10s"},
+		Redis: redisURL, Node: Node(i), Addr: addr, Args: args,
 	})
 	c.started = append(c.started, g)
 	return g
+}
+
+// Store returns a client of the Redis the gateways use, for the Checker's
+// reads of heads and histories: a plain client of the one redis-server, a
+// cluster client, or a failover client that follows the master the
+// Sentinels name. It is closed when the test ends.
+func (c *Cluster) Store() goredis.UniversalClient {
+	switch {
+	case c.RedisCluster != nil:
+		return c.RedisCluster.Client()
+	case c.Sentinel != nil:
+		return c.Sentinel.Client()
+	default:
+		return c.Redis.Client()
+	}
 }
 
 // logLine is the part of a gateway's JSON log line the report reads.

@@ -67,6 +67,7 @@ type Member struct {
 	resumes  []resumeEvent // drops followed by a resumed connection
 	dialFail map[int]int   // failed reconnect attempts by HTTP status (0: no HTTP answer)
 	errs     map[string]int
+	refused  map[string]int // requests the server refused for now and the SDK resent, by code
 	lat      []latSample
 	fatal    error
 	node     string // the node at the last mark (Fleet.markNodes)
@@ -107,6 +108,7 @@ func dialMember(ctx context.Context, url, name string, rooms []string, buffer in
 		streams:  make(map[string]*stream),
 		dialFail: make(map[int]int),
 		errs:     make(map[string]int),
+		refused:  make(map[string]int),
 		done:     make(chan struct{}),
 	}
 	var err error
@@ -166,6 +168,12 @@ func (m *Member) record() {
 			}
 		case ev.Error != nil:
 			m.errs[ev.Error.Code]++
+		case ev.Retry != nil:
+			code := "?"
+			if ev.Retry.Err != nil {
+				code = ev.Retry.Err.Code
+			}
+			m.refused[ev.Retry.Request.Type+" "+code]++
 		case ev.State == client.StateReconnecting:
 			class := classify(ev.Err)
 			m.closes = append(m.closes, closeEvent{at: now, class: class, node: m.Client.Welcome().Node, err: errText(ev.Err)})

@@ -48,6 +48,10 @@ func TestFaults(t *testing.T) {
 		{"slow-consumer-of-300", slowConsumer},
 		{"reconnect-storm-2000", reconnectStorm},
 		{"rate-90pct-redis-stall", rateThroughStall},
+		{"cluster-master-kill-9", clusterMasterKill},
+		{"cluster-slot-migration", clusterSlotMigration},
+		{"cluster-pubsub-killed", clusterPubsubKilled},
+		{"sentinel-master-kill-9", sentinelMasterKill},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+phase(time.Minute))

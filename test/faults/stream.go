@@ -33,7 +33,18 @@ type stream struct {
 
 	target  *protocol.Position // set when the fault ended: where "caught up" is
 	reached time.Time          // when the stream first held target, connected
+
+	// ids is the message (from/id) first received at each position;
+	// extra the other messages later received at a position already
+	// held (a seq reused for another message: reused counts them). The
+	// Checker compares them with the room's history at the end.
+	ids    map[protocol.Position]string
+	extra  map[protocol.Position][]string
+	reused int64
 }
+
+// msgKey names a message in a room: its sender and its id.
+func msgKey(from, id string) string { return from + "/" + id }
 
 const maxProblems = 5
 
@@ -73,6 +84,7 @@ func (s *stream) joined(now time.Time, f *protocol.Frame) {
 
 // message handles one delivered message.
 func (s *stream) message(now time.Time, m *protocol.Message) {
+	s.record(m)
 	if s.free {
 		s.free = false
 	} else {
@@ -102,6 +114,27 @@ func (s *stream) message(now time.Time, m *protocol.Message) {
 	}
 	s.pos = protocol.Position{Epoch: m.Epoch, Seq: m.Seq}
 	s.received++
+}
+
+// record notes which message m is at its position: the first one there,
+// or another one (the seq was reused), counted in reused.
+func (s *stream) record(m *protocol.Message) {
+	pos, k := protocol.Position{Epoch: m.Epoch, Seq: m.Seq}, msgKey(m.From, m.ID)
+	if s.ids == nil {
+		s.ids = map[protocol.Position]string{}
+	}
+	first, held := s.ids[pos]
+	switch {
+	case !held:
+		s.ids[pos] = k
+	case first != k:
+		if s.extra == nil {
+			s.extra = map[protocol.Position][]string{}
+		}
+		s.extra[pos] = append(s.extra[pos], k)
+		s.reused++
+		s.problem("seq %d delivered again as another message: %s, then %s", m.Seq, first, k)
+	}
 }
 
 // at reports whether the stream holds p: p is at or before the stream's

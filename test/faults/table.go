@@ -24,6 +24,27 @@ type Result struct {
 	Duplicated  int64 // ids stored twice, or acknowledged at two positions
 	Dups        int64 // a seq delivered twice to a Member
 	OutOfOrder  int64 // in a Member's stream or in history
+	// Missed counts stored messages a Member never received because it
+	// holds another message at their position (compareStreams): lost
+	// without being told. Reused counts seqs a Member was delivered a
+	// second time as another message (each is also a dup).
+	Missed int64
+	Reused int64
+	// Phantoms counts messages Members hold at a position where history
+	// has another message or nothing.
+	Phantoms int64
+	// Failover says the scenario killed a Redis master on purpose
+	// (Checker.ExpectFailover). FailoverWindow counts the acks of its
+	// rooms received in the killed master's last second (until the
+	// promotion), FailoverLost those missing from history, lost with the
+	// master (reported, not failed on), FailoverLosses describes each, and
+	// FailoverPhantoms counts the messages Members hold at a position
+	// where history has another message or nothing in those rooms.
+	Failover         bool
+	FailoverWindow   int
+	FailoverLost     int
+	FailoverLosses   []string
+	FailoverPhantoms int64
 	// NotRecovered counts joined frames with recovered:false.
 	NotRecovered int
 	// Unannounced counts Members in a wiped room that got no
@@ -54,6 +75,10 @@ type Result struct {
 	// error frames the Members got (rate_limited has no ref).
 	SendErrors  map[string]int
 	ErrorFrames map[string]int
+	// Refused counts the requests a gateway refused for now (unavailable,
+	// rate_limited) that the SDK resent by itself, by request type and
+	// code: the send call never saw them.
+	Refused map[string]int
 	// Notes are the scenario's own figures and expectations.
 	Notes []string
 
@@ -67,8 +92,9 @@ func (r *Result) problem(format string, args ...any) {
 }
 
 // Lost is the table's "lost": acknowledged messages missing from history
-// plus messages a Member missed without being told.
-func (r *Result) Lost() int64 { return r.LostHistory + r.LostStream }
+// plus messages a Member missed without being told (skipped seqs, and
+// stored messages it holds another message in place of).
+func (r *Result) Lost() int64 { return r.LostHistory + r.LostStream + r.Missed }
 
 // Duplicates is the table's "duplicated": in history and in streams.
 func (r *Result) Duplicates() int64 { return r.Duplicated + r.Dups }
@@ -141,8 +167,26 @@ func (r *Result) Row() string {
 	if r.Unacked > 0 {
 		d = append(d, fmt.Sprintf("%d sends never acked", r.Unacked))
 	}
+	if r.Failover {
+		d = append(d, fmt.Sprintf("acked lost to failover: %d of %d acked in the killed master's last second", r.FailoverLost, r.FailoverWindow))
+	}
+	if r.FailoverPhantoms > 0 {
+		d = append(d, fmt.Sprintf("%d messages held by clients where history now has another or none (the failover's lost writes)", r.FailoverPhantoms))
+	}
+	if r.Missed > 0 {
+		d = append(d, fmt.Sprintf("%d stored messages never received by a client that holds another message at their seq", r.Missed))
+	}
+	if r.Reused > 0 {
+		d = append(d, fmt.Sprintf("%d seqs delivered again as another message", r.Reused))
+	}
+	if r.Phantoms > 0 {
+		d = append(d, fmt.Sprintf("%d messages held by clients where history has another or none", r.Phantoms))
+	}
 	if len(r.SendErrors) > 0 {
 		d = append(d, "send errors "+mapText(r.SendErrors))
+	}
+	if len(r.Refused) > 0 {
+		d = append(d, "refused for now, resent by the SDK "+mapText(r.Refused))
 	}
 	if len(r.ErrorFrames) > 0 {
 		d = append(d, "unsolicited errors "+mapText(r.ErrorFrames))
@@ -232,7 +276,11 @@ func (tb *table) String() string {
 func (r *Result) check(t testing.TB) {
 	t.Helper()
 	if r.Lost() != 0 {
-		t.Errorf("%s: lost %d (history %d, streams %d), want 0", r.Scenario, r.Lost(), r.LostHistory, r.LostStream)
+		t.Errorf("%s: lost %d (history %d, streams %d, held another message in place of a stored one %d), want 0",
+			r.Scenario, r.Lost(), r.LostHistory, r.LostStream, r.Missed)
+	}
+	if r.Phantoms != 0 {
+		t.Errorf("%s: clients hold %d messages that history has not at their seq, want 0", r.Scenario, r.Phantoms)
 	}
 	if r.Duplicates() != 0 {
 		t.Errorf("%s: duplicated %d, want 0", r.Scenario, r.Duplicates())
@@ -254,6 +302,9 @@ func (r *Result) check(t testing.TB) {
 	}
 	if r.Unacked != 0 {
 		t.Errorf("%s: %d sends never acknowledged", r.Scenario, r.Unacked)
+	}
+	if len(r.FailoverLosses) > 0 {
+		t.Logf("%s: acked writes lost with the killed master (reported, not failed on):\n  %s", r.Scenario, strings.Join(r.FailoverLosses, "\n  "))
 	}
 	if len(r.Problems) > 0 {
 		sort.Strings(r.Problems)
