@@ -191,6 +191,11 @@ func New(cfg Config) (*Broker, error) {
 			// One dial, no retries: a dead master fails a send at once,
 			// and the router moves its slots as soon as a replica has them.
 			DialerRetries: 1,
+			// go-redis re-reads the slot map on MOVED, and when its copy is
+			// older than this; the router also has it re-read whenever the
+			// map it reads has changed (a failover answers no MOVED: the dead
+			// master answers nothing).
+			ClusterStateReloadInterval: 5 * time.Second,
 		}
 		c := goredis.NewClusterClient(opt)
 		client = c
@@ -343,7 +348,10 @@ func unavailable(op string, err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) || errors.Is(err, goredis.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		strings.Contains(err.Error(), "connection refused") ||
-		strings.HasPrefix(err.Error(), "LOADING") {
+		strings.HasPrefix(err.Error(), "LOADING") ||
+		// A Redis Cluster between a master's failure and its replica's
+		// promotion, or a slot's keys half moved: both pass.
+		strings.HasPrefix(err.Error(), "CLUSTERDOWN") || strings.HasPrefix(err.Error(), "TRYAGAIN") {
 		return fmt.Errorf("redis %s: %w: %w", op, broker.ErrUnavailable, err)
 	}
 	return fmt.Errorf("redis %s: %w", op, err)
