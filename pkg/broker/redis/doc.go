@@ -57,10 +57,28 @@
 // channel is dropped. Gateways that predate events drop an event on a
 // room's channel as a malformed envelope.
 //
-// One pub/sub connection per Broker carries every subscription. A broken
-// connection is re-established by go-redis, which resubscribes every
-// channel. Because all topics share that one connection, its loss is
-// reported to the Handler as one Lost naming every subscribed topic, and
-// each resubscription then through Subscribed, so the gateway can re-read
-// what pub/sub lost.
+// Where Redis is: a URL (one Redis), seed nodes (Config.ClusterAddrs: a
+// Redis Cluster, Redis 7+) or a master watched by Sentinel
+// (Config.SentinelMaster and SentinelAddrs). Every command above touches
+// one slot, so all of it works the same on a Cluster; there the publish
+// script and Emit use SPUBLISH, and a room's channel is a shard channel on
+// its room's slot.
+//
+// Pub/sub runs on connections the Broker owns and speaks RESP2 on itself
+// (resp.go), one per shard (shard.go): the only one on a single Redis or
+// Sentinel's master; one per master that holds a subscribed channel's slot
+// on a Cluster, so the connections are bounded by the masters, whatever
+// the number of rooms. Each command names one channel, so every reply is
+// matched to its command: a MOVED sends the channel to the node it names.
+// The bus (bus.go) routes channels to shards by slot; on a Cluster its
+// router reads the slot map (CLUSTER SLOTS, from the nodes it knows) every
+// TopologyInterval, every 250ms while a channel is off a live connection,
+// and at once when a connection fails or Redis unsubscribes a channel
+// whose slot moved, and moves each channel to its slot's master. A
+// connection that breaks is dialed again and subscribes everything it
+// holds. A connection idle for PingInterval is probed: a nonce published
+// through the client must come back through it within ProbeTimeout, else
+// it is dropped (broker.ErrSilent). Every loss is reported to the Handler
+// as one Lost naming the topics it cost, and each resubscription through
+// Subscribed, so the gateway can re-read what pub/sub lost.
 package redis
