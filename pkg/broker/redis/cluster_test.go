@@ -195,3 +195,31 @@ func TestSlotOfMatchesRedis(t *testing.T) {
 		}
 	}
 }
+
+// A reconnection subscribes every channel again, each with its own
+// command; their thousands of confirmations are matched in order, in
+// time linear in their number.
+func TestManyChannelsResubscribe(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rec := brokertest.NewRecorder()
+	b := newBroker(t, srv, rec, 0)
+	defer b.Close()
+	ctx := context.Background()
+	const n = 20000
+	for i := range n {
+		if err := b.Subscribe(ctx, broker.Room("r"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.WaitFor(t, 30*time.Second, "every first Subscribed", func(l brokertest.Log) bool { return len(l.Subscribed()) == n })
+	start := time.Now()
+	if srv.KillPubSub(ctx) != 1 {
+		t.Fatal("not one pub/sub connection")
+	}
+	rec.WaitFor(t, 60*time.Second, "every room subscribed again", func(l brokertest.Log) bool { return len(l.Subscribed()) == 2*n })
+	t.Logf("%d channels subscribed again %v after their connection was killed", n, time.Since(start).Round(time.Millisecond))
+	if _, err := b.Publish(ctx, broker.Publication{Room: "r19999", ID: "1", From: "u", Body: "last"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitFor(t, 10*time.Second, "the message", func(l brokertest.Log) bool { return len(l.Envelopes()) == 1 })
+}

@@ -322,8 +322,14 @@ func (s *shard) read(w *wire) error {
 }
 
 // popLocked removes the first pending command matching c and reports
-// whether there was one.
+// whether there was one. Replies come in the order of the commands, so it
+// is the first one but for a reply Redis sent unasked: that costs O(1)
+// even with a reconnection's thousands of subscribes pending.
 func (s *shard) popLocked(c pendingCmd) bool {
+	if len(s.pending) > 0 && s.pending[0] == c {
+		s.pending = s.pending[1:]
+		return true
+	}
 	for i, p := range s.pending {
 		if p == c {
 			s.pending = append(s.pending[:i], s.pending[i+1:]...)
