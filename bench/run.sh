@@ -12,7 +12,7 @@ not the disk; K=2 `parley serve --dev-auth` gateways on free loopback ports),
 runs the standard scenarios with `parley bench --json`, prints one summary
 table, and stops exactly the processes it started (by PID, from a trap).
 
-Scenarios, by their --only names (sizes of the full run, 13 to 15 minutes on
+Scenarios, by their --only names (sizes of the full run, 12 to 15 minutes on
 2 cores; --quick uses smaller ones, about 3 minutes):
   idle       10,000 idle connections on gateway 1: resident memory per connection
   fanout     one room of 2,000 members, publish rate stepped 2, 5, 10, 20, 40, ...
