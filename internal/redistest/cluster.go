@@ -59,7 +59,12 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	c := &Cluster{t: t, opts: opts}
 	n := opts.Masters * (1 + opts.Replicas)
 	for range n {
-		c.Nodes = append(c.Nodes, Start(t, Options{AOF: opts.AOF, Fsync: opts.Fsync, ClusterNodeTimeout: opts.NodeTimeout}))
+		// A replica's first full sync starts at once, not after Redis 7.0's
+		// 5s wait for more replicas: a replica that has never synced
+		// refuses to take over (its data would be empty), so a failover
+		// test must not begin before it has.
+		c.Nodes = append(c.Nodes, Start(t, Options{AOF: opts.AOF, Fsync: opts.Fsync, ClusterNodeTimeout: opts.NodeTimeout,
+			Args: []string{"--repl-diskless-sync-delay", "0"}}))
 	}
 	args := []string{"--cluster", "create"}
 	args = append(args, c.Addrs()...)
@@ -167,13 +172,13 @@ func (c *Cluster) unhealthy(ctx context.Context) string {
 			continue
 		}
 		cl := nodeClient(s)
-		info, err := cl.ClusterInfo(ctx).Result()
+		ci, err := cl.ClusterInfo(ctx).Result()
 		cl.Close()
 		if err != nil {
 			return fmt.Sprintf("%s: %v", s.Addr(), err)
 		}
-		if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_ok:16384") {
-			f := strings.Fields(info)
+		if !strings.Contains(ci, "cluster_state:ok") || !strings.Contains(ci, "cluster_slots_ok:16384") {
+			f := strings.Fields(ci)
 			return fmt.Sprintf("%s: %s", s.Addr(), strings.Join(f[:min(3, len(f))], " "))
 		}
 		ns, err := nodes(ctx, s)
@@ -195,6 +200,15 @@ func (c *Cluster) unhealthy(ctx context.Context) string {
 			}
 			if n.master && len(n.slots) > 0 && !n.failed && replicas[n.id] < c.opts.Replicas && len(running) == len(c.Nodes) {
 				return fmt.Sprintf("%s: master %s has %d replicas, want %d", s.Addr(), n.addr, replicas[n.id], c.opts.Replicas)
+			}
+		}
+		// A replica counts once it has synced with its master: until then
+		// it would refuse a failover.
+		if role, err := info(ctx, s.Addr(), "replication", "role"); err != nil {
+			return fmt.Sprintf("%s: INFO replication: %v", s.Addr(), err)
+		} else if role == "slave" {
+			if link, _ := info(ctx, s.Addr(), "replication", "master_link_status"); link != "up" && len(running) == len(c.Nodes) {
+				return fmt.Sprintf("%s: replica not synced with its master yet (link %s)", s.Addr(), link)
 			}
 		}
 	}
