@@ -4,44 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/pkg/broker/redis"
 )
 
-// slotCount is how many hash slots a Redis Cluster has.
-const slotCount = 16384
-
-// Slot returns key's Redis Cluster hash slot, as CLUSTER KEYSLOT does:
-// CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384. The hash
-// tag is what lies between the first "{" and the first "}" after it, if
-// that is not empty; otherwise the whole key is hashed.
-func Slot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key)) % slotCount
-}
-
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the CRC
-// Redis Cluster hashes keys with.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
+// Slot returns key's Redis Cluster hash slot, as CLUSTER KEYSLOT does: the
+// broker's own computation (redis.Slot), which TestSlot checks against a
+// real Redis.
+func Slot(key string) int { return redis.Slot(key) }
 
 // self reads s's own line of CLUSTER NODES.
 func self(ctx context.Context, s *Server) (clusterNode, error) {
@@ -131,7 +104,7 @@ func (c *Cluster) Masters() []*Server {
 // answers -ASK for a key it no longer has, and to serves it after ASKING.
 // Moving a slot to the master that has it does nothing.
 func (c *Cluster) MigrateSlot(ctx context.Context, slot int, to *Server) error {
-	if slot < 0 || slot >= slotCount {
+	if slot < 0 || slot >= 16384 {
 		return fmt.Errorf("redistest: migrate slot %d: no such slot", slot)
 	}
 	src, err := c.masterServing(ctx, slot)

@@ -190,13 +190,6 @@ func bodies(envs []broker.Envelope) []string {
 	return out
 }
 
-func TestSlotOfMatchesRedis(t *testing.T) {
-	for _, k := range []string{"", "a", "{a}b", "a{}b", "{}", "a{b", "x{y}z{w}", "parley:{room 1}:log", "parley:u:{ü}", "123456789"} {
-		if got, want := redis.SlotOf(k), redistest.Slot(k); got != want {
-			t.Errorf("slotOf(%q) = %d, want %d", k, got, want)
-		}
-	}
-}
 
 // countingHandler counts Subscribed calls and keeps the envelopes: the
 // recorder's log is too slow to search for tens of thousands of calls.

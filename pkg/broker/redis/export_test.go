@@ -13,6 +13,3 @@ func (b *Broker) Key(room, kind string) string { return b.key(room, kind) }
 
 // UserKey is the name of a user's rooms hash.
 func (b *Broker) UserKey(user string) string { return b.userKey(user) }
-
-// SlotOf is the Redis Cluster slot of a key or shard channel.
-var SlotOf = slotOf

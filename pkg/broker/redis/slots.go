@@ -8,10 +8,12 @@ import (
 // slotCount is how many hash slots a Redis Cluster has.
 const slotCount = 16384
 
-// slotOf returns the Redis Cluster hash slot of a key or shard channel:
-// CRC16 (XMODEM) of its hash tag, the part between the first '{' and the
-// next '}' when that part is not empty, else of the whole key, modulo
-// 16384.
+// Slot returns the Redis Cluster hash slot of a key or shard channel, as
+// CLUSTER KEYSLOT does: CRC16 (XMODEM) of its hash tag, the part between
+// the first '{' and the next '}' when that part is not empty, else of the
+// whole key, modulo 16384.
+func Slot(key string) int { return slotOf(key) }
+
 func slotOf(key string) int {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
 		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
