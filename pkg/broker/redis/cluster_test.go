@@ -190,7 +190,6 @@ func bodies(envs []broker.Envelope) []string {
 	return out
 }
 
-
 // countingHandler counts Subscribed calls and keeps the envelopes: the
 // recorder's log is too slow to search for tens of thousands of calls.
 type countingHandler struct {
