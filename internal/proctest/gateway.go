@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/parley-chat/parley/internal/childproc"
+	"github.com/parley-chat/parley/internal/freeport"
 )
 
 // GatewayOptions configure one `parley serve` process.
@@ -157,10 +158,9 @@ func (g *Gateway) WaitLog(s string, timeout time.Duration) { g.logs.WaitFor(g.t,
 // ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Port()
 	if err != nil {
 		t.Fatalf("proctest: free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(p)
 }
